@@ -1,0 +1,272 @@
+"""ApiIngress: the REST API (API key + usage plan) and the task Lambda behind it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pulumi
+import pulumi_aws as aws
+
+import agent.contract
+from agent.contract import RuntimeInfo
+from components.builders import api as apib
+from components.builders import iam as iamb
+
+HANDLER_FILE = Path(__file__).parent / "task_api" / "handler.py"
+CONTRACT_FILE = Path(agent.contract.__file__)
+LAMBDA_RUNTIME = "python3.13"
+LAMBDA_TIMEOUT_SECONDS = 15
+
+
+@dataclass
+class ApiIngressArgs:
+    input_topic_arn: pulumi.Input[str]
+    output_bucket_name: pulumi.Input[str]
+    output_bucket_arn: pulumi.Input[str]
+    runtimes: list[RuntimeInfo]
+    stage_name: str = "v1"
+    rate_limit: float = 30.0
+    burst_limit: int = 50
+    quota_limit: int | None = None
+    quota_period: str = "DAY"
+    reserved_concurrency: int | None = None
+    log_retention_days: int = 30
+    manage_account_log_role: bool = True
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+def lambda_code() -> pulumi.AssetArchive:
+    """The handler plus the contract module it imports; nothing else is shipped."""
+    return pulumi.AssetArchive(
+        {
+            "task_api.py": pulumi.FileAsset(str(HANDLER_FILE)),
+            "agent/__init__.py": pulumi.StringAsset(""),
+            "agent/contract.py": pulumi.FileAsset(str(CONTRACT_FILE)),
+        }
+    )
+
+
+class ApiIngress(pulumi.ComponentResource):
+    api_url: pulumi.Output[str]
+    api_key: pulumi.Output[str]
+    rest_api_id: pulumi.Output[str]
+    rest_api_name: pulumi.Output[str]
+    stage_name: pulumi.Output[str]
+    function_name: pulumi.Output[str]
+    function_arn: pulumi.Output[str]
+    function_log_group_name: pulumi.Output[str]
+    access_log_group_name: pulumi.Output[str]
+
+    def __init__(
+        self, name: str, args: ApiIngressArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("sdfleet:index:ApiIngress", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+
+        fn_logs = aws.cloudwatch.LogGroup(
+            f"{name}-task-fn-logs", retention_in_days=args.log_retention_days, opts=child
+        )
+        role = aws.iam.Role(
+            f"{name}-task-fn-role",
+            assume_role_policy=json.dumps(iamb.service_trust_policy("lambda.amazonaws.com")),
+            opts=child,
+        )
+        role_policy = aws.iam.RolePolicy(
+            f"{name}-task-fn-policy",
+            role=role.id,
+            policy=pulumi.Output.all(
+                args.input_topic_arn, args.output_bucket_arn, fn_logs.arn
+            ).apply(
+                lambda a: json.dumps(
+                    iamb.task_api_lambda_policy(
+                        input_topic_arn=a[0], output_bucket_arn=a[1], log_group_arn=a[2]
+                    )
+                )
+            ),
+            opts=pulumi.ResourceOptions(parent=role),
+        )
+        fn = aws.lambda_.Function(
+            f"{name}-task-fn",
+            runtime=LAMBDA_RUNTIME,
+            architectures=["arm64"],
+            handler="task_api.handler",
+            role=role.arn,
+            code=lambda_code(),
+            timeout=LAMBDA_TIMEOUT_SECONDS,
+            memory_size=512,
+            # Unset by default: reserving concurrency fails in new accounts (limit 100).
+            reserved_concurrent_executions=args.reserved_concurrency,
+            tracing_config=aws.lambda_.FunctionTracingConfigArgs(mode="Active"),
+            logging_config=aws.lambda_.FunctionLoggingConfigArgs(
+                log_format="Text", log_group=fn_logs.name
+            ),
+            environment=aws.lambda_.FunctionEnvironmentArgs(
+                variables={
+                    "INPUT_TOPIC_ARN": args.input_topic_arn,
+                    "OUTPUT_BUCKET": args.output_bucket_name,
+                    "RUNTIMES": apib.runtimes_env(args.runtimes),
+                }
+            ),
+            tags=args.tags or None,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[role_policy, fn_logs]),
+        )
+
+        api = aws.apigateway.RestApi(
+            f"{name}-api",
+            description="sdfleet task API",
+            endpoint_configuration=aws.apigateway.RestApiEndpointConfigurationArgs(
+                types="REGIONAL"
+            ),
+            api_key_source="HEADER",
+            opts=child,
+        )
+        api_child = pulumi.ResourceOptions(parent=api)
+        for response_type in ("DEFAULT_4XX", "DEFAULT_5XX"):
+            aws.apigateway.Response(
+                f"{name}-{response_type.lower().replace('_', '-')}",
+                rest_api_id=api.id,
+                response_type=response_type,
+                response_templates={"application/json": apib.gateway_error_template()},
+                opts=api_child,
+            )
+
+        routes: list[pulumi.Resource] = []
+        for path in apib.API_PATHS:
+            resource = aws.apigateway.Resource(
+                f"{name}-{path}",
+                rest_api=api.id,
+                parent_id=api.root_resource_id,
+                path_part=path,
+                opts=api_child,
+            )
+            method = aws.apigateway.Method(
+                f"{name}-{path}-post",
+                rest_api=api.id,
+                resource_id=resource.id,
+                http_method="POST",
+                authorization="NONE",
+                api_key_required=True,
+                opts=api_child,
+            )
+            integration = aws.apigateway.Integration(
+                f"{name}-{path}-integration",
+                rest_api=api.id,
+                resource_id=resource.id,
+                http_method=method.http_method,
+                integration_http_method="POST",
+                type="AWS_PROXY",
+                uri=fn.invoke_arn,
+                opts=api_child,
+            )
+            routes += [resource, method, integration]
+
+        aws.lambda_.Permission(
+            f"{name}-invoke",
+            action="lambda:InvokeFunction",
+            function=fn.name,
+            principal="apigateway.amazonaws.com",
+            source_arn=api.execution_arn.apply(lambda arn: f"{arn}/*/POST/*"),
+            opts=pulumi.ResourceOptions(parent=fn),
+        )
+
+        # Redeploy whenever the route set changes.
+        fingerprint = hashlib.sha256(json.dumps(apib.API_PATHS).encode()).hexdigest()
+        deployment = aws.apigateway.Deployment(
+            f"{name}-deployment",
+            rest_api=api.id,
+            triggers={"routes": fingerprint},
+            opts=pulumi.ResourceOptions(parent=api, depends_on=routes),
+        )
+        access_logs = aws.cloudwatch.LogGroup(
+            f"{name}-access-logs", retention_in_days=args.log_retention_days, opts=child
+        )
+        stage_deps: list[pulumi.Resource] = []
+        if args.manage_account_log_role:
+            stage_deps.append(self._account_log_role(name))
+        stage = aws.apigateway.Stage(
+            f"{name}-stage",
+            rest_api=api.id,
+            deployment=deployment.id,
+            stage_name=args.stage_name,
+            xray_tracing_enabled=True,
+            access_log_settings=aws.apigateway.StageAccessLogSettingsArgs(
+                destination_arn=access_logs.arn, format=apib.access_log_format()
+            ),
+            opts=pulumi.ResourceOptions(parent=api, depends_on=stage_deps),
+        )
+        aws.apigateway.MethodSettings(
+            f"{name}-method-settings",
+            rest_api=api.id,
+            stage_name=stage.stage_name,
+            method_path="*/*",
+            settings=aws.apigateway.MethodSettingsSettingsArgs(
+                metrics_enabled=True, logging_level="OFF", data_trace_enabled=False
+            ),
+            opts=pulumi.ResourceOptions(parent=stage),
+        )
+
+        plan = aws.apigateway.UsagePlan(
+            f"{name}-usage-plan",
+            api_stages=[
+                aws.apigateway.UsagePlanApiStageArgs(api_id=api.id, stage=stage.stage_name)
+            ],
+            throttle_settings=aws.apigateway.UsagePlanThrottleSettingsArgs(
+                rate_limit=args.rate_limit, burst_limit=args.burst_limit
+            ),
+            quota_settings=(
+                aws.apigateway.UsagePlanQuotaSettingsArgs(
+                    limit=args.quota_limit, period=args.quota_period
+                )
+                if args.quota_limit
+                else None
+            ),
+            opts=child,
+        )
+        key = aws.apigateway.ApiKey(f"{name}-key", enabled=True, opts=child)
+        aws.apigateway.UsagePlanKey(
+            f"{name}-usage-plan-key",
+            key_id=key.id,
+            key_type="API_KEY",
+            usage_plan_id=plan.id,
+            opts=pulumi.ResourceOptions(parent=plan),
+        )
+
+        self.api_url = stage.invoke_url
+        self.api_key = pulumi.Output.secret(key.value)
+        self.rest_api_id = api.id
+        self.rest_api_name = api.name
+        self.stage_name = stage.stage_name
+        self.function_name = fn.name
+        self.function_arn = fn.arn
+        self.function_log_group_name = fn_logs.name
+        self.access_log_group_name = access_logs.name
+        self.register_outputs(
+            {
+                "api_url": self.api_url,
+                "api_key": self.api_key,
+                "rest_api_id": self.rest_api_id,
+                "function_name": self.function_name,
+            }
+        )
+
+    def _account_log_role(self, name: str) -> aws.apigateway.Account:
+        """API Gateway writes access logs through one role per account and region."""
+        role = aws.iam.Role(
+            f"{name}-cloudwatch-role",
+            assume_role_policy=json.dumps(iamb.service_trust_policy("apigateway.amazonaws.com")),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        attachment = aws.iam.RolePolicyAttachment(
+            f"{name}-cloudwatch-role-push",
+            role=role.name,
+            policy_arn="arn:aws:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs",
+            opts=pulumi.ResourceOptions(parent=role),
+        )
+        return aws.apigateway.Account(
+            f"{name}-account",
+            cloudwatch_role_arn=role.arn,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[attachment]),
+        )

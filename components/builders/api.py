@@ -1,0 +1,43 @@
+"""Pure builders for API Gateway settings."""
+
+from __future__ import annotations
+
+import json
+
+from agent.contract import RuntimeInfo
+
+API_PATHS = ("v1alpha2", "v1alpha1")
+
+
+def access_log_format() -> str:
+    """One JSON object per request. Neither the API key (only its id) nor the body."""
+    fields = {
+        "requestId": "$context.requestId",
+        "extendedRequestId": "$context.extendedRequestId",
+        "ip": "$context.identity.sourceIp",
+        "requestTime": "$context.requestTime",
+        "httpMethod": "$context.httpMethod",
+        "resourcePath": "$context.resourcePath",
+        "status": "$context.status",
+        "protocol": "$context.protocol",
+        "responseLength": "$context.responseLength",
+        "integrationLatency": "$context.integrationLatency",
+        "responseLatency": "$context.responseLatency",
+        "apiKeyId": "$context.identity.apiKeyId",
+        "xrayTraceId": "$context.xrayTraceId",
+        "errorMessage": "$context.error.message",
+    }
+    return json.dumps(fields, separators=(",", ":"))
+
+
+def gateway_error_template() -> str:
+    """API Gateway's own 4xx/5xx (missing key, throttling) in the task API's error shape."""
+    return (
+        '{"error":{"code":"$context.error.responseType",'
+        '"message":$context.error.messageString,"field":null}}'
+    )
+
+
+def runtimes_env(runtimes: list[RuntimeInfo]) -> str:
+    """The Lambda's ``RUNTIMES`` variable: the catalogue it validates tasks against."""
+    return json.dumps([r.to_json() for r in runtimes], separators=(",", ":"))

@@ -1,0 +1,74 @@
+"""Pure builders for the event plane: SNS filter policies and SQS queue settings."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+# Raw delivery stays off: see agent/contract.py for why the SNS envelope is kept.
+RAW_MESSAGE_DELIVERY = False
+FILTER_POLICY_SCOPE = "MessageAttributes"
+DLQ_RETENTION_SECONDS = 14 * 24 * 3600
+# The agent's heartbeat extends a held message well before this runs out (every 20 s by
+# default), so a short timeout means a crashed pod's task is visible again within a minute.
+DEFAULT_VISIBILITY_TIMEOUT_SECONDS = 60
+DEFAULT_MAX_RECEIVE_COUNT = 3
+# Long polling for every consumer, so idle agents cost few requests.
+RECEIVE_WAIT_SECONDS = 20
+
+
+def runtime_filter_policy(runtime_name: str) -> dict[str, list[str]]:
+    """Deliver only tasks whose ``runtime`` message attribute names this runtime."""
+    return {"runtime": [runtime_name]}
+
+
+def runtime_filter_policy_json(runtime_name: str) -> str:
+    return json.dumps(runtime_filter_policy(runtime_name), separators=(",", ":"))
+
+
+def redrive_policy(dlq_arn: str, max_receive_count: int) -> str:
+    return json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive_count})
+
+
+def redrive_allow_policy(source_queue_arn: str) -> str:
+    """Only the runtime's own queue may use its DLQ."""
+    return json.dumps({"redrivePermission": "byQueue", "sourceQueueArns": [source_queue_arn]})
+
+
+def queue_policy(queue_arn: str, topic_arn: str) -> dict[str, Any]:
+    """Only the input topic may send to a runtime queue; TLS only."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "AllowInputTopic",
+                "Effect": "Allow",
+                "Principal": {"Service": "sns.amazonaws.com"},
+                "Action": "sqs:SendMessage",
+                "Resource": queue_arn,
+                "Condition": {"ArnEquals": {"aws:SourceArn": topic_arn}},
+            },
+            {
+                "Sid": "DenyInsecureTransport",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "sqs:*",
+                "Resource": queue_arn,
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+            },
+        ],
+    }
+
+
+def unrouted_filter_policy(runtime_names: list[str]) -> dict[str, object]:
+    """Match tasks whose ``runtime`` names no configured runtime, or that carry none."""
+    return {
+        "$or": [
+            {"runtime": [{"anything-but": sorted(runtime_names)}]},
+            {"runtime": [{"exists": False}]},
+        ]
+    }
+
+
+def unrouted_filter_policy_json(runtime_names: list[str]) -> str:
+    return json.dumps(unrouted_filter_policy(runtime_names), separators=(",", ":"))

@@ -1,0 +1,97 @@
+"""Pure builders for bucket policies and the S3 permissions of each principal."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def bucket_arn(bucket: str, partition: str = "aws") -> str:
+    return f"arn:{partition}:s3:::{bucket}"
+
+
+def tls_only_bucket_policy(bucket_arn: str) -> dict[str, Any]:
+    """Deny every request that does not use TLS (and TLS older than 1.2)."""
+    resources = [bucket_arn, f"{bucket_arn}/*"]
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "DenyInsecureTransport",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:*",
+                "Resource": resources,
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+            },
+            {
+                "Sid": "DenyOutdatedTls",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:*",
+                "Resource": resources,
+                "Condition": {"NumericLessThan": {"s3:TlsVersion": "1.2"}},
+            },
+        ],
+    }
+
+
+def output_writer_statements(output_bucket_arn: str) -> list[dict[str, Any]]:
+    """The agent writes images and result documents, and reads offloaded requests.
+
+    Write only: no List, no Delete, so a compromised pod cannot enumerate or erase results.
+    """
+    return [
+        {
+            "Sid": "WriteResults",
+            "Effect": "Allow",
+            "Action": ["s3:PutObject"],
+            "Resource": f"{output_bucket_arn}/*",
+        },
+        {
+            "Sid": "ReadOffloadedRequests",
+            "Effect": "Allow",
+            "Action": ["s3:GetObject"],
+            "Resource": f"{output_bucket_arn}/*request.json",
+        },
+    ]
+
+
+def output_writer_policy(output_bucket_arn: str) -> dict[str, Any]:
+    return {"Version": "2012-10-17", "Statement": output_writer_statements(output_bucket_arn)}
+
+
+def model_reader_statements(
+    model_bucket_arn: str, prefix: str | None = None
+) -> list[dict[str, Any]]:
+    """Read-only model access for Mountpoint and the pods: GetObject on the objects (under the
+    prefix, if any) and ListBucket on the bucket (scoped by ``s3:prefix``, since ListBucket
+    cannot be scoped by resource)."""
+    clean = (prefix or "").strip("/")
+    objects = f"{model_bucket_arn}/{clean}/*" if clean else f"{model_bucket_arn}/*"
+    list_statement: dict[str, Any] = {
+        "Sid": "ListModels",
+        "Effect": "Allow",
+        "Action": ["s3:ListBucket"],
+        "Resource": model_bucket_arn,
+    }
+    if clean:
+        list_statement["Condition"] = {"StringLike": {"s3:prefix": [f"{clean}/*", clean]}}
+    return [
+        list_statement,
+        {"Sid": "ReadModels", "Effect": "Allow", "Action": ["s3:GetObject"], "Resource": objects},
+    ]
+
+
+def model_reader_policy(model_bucket_arn: str, prefix: str | None = None) -> dict[str, Any]:
+    return {"Version": "2012-10-17", "Statement": model_reader_statements(model_bucket_arn, prefix)}
+
+
+def output_lifecycle_rule(expire_after_days: int) -> dict[str, Any]:
+    """Results expire; incomplete multipart uploads (a pod killed mid-upload) are cleaned up."""
+    return {
+        "id": "expire-results",
+        "status": "Enabled",
+        "filter": {},
+        "expiration": {"days": expire_after_days},
+        "abort_incomplete_multipart_upload": {"days_after_initiation": 1},
+    }

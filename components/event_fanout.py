@@ -1,0 +1,165 @@
+"""EventFanout: the input and output topics, one queue (+ DLQ) per runtime, and the output
+bucket. Tasks are routed by their ``runtime`` message attribute."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from components._bucket import secure_bucket
+from components.builders import fanout as fb
+from components.builders import s3 as s3b
+
+# AWS-managed SNS key: publishers in the account need no key policy changes.
+SNS_KMS_KEY = "alias/aws/sns"
+QUEUE_RETENTION_SECONDS = 4 * 24 * 3600
+
+
+@dataclass
+class EventFanoutArgs:
+    runtime_names: list[str]
+    max_receive_count: int = fb.DEFAULT_MAX_RECEIVE_COUNT
+    visibility_timeout_seconds: int = fb.DEFAULT_VISIBILITY_TIMEOUT_SECONDS
+    output_expire_after_days: int = 30
+
+
+class EventFanout(pulumi.ComponentResource):
+    input_topic_arn: pulumi.Output[str]
+    output_topic_arn: pulumi.Output[str]
+    queue_urls: dict[str, pulumi.Output[str]]
+    queue_arns: dict[str, pulumi.Output[str]]
+    queue_names: dict[str, pulumi.Output[str]]
+    dlq_arns: dict[str, pulumi.Output[str]]
+    dlq_names: dict[str, pulumi.Output[str]]
+    unrouted_queue_url: pulumi.Output[str]
+    unrouted_queue_name: pulumi.Output[str]
+    output_bucket_name: pulumi.Output[str]
+    output_bucket_arn: pulumi.Output[str]
+
+    def __init__(
+        self, name: str, args: EventFanoutArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("sdfleet:index:EventFanout", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+
+        input_topic = aws.sns.Topic(f"{name}-input", kms_master_key_id=SNS_KMS_KEY, opts=child)
+        output_topic = aws.sns.Topic(f"{name}-output", kms_master_key_id=SNS_KMS_KEY, opts=child)
+
+        self.queue_urls, self.queue_arns, self.queue_names = {}, {}, {}
+        self.dlq_arns, self.dlq_names = {}, {}
+        for runtime in args.runtime_names:
+            queue, dlq = self._runtime_queue(name, runtime, args, input_topic)
+            self.queue_urls[runtime] = queue.url
+            self.queue_arns[runtime] = queue.arn
+            self.queue_names[runtime] = queue.name
+            self.dlq_arns[runtime] = dlq.arn
+            self.dlq_names[runtime] = dlq.name
+
+        unrouted = self._unrouted_queue(name, args.runtime_names, input_topic)
+
+        bucket = secure_bucket(
+            f"{name}-outputs",
+            self,
+            lifecycle_rules=[s3b.output_lifecycle_rule(args.output_expire_after_days)],
+        )
+
+        self.input_topic_arn = input_topic.arn
+        self.output_topic_arn = output_topic.arn
+        self.unrouted_queue_url = unrouted.url
+        self.unrouted_queue_name = unrouted.name
+        self.output_bucket_name = bucket.bucket
+        self.output_bucket_arn = bucket.arn
+        self.register_outputs(
+            {
+                "input_topic_arn": self.input_topic_arn,
+                "output_topic_arn": self.output_topic_arn,
+                "queue_urls": self.queue_urls,
+                "queue_arns": self.queue_arns,
+                "dlq_arns": self.dlq_arns,
+                "unrouted_queue_url": self.unrouted_queue_url,
+                "output_bucket_name": self.output_bucket_name,
+            }
+        )
+
+    def _allow_topic(
+        self, name: str, queue: aws.sqs.Queue, topic: aws.sns.Topic
+    ) -> aws.sqs.QueuePolicy:
+        return aws.sqs.QueuePolicy(
+            name,
+            queue_url=queue.url,
+            policy=pulumi.Output.all(queue.arn, topic.arn).apply(
+                lambda a: json.dumps(fb.queue_policy(a[0], a[1]))
+            ),
+            opts=pulumi.ResourceOptions(parent=queue),
+        )
+
+    def _runtime_queue(
+        self, name: str, runtime: str, args: EventFanoutArgs, topic: aws.sns.Topic
+    ) -> tuple[aws.sqs.Queue, aws.sqs.Queue]:
+        child = pulumi.ResourceOptions(parent=self)
+        base = f"{name}-{runtime}"
+        dlq = aws.sqs.Queue(
+            f"{base}-dlq",
+            message_retention_seconds=fb.DLQ_RETENTION_SECONDS,
+            sqs_managed_sse_enabled=True,
+            opts=child,
+        )
+        queue = aws.sqs.Queue(
+            f"{base}-queue",
+            visibility_timeout_seconds=args.visibility_timeout_seconds,
+            receive_wait_time_seconds=fb.RECEIVE_WAIT_SECONDS,
+            message_retention_seconds=QUEUE_RETENTION_SECONDS,
+            sqs_managed_sse_enabled=True,
+            redrive_policy=dlq.arn.apply(
+                lambda arn: fb.redrive_policy(arn, args.max_receive_count)
+            ),
+            opts=child,
+        )
+        aws.sqs.RedriveAllowPolicy(
+            f"{base}-dlq-allow",
+            queue_url=dlq.url,
+            redrive_allow_policy=queue.arn.apply(fb.redrive_allow_policy),
+            opts=pulumi.ResourceOptions(parent=dlq),
+        )
+        queue_policy = self._allow_topic(f"{base}-queue-policy", queue, topic)
+        # SNS parks messages it cannot deliver (e.g. a broken policy) in the DLQ, not /dev/null.
+        dlq_policy = self._allow_topic(f"{base}-dlq-policy", dlq, topic)
+        aws.sns.TopicSubscription(
+            f"{base}-subscription",
+            topic=topic.arn,
+            protocol="sqs",
+            endpoint=queue.arn,
+            filter_policy=fb.runtime_filter_policy_json(runtime),
+            filter_policy_scope=fb.FILTER_POLICY_SCOPE,
+            raw_message_delivery=fb.RAW_MESSAGE_DELIVERY,
+            redrive_policy=dlq.arn.apply(lambda arn: json.dumps({"deadLetterTargetArn": arn})),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[queue_policy, dlq_policy]),
+        )
+        return queue, dlq
+
+    def _unrouted_queue(
+        self, name: str, runtime_names: list[str], topic: aws.sns.Topic
+    ) -> aws.sqs.Queue:
+        """Catch tasks published straight to SNS for a runtime that does not exist (or with no
+        runtime attribute), which SNS would otherwise drop without a trace."""
+        queue = aws.sqs.Queue(
+            f"{name}-unrouted",
+            message_retention_seconds=fb.DLQ_RETENTION_SECONDS,
+            sqs_managed_sse_enabled=True,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        policy = self._allow_topic(f"{name}-unrouted-policy", queue, topic)
+        aws.sns.TopicSubscription(
+            f"{name}-unrouted-subscription",
+            topic=topic.arn,
+            protocol="sqs",
+            endpoint=queue.arn,
+            filter_policy=fb.unrouted_filter_policy_json(runtime_names),
+            filter_policy_scope=fb.FILTER_POLICY_SCOPE,
+            raw_message_delivery=fb.RAW_MESSAGE_DELIVERY,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[policy]),
+        )
+        return queue

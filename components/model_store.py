@@ -1,0 +1,46 @@
+"""ModelStore: the bucket the runtimes read models from, new or imported read-only.
+
+Layout the runtimes expect (see README): ``Stable-diffusion/``, ``Lora/``, ``VAE/``,
+``ControlNet/``, ``ESRGAN/``, ``embeddings/`` for SD WebUI; ``checkpoints/``, ``loras/``,
+``vae/``, ``controlnet/``, ``upscale_models/``, ``embeddings/`` for ComfyUI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from components._bucket import secure_bucket
+
+
+@dataclass
+class ModelStoreArgs:
+    # An existing bucket to read from; it is looked up, never modified.
+    existing_bucket_name: str | None = None
+
+
+class ModelStore(pulumi.ComponentResource):
+    bucket_name: pulumi.Output[str]
+    bucket_arn: pulumi.Output[str]
+    managed: bool
+
+    def __init__(
+        self, name: str, args: ModelStoreArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("sdfleet:index:ModelStore", name, None, opts)
+        if args.existing_bucket_name:
+            # A lookup (not `import`), so Pulumi never owns or changes the user's bucket.
+            existing = aws.s3.get_bucket_output(
+                bucket=args.existing_bucket_name, opts=pulumi.InvokeOutputOptions(parent=self)
+            )
+            self.bucket_name = existing.bucket
+            self.bucket_arn = existing.arn
+            self.managed = False
+        else:
+            bucket = secure_bucket(f"{name}-models", self, versioning=True)
+            self.bucket_name = bucket.bucket
+            self.bucket_arn = bucket.arn
+            self.managed = True
+        self.register_outputs({"bucket_name": self.bucket_name, "bucket_arn": self.bucket_arn})

@@ -1,0 +1,111 @@
+"""Observability: alarms on every place a task can get stuck, an alarm topic, a dashboard."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from components.builders import observability as ob
+
+
+@dataclass
+class ObservabilityArgs:
+    # runtime name -> (queue name, DLQ name)
+    runtime_queues: dict[str, tuple[pulumi.Input[str], pulumi.Input[str]]]
+    unrouted_queue_name: pulumi.Input[str]
+    function_name: pulumi.Input[str]
+    api_name: pulumi.Input[str]
+    stage_name: pulumi.Input[str]
+    alarm_email: str | None = None
+
+
+class Observability(pulumi.ComponentResource):
+    alarm_topic_arn: pulumi.Output[str]
+    dashboard_name: pulumi.Output[str]
+    alarm_names: list[pulumi.Output[str]]
+
+    def __init__(
+        self, name: str, args: ObservabilityArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("sdfleet:index:Observability", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        identity = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self))
+        region = aws.get_region_output(opts=pulumi.InvokeOutputOptions(parent=self))
+
+        key = aws.kms.Key(
+            f"{name}-alarm-key",
+            description="sdfleet alarm topic",
+            enable_key_rotation=True,
+            policy=identity.account_id.apply(lambda a: json.dumps(ob.alarm_topic_key_policy(a))),
+            opts=child,
+        )
+        topic = aws.sns.Topic(f"{name}-alarms", kms_master_key_id=key.arn, opts=child)
+        if args.alarm_email:
+            aws.sns.TopicSubscription(
+                f"{name}-alarm-email",
+                topic=topic.arn,
+                protocol="email",
+                endpoint=args.alarm_email,
+                opts=pulumi.ResourceOptions(parent=topic),
+            )
+
+        self.alarm_names = []
+        platform_roles: dict[str, pulumi.Input[str]] = {
+            "unrouted": args.unrouted_queue_name,
+            "function": args.function_name,
+            "api": args.api_name,
+            "stage": args.stage_name,
+        }
+        for spec in ob.platform_alarms():
+            self.alarm_names.append(self._alarm(name, topic, spec, platform_roles))
+        for runtime, (queue_name, dlq_name) in args.runtime_queues.items():
+            roles: dict[str, pulumi.Input[str]] = {"queue": queue_name, "dlq": dlq_name}
+            for spec in ob.queue_alarms(runtime):
+                self.alarm_names.append(self._alarm(name, topic, spec, roles))
+
+        queue_names = {rt: pulumi.Output.all(q, d) for rt, (q, d) in args.runtime_queues.items()}
+        dashboard = aws.cloudwatch.Dashboard(
+            f"{name}-dashboard",
+            dashboard_name=pulumi.Output.concat(pulumi.get_project(), "-", pulumi.get_stack()),
+            dashboard_body=pulumi.Output.all(region.region, args.function_name, queue_names).apply(
+                lambda v: ob.dashboard_body(
+                    region=v[0],
+                    function_name=v[1],
+                    runtimes={rt: (q[0], q[1]) for rt, q in v[2].items()},
+                )
+            ),
+            opts=child,
+        )
+        self.alarm_topic_arn = topic.arn
+        self.dashboard_name = dashboard.dashboard_name
+        self.register_outputs(
+            {"alarm_topic_arn": self.alarm_topic_arn, "dashboard_name": self.dashboard_name}
+        )
+
+    def _alarm(
+        self,
+        name: str,
+        topic: aws.sns.Topic,
+        spec: ob.AlarmSpec,
+        roles: dict[str, pulumi.Input[str]],
+    ) -> pulumi.Output[str]:
+        alarm = aws.cloudwatch.MetricAlarm(
+            f"{name}-{spec.name}",
+            alarm_description=spec.description,
+            namespace=spec.namespace,
+            metric_name=spec.metric,
+            dimensions={dim: roles[role] for dim, role in spec.dimensions.items()},
+            statistic=spec.statistic,
+            threshold=spec.threshold,
+            comparison_operator=spec.comparison,
+            period=spec.period,
+            evaluation_periods=spec.evaluation_periods,
+            treat_missing_data="notBreaching",
+            alarm_actions=[topic.arn],
+            ok_actions=[topic.arn],
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        return alarm.name

@@ -1,0 +1,173 @@
+"""``sdfleet`` command line: offline synthesis of a stack on a machine without cloud access."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import runpy
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from components.config import ConfigError, parse_config, split_namespaced
+
+
+def find_project_dir(start: Path) -> Path:
+    for candidate in (start, *start.parents):
+        if (candidate / "Pulumi.yaml").is_file():
+            return candidate
+    raise FileNotFoundError(f"no Pulumi.yaml in {start} or its parents")
+
+
+def load_stack_config(project_dir: Path, stack: str) -> dict[str, Any]:
+    project = yaml.safe_load((project_dir / "Pulumi.yaml").read_text())
+    config_dir = project_dir / project.get("stackConfigDir", ".")
+    path = config_dir / f"Pulumi.{stack}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"stack file {path} does not exist")
+    data = yaml.safe_load(path.read_text()) or {}
+    config = data.get("config") or {}
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: 'config' must be a mapping")
+    return config
+
+
+def _jsonable(value: Any) -> Any:
+    """Recorded inputs hold assets and archives; describe them instead of failing."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    path = getattr(value, "path", None)
+    if path is not None:
+        return {"asset": type(value).__name__, "path": str(path)}
+    assets = getattr(value, "assets", None)
+    if isinstance(assets, dict):
+        return {"archive": type(value).__name__, "assets": _jsonable(assets)}
+    text = getattr(value, "text", None)
+    if isinstance(text, str):
+        return {"asset": type(value).__name__, "text": text}
+    return repr(value)
+
+
+def kubernetes_manifest(resource_type: str, inputs: dict[str, Any]) -> dict[str, Any] | None:
+    """The YAML a ``kubernetes:*`` resource stands for, or None for non-object types."""
+    if not resource_type.startswith("kubernetes:") or "helm.sh" in resource_type:
+        return None
+    _, group_version, kind = resource_type.split(":", 2)
+    group, _, version = group_version.partition("/")
+    api_version = version if group == "core" else f"{group}/{version}"
+    manifest: dict[str, Any] = {"apiVersion": api_version, "kind": kind}
+    for key, value in inputs.items():
+        if key not in ("apiVersion", "kind"):
+            manifest[key] = value
+    return manifest
+
+
+def _tree_lines(records: list[Any]) -> list[str]:
+    children: dict[str | None, list[Any]] = {}
+    for rec in records:
+        children.setdefault(rec.parent, []).append(rec)
+    lines: list[str] = []
+
+    def walk(parent: str | None, depth: int) -> None:
+        for rec in children.get(parent, []):
+            lines.append(f"{'  ' * depth}{rec.type}  {rec.name}")
+            walk(rec.name, depth + 1)
+
+    walk(None, 0)
+    return lines
+
+
+def synth(project_dir: Path, stack: str, out_dir: Path, *, quiet: bool = False) -> int:
+    from sdfleet.mocking import PLACEHOLDER_NOTE, config_from_stack_file, run_program
+
+    raw_config = load_stack_config(project_dir, stack)
+    try:
+        parse_config(split_namespaced(raw_config))
+    except ConfigError as err:
+        print(f"sdfleet synth: stack {stack!r} has an invalid configuration:", file=sys.stderr)
+        for line in err.errors:
+            print(f"  {line}", file=sys.stderr)
+        return 2
+
+    main_file = project_dir / "__main__.py"
+    sys.path.insert(0, str(project_dir))
+    try:
+        recorder = run_program(
+            lambda: runpy.run_path(str(main_file), run_name="__main__"),
+            config_from_stack_file(raw_config),
+            stack=stack,
+        )
+    finally:
+        sys.path.remove(str(project_dir))
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    resources = [_jsonable(r.to_json()) for r in recorder.resources]
+    (out_dir / "resources.json").write_text(json.dumps(resources, indent=2, sort_keys=True))
+
+    manifest_dir = out_dir / "manifests"
+    if manifest_dir.exists():
+        for old in manifest_dir.glob("*.yaml"):
+            old.unlink()
+    manifests = 0
+    for rec in recorder.resources:
+        manifest = kubernetes_manifest(rec.type, _jsonable(rec.inputs))
+        if manifest is None:
+            continue
+        manifest_dir.mkdir(exist_ok=True)
+        kind = manifest["kind"].lower()
+        (manifest_dir / f"{kind}-{rec.name}.yaml").write_text(
+            yaml.safe_dump(manifest, sort_keys=False)
+        )
+        manifests += 1
+
+    counts = recorder.counts_by_type()
+    summary = {"stack": stack, "resources": len(recorder.resources), "counts": counts,
+               "manifests": manifests, "note": PLACEHOLDER_NOTE}
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    if not quiet:
+        print(f"sdfleet synth: stack {stack!r} under Pulumi's mock runtime")
+        print(PLACEHOLDER_NOTE)
+        print()
+        print("Resource tree:")
+        for line in _tree_lines(recorder.resources):
+            print(f"  {line}")
+        print()
+        print("Counts by type:")
+        width = max(len(t) for t in counts)
+        for type_, count in counts.items():
+            print(f"  {type_:<{width}}  {count}")
+        print(f"  {'total':<{width}}  {len(recorder.resources)}")
+        print()
+        print(f"Wrote {out_dir / 'resources.json'}"
+              + (f" and {manifests} manifests in {manifest_dir}" if manifests else ""))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sdfleet", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_synth = sub.add_parser("synth", help="run the program under mocks and write what it creates")
+    p_synth.add_argument("--stack", default="dev", help="stack name (stacks/Pulumi.<stack>.yaml)")
+    p_synth.add_argument("--out", type=Path, help="output folder (default build/synth/<stack>)")
+    p_synth.add_argument("--project-dir", type=Path, help="folder with Pulumi.yaml (default: cwd)")
+    p_synth.add_argument("--quiet", action="store_true", help="print nothing on success")
+    args = parser.parse_args(argv)
+
+    try:
+        project_dir = (args.project_dir or find_project_dir(Path.cwd())).resolve()
+        out = args.out or project_dir / "build" / "synth" / args.stack
+        return synth(project_dir, args.stack, out, quiet=args.quiet)
+    except (FileNotFoundError, ValueError, yaml.YAMLError) as err:
+        print(f"sdfleet {args.command}: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,244 @@
+"""Run a Pulumi program under Pulumi's mock runtime and record every resource.
+
+Used by the offline synth (`sdfleet synth`) and by the test suite. Placeholder values stand in
+for everything the cloud would assign (IDs, ARNs, URLs, kubeconfigs); the account is
+``123456789012`` and the region the stack's ``aws:region`` (default us-east-1).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime import settings as pulumi_settings
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+ACCOUNT_ID = "123456789012"
+PLACEHOLDER_NOTE = (
+    "Placeholder values stand in for cloud-assigned IDs, ARNs, URLs and secrets "
+    f"(account {ACCOUNT_ID}); nothing was created."
+)
+
+
+@dataclass
+class Recorded:
+    type: str
+    name: str
+    urn: str
+    parent: str | None
+    custom: bool
+    inputs: dict[str, Any]
+    state: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": self.type, "name": self.name, "parent": self.parent,
+                "inputs": self.inputs}
+
+
+class Recorder:
+    """Thread-safe list of registered resources, in registration order."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.resources: list[Recorded] = []
+        self.invokes: list[tuple[str, dict[str, Any]]] = []
+
+    def add(self, rec: Recorded) -> None:
+        with self._lock:
+            self.resources.append(rec)
+
+    def of_type(self, type_: str) -> list[Recorded]:
+        return [r for r in self.resources if r.type == type_]
+
+    def one(self, type_: str, name: str) -> Recorded:
+        found = [r for r in self.resources if r.type == type_ and r.name == name]
+        if len(found) != 1:
+            names = sorted(r.name for r in self.of_type(type_))
+            raise KeyError(f"expected one {type_} named {name!r}, found {len(found)}; have {names}")
+        return found[0]
+
+    def named(self, name: str) -> Recorded:
+        found = [r for r in self.resources if r.name == name]
+        if len(found) != 1:
+            raise KeyError(f"expected one resource named {name!r}, found {len(found)}")
+        return found[0]
+
+    def counts_by_type(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for r in self.resources:
+            counts[r.type] = counts.get(r.type, 0) + 1
+        return dict(sorted(counts.items()))
+
+    def children_of(self, parent_name: str | None) -> list[Recorded]:
+        return [r for r in self.resources if r.parent == parent_name]
+
+
+def _arn(service: str, region: str, resource: str, account: bool = True) -> str:
+    return f"arn:aws:{service}:{region}:{ACCOUNT_ID if account else ''}:{resource}"
+
+
+class RecordingMocks(pulumi.runtime.Mocks):
+    """Returns plausible outputs for the resource types sdfleet creates, and records inputs."""
+
+    def __init__(self, recorder: Recorder, region: str = "us-east-1") -> None:
+        self.recorder = recorder
+        self.region = region
+        self.current: tuple[str, str] = ("", "")  # (parent urn, urn) set by the monitor
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict]:
+        inputs = dict(args.inputs)
+        state = dict(inputs)
+        state.update(self._outputs(args.typ, args.name, inputs))
+        parent_urn, urn = self.current
+        parent = None
+        if parent_urn and parent_urn.split("::")[2].split("$")[-1] != "pulumi:pulumi:Stack":
+            parent = parent_urn.rsplit("::", 1)[-1]
+        self.recorder.add(Recorded(args.typ, args.name, urn, parent, bool(args.custom), inputs,
+                                   state))
+        return f"{args.name}-id", state
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> dict:  # type: ignore[override]
+        self.recorder.invokes.append((args.token, dict(args.args)))
+        region = self.region
+        token = args.token
+        if token == "aws:index/getCallerIdentity:getCallerIdentity":
+            return {"accountId": ACCOUNT_ID, "arn": f"arn:aws:iam::{ACCOUNT_ID}:user/mock",
+                    "userId": "AIDAMOCK", "id": ACCOUNT_ID}
+        if token == "aws:index/getRegion:getRegion":
+            return {"name": region, "region": region, "id": region,
+                    "description": region, "endpoint": f"ec2.{region}.amazonaws.com"}
+        if token == "aws:index/getPartition:getPartition":
+            return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws",
+                    "reverseDnsPrefix": "com.amazonaws"}
+        if token == "aws:index/getAvailabilityZones:getAvailabilityZones":
+            names = [f"{region}{z}" for z in "abcdef"]
+            return {"names": names, "zoneIds": [f"use1-az{i}" for i in range(6)],
+                    "id": region}
+        if token == "aws:s3/getBucket:getBucket":
+            bucket = args.args.get("bucket", "bucket")
+            return {"bucket": bucket, "arn": f"arn:aws:s3:::{bucket}", "id": bucket,
+                    "region": region, "bucketDomainName": f"{bucket}.s3.amazonaws.com"}
+        if token == "aws:ecr/getAuthorizationToken:getAuthorizationToken":
+            return {"userName": "AWS", "password": "mock-password",
+                    "proxyEndpoint": f"https://{ACCOUNT_ID}.dkr.ecr.{region}.amazonaws.com",
+                    "authorizationToken": "bW9jaw==", "id": region}
+        return {}
+
+    def _outputs(self, typ: str, name: str, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        r = self.region
+        out: dict[str, Any] = {}
+        service = typ.split(":")[1].split("/")[0] if typ.count(":") >= 2 else ""
+        physical = inputs.get("name") or f"{name}-mock"
+        if typ == "aws:sqs/queue:Queue":
+            out = {"arn": _arn("sqs", r, physical), "name": physical,
+                   "url": f"https://sqs.{r}.amazonaws.com/{ACCOUNT_ID}/{physical}"}
+        elif typ == "aws:sns/topic:Topic":
+            out = {"arn": _arn("sns", r, physical), "name": physical}
+        elif typ == "aws:s3/bucket:Bucket":
+            bucket = inputs.get("bucket") or f"{name}-mock"
+            out = {"arn": f"arn:aws:s3:::{bucket}", "bucket": bucket, "id": bucket,
+                   "bucketDomainName": f"{bucket}.s3.amazonaws.com",
+                   "bucketRegionalDomainName": f"{bucket}.s3.{r}.amazonaws.com"}
+        elif typ == "aws:iam/role:Role":
+            out = {"arn": f"arn:aws:iam::{ACCOUNT_ID}:role/{physical}", "name": physical}
+        elif typ == "aws:iam/policy:Policy":
+            out = {"arn": f"arn:aws:iam::{ACCOUNT_ID}:policy/{physical}", "name": physical}
+        elif typ == "aws:cloudwatch/logGroup:LogGroup":
+            out = {"arn": _arn("logs", r, f"log-group:{physical}"), "name": physical}
+        elif typ == "aws:lambda/function:Function":
+            arn = _arn("lambda", r, f"function:{physical}")
+            out = {"arn": arn, "name": physical, "qualifiedArn": f"{arn}:$LATEST",
+                   "invokeArn": f"arn:aws:apigateway:{r}:lambda:path/2015-03-31/functions/"
+                                f"{arn}/invocations"}
+        elif typ == "aws:apigateway/restApi:RestApi":
+            out = {"id": f"{name}-api", "rootResourceId": f"{name}-root",
+                   "executionArn": _arn("execute-api", r, f"{name}-api"), "arn": _arn(
+                       "apigateway", r, f"/restapis/{name}-api", account=False)}
+        elif typ == "aws:apigateway/stage:Stage":
+            stage = inputs.get("stageName", "v1")
+            out = {"invokeUrl": f"https://mock-api.execute-api.{r}.amazonaws.com/{stage}",
+                   "executionArn": _arn("execute-api", r, f"mock-api/{stage}"),
+                   "arn": _arn("apigateway", r, f"/restapis/mock-api/stages/{stage}",
+                               account=False)}
+        elif typ == "aws:apigateway/apiKey:ApiKey":
+            out = {"value": "mock-api-key-0123456789abcdef", "arn": _arn(
+                "apigateway", r, f"/apikeys/{name}", account=False)}
+        elif typ == "aws:kms/key:Key":
+            out = {"arn": _arn("kms", r, f"key/{name}-mock"), "keyId": f"{name}-mock"}
+        elif typ == "aws:ecr/repository:Repository":
+            out = {"arn": _arn("ecr", r, f"repository/{physical}"), "name": physical,
+                   "repositoryUrl": f"{ACCOUNT_ID}.dkr.ecr.{r}.amazonaws.com/{physical}"}
+        elif typ == "docker-build:index:Image":
+            tags = inputs.get("tags") or ["mock:tag"]
+            repo = str(tags[0]).rsplit(":", 1)[0]
+            out = {"ref": f"{repo}@sha256:{'0' * 64}", "digest": f"sha256:{'0' * 64}"}
+        elif typ == "eks:index:Cluster":
+            cluster = inputs.get("name") or name
+            out = {"kubeconfigJson": json.dumps({"apiVersion": "v1", "kind": "Config",
+                                                 "clusters": [{"name": cluster}]}),
+                   "clusterSecurityGroupId": "sg-0123456789abcdef0",
+                   "nodeSecurityGroupId": "sg-0123456789abcdef0",
+                   "oidcProviderArn": f"arn:aws:iam::{ACCOUNT_ID}:oidc-provider/mock",
+                   "oidcIssuer": "oidc.eks.mock/id/MOCK"}
+        elif typ.startswith("aws:") and "arn" not in inputs:
+            out = {"arn": _arn(service, r, f"{typ.rsplit(':', 1)[-1].lower()}/{name}")}
+        if typ.startswith("aws:") and "name" not in inputs and "name" not in out:
+            out["name"] = physical  # the provider's auto-name
+        return out
+
+
+class RecordingMonitor(pulumi_mocks.MockMonitor):
+    """The stock mock monitor, but it tells the mocks each resource's parent and URN."""
+
+    def __init__(self, mocks: RecordingMocks) -> None:
+        super().__init__(mocks)
+        self.recording_mocks = mocks
+        self._lock = threading.Lock()
+
+    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC name)
+        with self._lock:
+            urn = self.make_urn(request.parent, request.type, request.name)
+            self.recording_mocks.current = (request.parent, urn)
+            return super().RegisterResource(request)
+
+
+def config_from_stack_file(values: Mapping[str, Any]) -> dict[str, str]:
+    """Pulumi passes structured config to programs as JSON strings, scalars as strings."""
+    out: dict[str, str] = {}
+    for key, value in values.items():
+        if isinstance(value, (dict, list)):
+            out[key] = json.dumps(value)
+        elif isinstance(value, bool):
+            out[key] = "true" if value else "false"
+        else:
+            out[key] = str(value)
+    return out
+
+
+def run_program(
+    program: Callable[[], Any],
+    config: Mapping[str, str] | None = None,
+    *,
+    project: str = "sdfleet",
+    stack: str = "dev",
+    preview: bool = False,
+) -> Recorder:
+    """Run ``program`` under mocks with ``config`` (``ns:key`` -> string) and return what it
+    registered. Raises whatever the program (or an apply inside it) raised."""
+    recorder = Recorder()
+    region = (config or {}).get("aws:region", "us-east-1")
+    mocks = RecordingMocks(recorder, region=region)
+    pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=preview,
+                             monitor=RecordingMonitor(mocks))
+    pulumi.runtime.set_all_config(dict(config or {}), [])
+    settings = pulumi_settings.SETTINGS
+    settings.rpc_manager.clear()
+    settings.outputs.clear()
+    _sync_await(run_pulumi_func(program))
+    return recorder
