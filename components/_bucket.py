@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import pulumi
@@ -16,7 +17,7 @@ def secure_bucket(
     parent: pulumi.Resource,
     *,
     versioning: bool = False,
-    lifecycle_rules: list[dict[str, Any]] | None = None,
+    lifecycle_rules: Sequence[Any] | None = None,
     force_destroy: bool = False,
 ) -> aws.s3.Bucket:
     """Create a bucket with block public access, SSE-S3 with bucket keys, owner-enforced

@@ -149,6 +149,7 @@ class EventFanout(pulumi.ComponentResource):
             f"{name}-unrouted",
             message_retention_seconds=fb.DLQ_RETENTION_SECONDS,
             sqs_managed_sse_enabled=True,
+            tags={"sdfleet:sink": "unrouted tasks wait here for inspection"},
             opts=pulumi.ResourceOptions(parent=self),
         )
         policy = self._allow_topic(f"{name}-unrouted-policy", queue, topic)

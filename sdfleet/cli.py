@@ -127,9 +127,18 @@ def synth(project_dir: Path, stack: str, out_dir: Path, *, quiet: bool = False) 
         )
         manifests += 1
 
+    from sdfleet.invariants import check_all
+
+    violations = check_all(recorder)
     counts = recorder.counts_by_type()
-    summary = {"stack": stack, "resources": len(recorder.resources), "counts": counts,
-               "manifests": manifests, "note": PLACEHOLDER_NOTE}
+    summary = {
+        "stack": stack,
+        "resources": len(recorder.resources),
+        "counts": counts,
+        "manifests": manifests,
+        "security_violations": violations,
+        "note": PLACEHOLDER_NOTE,
+    }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     if not quiet:
         print(f"sdfleet synth: stack {stack!r} under Pulumi's mock runtime")
@@ -145,8 +154,17 @@ def synth(project_dir: Path, stack: str, out_dir: Path, *, quiet: bool = False) 
             print(f"  {type_:<{width}}  {count}")
         print(f"  {'total':<{width}}  {len(recorder.resources)}")
         print()
-        print(f"Wrote {out_dir / 'resources.json'}"
-              + (f" and {manifests} manifests in {manifest_dir}" if manifests else ""))
+        print(
+            f"Wrote {out_dir / 'resources.json'}"
+            + (f" and {manifests} manifests in {manifest_dir}" if manifests else "")
+        )
+    if violations:
+        print("Security invariants violated:", file=sys.stderr)
+        for line in violations:
+            print(f"  {line}", file=sys.stderr)
+        return 1
+    if not quiet:
+        print("Security invariants: all hold.")
     return 0
 
 

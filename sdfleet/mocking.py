@@ -7,6 +7,7 @@ for everything the cloud would assign (IDs, ARNs, URLs, kubeconfigs); the accoun
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
 from collections.abc import Callable, Mapping
@@ -37,8 +38,7 @@ class Recorded:
     state: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"type": self.type, "name": self.name, "parent": self.parent,
-                "inputs": self.inputs}
+        return {"type": self.type, "name": self.name, "parent": self.parent, "inputs": self.inputs}
 
 
 class Recorder:
@@ -48,6 +48,13 @@ class Recorder:
         self._lock = threading.Lock()
         self.resources: list[Recorded] = []
         self.invokes: list[tuple[str, dict[str, Any]]] = []
+
+    def clone(self) -> Recorder:
+        """A deep copy, for tests that break a graph on purpose."""
+        other = Recorder()
+        other.resources = copy.deepcopy(self.resources)
+        other.invokes = copy.deepcopy(self.invokes)
+        return other
 
     def add(self, rec: Recorded) -> None:
         with self._lock:
@@ -79,6 +86,11 @@ class Recorder:
         return [r for r in self.resources if r.parent == parent_name]
 
 
+def mock_id(name: str) -> str:
+    """The ID the mocks give a resource that has no natural one."""
+    return f"{name}-id"
+
+
 def _arn(service: str, region: str, resource: str, account: bool = True) -> str:
     return f"arn:aws:{service}:{region}:{ACCOUNT_ID if account else ''}:{resource}"
 
@@ -99,35 +111,58 @@ class RecordingMocks(pulumi.runtime.Mocks):
         parent = None
         if parent_urn and parent_urn.split("::")[2].split("$")[-1] != "pulumi:pulumi:Stack":
             parent = parent_urn.rsplit("::", 1)[-1]
-        self.recorder.add(Recorded(args.typ, args.name, urn, parent, bool(args.custom), inputs,
-                                   state))
-        return f"{args.name}-id", state
+        state.setdefault("id", mock_id(args.name))
+        self.recorder.add(
+            Recorded(args.typ, args.name, urn, parent, bool(args.custom), inputs, state)
+        )
+        return state.get("id") or mock_id(args.name), state
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict:  # type: ignore[override]
         self.recorder.invokes.append((args.token, dict(args.args)))
         region = self.region
         token = args.token
         if token == "aws:index/getCallerIdentity:getCallerIdentity":
-            return {"accountId": ACCOUNT_ID, "arn": f"arn:aws:iam::{ACCOUNT_ID}:user/mock",
-                    "userId": "AIDAMOCK", "id": ACCOUNT_ID}
+            return {
+                "accountId": ACCOUNT_ID,
+                "arn": f"arn:aws:iam::{ACCOUNT_ID}:user/mock",
+                "userId": "AIDAMOCK",
+                "id": ACCOUNT_ID,
+            }
         if token == "aws:index/getRegion:getRegion":
-            return {"name": region, "region": region, "id": region,
-                    "description": region, "endpoint": f"ec2.{region}.amazonaws.com"}
+            return {
+                "name": region,
+                "region": region,
+                "id": region,
+                "description": region,
+                "endpoint": f"ec2.{region}.amazonaws.com",
+            }
         if token == "aws:index/getPartition:getPartition":
-            return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws",
-                    "reverseDnsPrefix": "com.amazonaws"}
+            return {
+                "partition": "aws",
+                "dnsSuffix": "amazonaws.com",
+                "id": "aws",
+                "reverseDnsPrefix": "com.amazonaws",
+            }
         if token == "aws:index/getAvailabilityZones:getAvailabilityZones":
             names = [f"{region}{z}" for z in "abcdef"]
-            return {"names": names, "zoneIds": [f"use1-az{i}" for i in range(6)],
-                    "id": region}
+            return {"names": names, "zoneIds": [f"use1-az{i}" for i in range(6)], "id": region}
         if token == "aws:s3/getBucket:getBucket":
             bucket = args.args.get("bucket", "bucket")
-            return {"bucket": bucket, "arn": f"arn:aws:s3:::{bucket}", "id": bucket,
-                    "region": region, "bucketDomainName": f"{bucket}.s3.amazonaws.com"}
+            return {
+                "bucket": bucket,
+                "arn": f"arn:aws:s3:::{bucket}",
+                "id": bucket,
+                "region": region,
+                "bucketDomainName": f"{bucket}.s3.amazonaws.com",
+            }
         if token == "aws:ecr/getAuthorizationToken:getAuthorizationToken":
-            return {"userName": "AWS", "password": "mock-password",
-                    "proxyEndpoint": f"https://{ACCOUNT_ID}.dkr.ecr.{region}.amazonaws.com",
-                    "authorizationToken": "bW9jaw==", "id": region}
+            return {
+                "userName": "AWS",
+                "password": "mock-password",
+                "proxyEndpoint": f"https://{ACCOUNT_ID}.dkr.ecr.{region}.amazonaws.com",
+                "authorizationToken": "bW9jaw==",
+                "id": region,
+            }
         return {}
 
     def _outputs(self, typ: str, name: str, inputs: Mapping[str, Any]) -> dict[str, Any]:
@@ -136,15 +171,22 @@ class RecordingMocks(pulumi.runtime.Mocks):
         service = typ.split(":")[1].split("/")[0] if typ.count(":") >= 2 else ""
         physical = inputs.get("name") or f"{name}-mock"
         if typ == "aws:sqs/queue:Queue":
-            out = {"arn": _arn("sqs", r, physical), "name": physical,
-                   "url": f"https://sqs.{r}.amazonaws.com/{ACCOUNT_ID}/{physical}"}
+            out = {
+                "arn": _arn("sqs", r, physical),
+                "name": physical,
+                "url": f"https://sqs.{r}.amazonaws.com/{ACCOUNT_ID}/{physical}",
+            }
         elif typ == "aws:sns/topic:Topic":
             out = {"arn": _arn("sns", r, physical), "name": physical}
         elif typ == "aws:s3/bucket:Bucket":
             bucket = inputs.get("bucket") or f"{name}-mock"
-            out = {"arn": f"arn:aws:s3:::{bucket}", "bucket": bucket, "id": bucket,
-                   "bucketDomainName": f"{bucket}.s3.amazonaws.com",
-                   "bucketRegionalDomainName": f"{bucket}.s3.{r}.amazonaws.com"}
+            out = {
+                "arn": f"arn:aws:s3:::{bucket}",
+                "bucket": bucket,
+                "id": bucket,
+                "bucketDomainName": f"{bucket}.s3.amazonaws.com",
+                "bucketRegionalDomainName": f"{bucket}.s3.{r}.amazonaws.com",
+            }
         elif typ == "aws:iam/role:Role":
             out = {"arn": f"arn:aws:iam::{ACCOUNT_ID}:role/{physical}", "name": physical}
         elif typ == "aws:iam/policy:Policy":
@@ -153,39 +195,55 @@ class RecordingMocks(pulumi.runtime.Mocks):
             out = {"arn": _arn("logs", r, f"log-group:{physical}"), "name": physical}
         elif typ == "aws:lambda/function:Function":
             arn = _arn("lambda", r, f"function:{physical}")
-            out = {"arn": arn, "name": physical, "qualifiedArn": f"{arn}:$LATEST",
-                   "invokeArn": f"arn:aws:apigateway:{r}:lambda:path/2015-03-31/functions/"
-                                f"{arn}/invocations"}
+            out = {
+                "arn": arn,
+                "name": physical,
+                "qualifiedArn": f"{arn}:$LATEST",
+                "invokeArn": f"arn:aws:apigateway:{r}:lambda:path/2015-03-31/functions/"
+                f"{arn}/invocations",
+            }
         elif typ == "aws:apigateway/restApi:RestApi":
-            out = {"id": f"{name}-api", "rootResourceId": f"{name}-root",
-                   "executionArn": _arn("execute-api", r, f"{name}-api"), "arn": _arn(
-                       "apigateway", r, f"/restapis/{name}-api", account=False)}
+            out = {
+                "id": f"{name}-api",
+                "rootResourceId": f"{name}-root",
+                "executionArn": _arn("execute-api", r, f"{name}-api"),
+                "arn": _arn("apigateway", r, f"/restapis/{name}-api", account=False),
+            }
         elif typ == "aws:apigateway/stage:Stage":
             stage = inputs.get("stageName", "v1")
-            out = {"invokeUrl": f"https://mock-api.execute-api.{r}.amazonaws.com/{stage}",
-                   "executionArn": _arn("execute-api", r, f"mock-api/{stage}"),
-                   "arn": _arn("apigateway", r, f"/restapis/mock-api/stages/{stage}",
-                               account=False)}
+            out = {
+                "invokeUrl": f"https://mock-api.execute-api.{r}.amazonaws.com/{stage}",
+                "executionArn": _arn("execute-api", r, f"mock-api/{stage}"),
+                "arn": _arn("apigateway", r, f"/restapis/mock-api/stages/{stage}", account=False),
+            }
         elif typ == "aws:apigateway/apiKey:ApiKey":
-            out = {"value": "mock-api-key-0123456789abcdef", "arn": _arn(
-                "apigateway", r, f"/apikeys/{name}", account=False)}
+            out = {
+                "value": "mock-api-key-0123456789abcdef",
+                "arn": _arn("apigateway", r, f"/apikeys/{name}", account=False),
+            }
         elif typ == "aws:kms/key:Key":
             out = {"arn": _arn("kms", r, f"key/{name}-mock"), "keyId": f"{name}-mock"}
         elif typ == "aws:ecr/repository:Repository":
-            out = {"arn": _arn("ecr", r, f"repository/{physical}"), "name": physical,
-                   "repositoryUrl": f"{ACCOUNT_ID}.dkr.ecr.{r}.amazonaws.com/{physical}"}
+            out = {
+                "arn": _arn("ecr", r, f"repository/{physical}"),
+                "name": physical,
+                "repositoryUrl": f"{ACCOUNT_ID}.dkr.ecr.{r}.amazonaws.com/{physical}",
+            }
         elif typ == "docker-build:index:Image":
             tags = inputs.get("tags") or ["mock:tag"]
             repo = str(tags[0]).rsplit(":", 1)[0]
             out = {"ref": f"{repo}@sha256:{'0' * 64}", "digest": f"sha256:{'0' * 64}"}
         elif typ == "eks:index:Cluster":
             cluster = inputs.get("name") or name
-            out = {"kubeconfigJson": json.dumps({"apiVersion": "v1", "kind": "Config",
-                                                 "clusters": [{"name": cluster}]}),
-                   "clusterSecurityGroupId": "sg-0123456789abcdef0",
-                   "nodeSecurityGroupId": "sg-0123456789abcdef0",
-                   "oidcProviderArn": f"arn:aws:iam::{ACCOUNT_ID}:oidc-provider/mock",
-                   "oidcIssuer": "oidc.eks.mock/id/MOCK"}
+            out = {
+                "kubeconfigJson": json.dumps(
+                    {"apiVersion": "v1", "kind": "Config", "clusters": [{"name": cluster}]}
+                ),
+                "clusterSecurityGroupId": "sg-0123456789abcdef0",
+                "nodeSecurityGroupId": "sg-0123456789abcdef0",
+                "oidcProviderArn": f"arn:aws:iam::{ACCOUNT_ID}:oidc-provider/mock",
+                "oidcIssuer": "oidc.eks.mock/id/MOCK",
+            }
         elif typ.startswith("aws:") and "arn" not in inputs:
             out = {"arn": _arn(service, r, f"{typ.rsplit(':', 1)[-1].lower()}/{name}")}
         if typ.startswith("aws:") and "name" not in inputs and "name" not in out:
@@ -201,7 +259,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         self.recording_mocks = mocks
         self._lock = threading.Lock()
 
-    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC name)
+    def RegisterResource(self, request: Any) -> Any:
         with self._lock:
             urn = self.make_urn(request.parent, request.type, request.name)
             self.recording_mocks.current = (request.parent, urn)
@@ -228,14 +286,16 @@ def run_program(
     project: str = "sdfleet",
     stack: str = "dev",
     preview: bool = False,
+    recorder: Recorder | None = None,
 ) -> Recorder:
     """Run ``program`` under mocks with ``config`` (``ns:key`` -> string) and return what it
     registered. Raises whatever the program (or an apply inside it) raised."""
-    recorder = Recorder()
+    recorder = recorder if recorder is not None else Recorder()
     region = (config or {}).get("aws:region", "us-east-1")
     mocks = RecordingMocks(recorder, region=region)
-    pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=preview,
-                             monitor=RecordingMonitor(mocks))
+    pulumi.runtime.set_mocks(
+        mocks, project=project, stack=stack, preview=preview, monitor=RecordingMonitor(mocks)
+    )
     pulumi.runtime.set_all_config(dict(config or {}), [])
     settings = pulumi_settings.SETTINGS
     settings.rpc_manager.clear()

@@ -1,0 +1,115 @@
+"""Pure builders of the event plane and the core IAM documents (no mocks)."""
+
+from __future__ import annotations
+
+import json
+
+from components.builders import api as apib
+from components.builders import fanout as fb
+from components.builders import iam as iamb
+from components.builders import observability as ob
+from components.builders import s3 as s3b
+
+TOPIC = "arn:aws:sns:us-east-1:123456789012:input"
+QUEUE = "arn:aws:sqs:us-east-1:123456789012:sd15"
+BUCKET = "arn:aws:s3:::outputs"
+
+
+def test_filter_policies() -> None:
+    assert fb.runtime_filter_policy("sd15") == {"runtime": ["sd15"]}
+    assert json.loads(fb.runtime_filter_policy_json("sd15")) == {"runtime": ["sd15"]}
+    assert fb.unrouted_filter_policy(["b", "a"]) == {
+        "$or": [{"runtime": [{"anything-but": ["a", "b"]}]}, {"runtime": [{"exists": False}]}]
+    }
+
+
+def test_redrive_documents() -> None:
+    assert json.loads(fb.redrive_policy("arn:dlq", 3)) == {
+        "deadLetterTargetArn": "arn:dlq",
+        "maxReceiveCount": 3,
+    }
+    assert json.loads(fb.redrive_allow_policy(QUEUE)) == {
+        "redrivePermission": "byQueue",
+        "sourceQueueArns": [QUEUE],
+    }
+
+
+def test_queue_policy_allows_only_the_topic_over_tls() -> None:
+    allow, deny = fb.queue_policy(QUEUE, TOPIC)["Statement"]
+    assert allow["Principal"] == {"Service": "sns.amazonaws.com"}
+    assert allow["Action"] == "sqs:SendMessage"
+    assert allow["Resource"] == QUEUE
+    assert allow["Condition"] == {"ArnEquals": {"aws:SourceArn": TOPIC}}
+    assert deny["Effect"] == "Deny"
+    assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_tls_only_bucket_policy() -> None:
+    statements = s3b.tls_only_bucket_policy(BUCKET)["Statement"]
+    assert all(s["Effect"] == "Deny" for s in statements)
+    assert statements[0]["Resource"] == [BUCKET, f"{BUCKET}/*"]
+    assert statements[1]["Condition"] == {"NumericLessThan": {"s3:TlsVersion": "1.2"}}
+
+
+def test_output_writer_is_write_only() -> None:
+    statements = s3b.output_writer_policy(BUCKET)["Statement"]
+    actions = sorted(a for s in statements for a in s["Action"])
+    assert actions == ["s3:GetObject", "s3:PutObject"]
+    get = next(s for s in statements if s["Action"] == ["s3:GetObject"])
+    assert get["Resource"] == f"{BUCKET}/*request.json"
+
+
+def test_model_reader_policy() -> None:
+    listing, read = s3b.model_reader_policy("arn:aws:s3:::models")["Statement"]
+    assert listing == {
+        "Sid": "ListModels",
+        "Effect": "Allow",
+        "Action": ["s3:ListBucket"],
+        "Resource": "arn:aws:s3:::models",
+    }
+    assert read["Action"] == ["s3:GetObject"] and read["Resource"] == "arn:aws:s3:::models/*"
+    listing, read = s3b.model_reader_policy("arn:aws:s3:::models", "/sd15/")["Statement"]
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["sd15/*", "sd15"]}}
+    assert read["Resource"] == "arn:aws:s3:::models/sd15/*"
+
+
+def test_lifecycle_rule() -> None:
+    rule = s3b.output_lifecycle_rule(7)
+    assert rule["expiration"] == {"days": 7}
+    assert rule["abort_incomplete_multipart_upload"] == {"days_after_initiation": 1}
+
+
+def test_lambda_policy_is_exact() -> None:
+    doc = iamb.task_api_lambda_policy(
+        input_topic_arn=TOPIC, output_bucket_arn=BUCKET, log_group_arn="arn:logs"
+    )
+    star = [s for s in doc["Statement"] if s["Resource"] == "*"]
+    assert {a for s in star for a in s["Action"]} == set(iamb.RESOURCE_STAR_ALLOWED_ACTIONS)
+
+
+def test_trust_policy() -> None:
+    st = iamb.service_trust_policy("lambda.amazonaws.com", "123456789012")["Statement"][0]
+    assert st["Principal"] == {"Service": "lambda.amazonaws.com"}
+    assert st["Condition"] == {"StringEquals": {"aws:SourceAccount": "123456789012"}}
+
+
+def test_access_log_format_has_no_secrets() -> None:
+    fields = json.loads(apib.access_log_format())
+    assert "$context.identity.apiKey" not in fields.values()
+    assert fields["apiKeyId"] == "$context.identity.apiKeyId"
+
+
+def test_alarm_specs_and_dashboard() -> None:
+    names = [a.name for a in ob.queue_alarms("sd15")]
+    assert names == ["sd15-dlq-not-empty", "sd15-queue-stalled"]
+    assert {a.name for a in ob.platform_alarms()} == {
+        "unrouted-tasks",
+        "task-api-errors",
+        "task-api-5xx",
+    }
+    body = json.loads(
+        ob.dashboard_body(region="us-east-1", runtimes={"sd15": ("q", "d")}, function_name="fn")
+    )
+    assert len(body["widgets"]) == 4
+    key_policy = ob.alarm_topic_key_policy("123456789012")
+    assert all(not a.endswith(":*") for s in key_policy["Statement"] for a in s["Action"])

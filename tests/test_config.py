@@ -1,0 +1,255 @@
+"""The stack configuration model: defaults, conversions and every class of error."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from components.config import ConfigError, StackConfig, parse_config, split_namespaced
+
+
+def parse(raw: dict[str, Any]) -> StackConfig:
+    return parse_config(split_namespaced(raw))
+
+
+def errors_of(raw: dict[str, Any]) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse(raw)
+    return info.value.errors
+
+
+def minimal(**extra: Any) -> dict[str, Any]:
+    raw: dict[str, Any] = {
+        "sdfleet:runtimes": [{"name": "sd15", "type": "sdwebui", "modelFilename": "m.safetensors"}]
+    }
+    raw.update({f"sdfleet:{k}": v for k, v in extra.items()})
+    return raw
+
+
+def test_dev_stack_is_valid(dev_config: dict[str, Any]) -> None:
+    config = parse(dev_config)
+    assert [(r.name, r.type) for r in config.runtimes] == [("sd15", "sdwebui"), ("flux", "comfyui")]
+    assert config.spot_ratio == 0.7
+    flux = config.runtimes[1]
+    assert flux.k8s_namespace == "comfy-flux"
+    assert config.runtime_spot_ratio(flux) == 0.0
+    assert config.runtime_spot_ratio(config.runtimes[0]) == 0.7
+
+
+def test_defaults() -> None:
+    config = parse(minimal())
+    rt = config.runtimes[0]
+    assert rt.k8s_namespace == "sd15"
+    assert rt.job_timeout_seconds == 600
+    assert rt.dynamic_model is False
+    assert rt.gpu.instance_types == ["g6.2xlarge", "g5.2xlarge"]
+    assert config.api.stage_name == "v1"
+    assert (config.api.throttle.rate_limit, config.api.throttle.burst_limit) == (30.0, 50)
+    assert config.api.quota is None
+    assert config.api.reserved_concurrency is None
+    assert config.models.bucket_name is None
+    assert config.outputs.expire_after_days == 30
+    assert config.queues.max_receive_count == 3
+    assert config.queues.visibility_timeout_seconds == 60
+
+
+def test_cli_strings_are_converted() -> None:
+    """`pulumi config set` stores scalars as strings."""
+    raw = minimal(spotRatio="0.25", api={"throttle": {"rateLimit": "12.5", "burstLimit": "20"}})
+    raw["sdfleet:runtimes"][0].update(jobTimeoutSeconds="900", dynamicModel="false")
+    config = parse(raw)
+    assert config.spot_ratio == 0.25
+    assert config.api.throttle.rate_limit == 12.5
+    assert config.api.throttle.burst_limit == 20
+    assert config.runtimes[0].job_timeout_seconds == 900
+    assert config.runtimes[0].dynamic_model is False
+
+
+def test_example_error_message() -> None:
+    raw = minimal()
+    raw["sdfleet:runtimes"].append({"name": "flux", "type": "comfy"})
+    assert errors_of(raw) == ["sdfleet:runtimes[1].type: 'comfy' is not one of sdwebui, comfyui"]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda r: r.pop("sdfleet:runtimes"), "sdfleet:runtimes: is required"),
+        (
+            lambda r: r.update({"sdfleet:runtimes": []}),
+            "sdfleet:runtimes: [] must list at least one runtime",
+        ),
+        (
+            lambda r: r.update({"sdfleet:runtimes": "sd15"}),
+            "sdfleet:runtimes: 'sd15' must be a list",
+        ),
+        (
+            lambda r: r["sdfleet:runtimes"][0].update(name="SD_15"),
+            "sdfleet:runtimes[0].name: 'SD_15' must be a DNS-1123 label",
+        ),
+        (lambda r: r["sdfleet:runtimes"][0].update(name="x" * 41), "at most 40 characters"),
+        (
+            lambda r: r["sdfleet:runtimes"][0].pop("modelFilename"),
+            "sdfleet:runtimes[0].modelFilename: is required for an sdwebui runtime unless dynamicModel is true",
+        ),
+        (
+            lambda r: r["sdfleet:runtimes"][0].update(jobTimeoutSeconds=5),
+            "sdfleet:runtimes[0].jobTimeoutSeconds: 5 must be between 10 and 36000",
+        ),
+        (
+            lambda r: r["sdfleet:runtimes"][0].update(jobTimeoutSeconds="ten"),
+            "sdfleet:runtimes[0].jobTimeoutSeconds: 'ten' must be a whole number",
+        ),
+        (
+            lambda r: r["sdfleet:runtimes"][0].update(dynamicModel="yes"),
+            "sdfleet:runtimes[0].dynamicModel: 'yes' must be true or false",
+        ),
+        (
+            lambda r: r["sdfleet:runtimes"][0].update(spotRatio=2),
+            "sdfleet:runtimes[0].spotRatio: 2 must be between 0 and 1",
+        ),
+        (
+            lambda r: r["sdfleet:runtimes"][0].update(modelFilename=" "),
+            "sdfleet:runtimes[0].modelFilename: ' ' must not be empty",
+        ),
+        (
+            lambda r: r["sdfleet:runtimes"][0].update(namespce="x"),
+            "sdfleet:runtimes[0].namespce: unknown key; allowed: ",
+        ),
+        (
+            lambda r: r.update({"sdfleet:spotRatio": -0.1}),
+            "sdfleet:spotRatio: -0.1 must be between 0 and 1",
+        ),
+        (
+            lambda r: r.update({"sdfleet:spotRatio": True}),
+            "sdfleet:spotRatio: True must be a number",
+        ),
+        (
+            lambda r: r.update({"sdfleet:spotratio": 0.5}),
+            "sdfleet:spotratio: unknown key; allowed: ",
+        ),
+        (
+            lambda r: r.update({"sdfleet:api": {"stageName": "v 1"}}),
+            "sdfleet:api.stageName: 'v 1' must be 1-128 of",
+        ),
+        (
+            lambda r: r.update({"sdfleet:api": {"throttle": {"burstLimit": 0}}}),
+            "sdfleet:api.throttle.burstLimit: 0 must be between 1 and 5000",
+        ),
+        (
+            lambda r: r.update({"sdfleet:api": {"quota": {"period": "DAY"}}}),
+            "sdfleet:api.quota.limit: is required",
+        ),
+        (
+            lambda r: r.update({"sdfleet:api": {"quota": {"limit": 10, "period": "YEAR"}}}),
+            "sdfleet:api.quota.period: 'YEAR' is not one of DAY, WEEK, MONTH",
+        ),
+        (
+            lambda r: r.update({"sdfleet:models": {"bucketName": "Bad_Bucket"}}),
+            "sdfleet:models.bucketName: 'Bad_Bucket' must be an S3 bucket name",
+        ),
+        (
+            lambda r: r.update({"sdfleet:outputs": {"expireAfterDays": 0}}),
+            "sdfleet:outputs.expireAfterDays: 0 must be between 1 and 3650",
+        ),
+        (
+            lambda r: r.update({"sdfleet:queues": {"maxReceiveCount": 0}}),
+            "sdfleet:queues.maxReceiveCount: 0 must be between 1 and 1000",
+        ),
+        (
+            lambda r: r.update({"sdfleet:observability": {"logRetentionDays": 31}}),
+            "sdfleet:observability.logRetentionDays: 31 is not a CloudWatch retention",
+        ),
+        (
+            lambda r: r["sdfleet:runtimes"][0].update(gpu={"instanceTypes": []}),
+            "sdfleet:runtimes[0].gpu.instanceTypes: [] must be a non-empty list",
+        ),
+        (
+            lambda r: r["sdfleet:runtimes"][0].update(gpu={"snapshotId": "snap-XYZ"}),
+            "sdfleet:runtimes[0].gpu.snapshotId: 'snap-XYZ' must be an EBS snapshot id",
+        ),
+        (
+            lambda r: r["sdfleet:runtimes"][0].update(image="repo/sd:latest"),
+            "sdfleet:runtimes[0].image: 'repo/sd:latest' must be an image reference pinned",
+        ),
+        (
+            lambda r: r.update({"sdfleet:cluster": {"bottlerocketAlias": "bottlerocket@latest"}}),
+            "never latest",
+        ),
+    ],
+)
+def test_each_error_class(mutate: Any, expected: str) -> None:
+    raw = minimal()
+    mutate(raw)
+    errors = errors_of(raw)
+    assert len(errors) == 1, errors
+    assert expected in errors[0], errors[0]
+
+
+def test_comfyui_rejects_sdwebui_fields() -> None:
+    raw = {
+        "sdfleet:runtimes": [
+            {"name": "c", "type": "comfyui", "modelFilename": "x", "dynamicModel": True}
+        ]
+    }
+    errors = errors_of(raw)
+    assert any(
+        e.startswith("sdfleet:runtimes[0].modelFilename: 'x' is for sdwebui") for e in errors
+    )
+    assert any(e.startswith("sdfleet:runtimes[0].dynamicModel:") for e in errors)
+
+
+def test_duplicate_names_and_namespaces() -> None:
+    raw = {
+        "sdfleet:runtimes": [
+            {"name": "a", "type": "comfyui"},
+            {"name": "a", "type": "comfyui", "namespace": "other"},
+            {"name": "b", "type": "comfyui", "namespace": "other"},
+        ]
+    }
+    assert errors_of(raw) == [
+        "sdfleet:runtimes[1].name: 'a' is already used by runtimes[0]; names must be unique",
+        "sdfleet:runtimes[2].namespace: 'other' is already used by runtimes[1]; each runtime "
+        "needs its own namespace",
+    ]
+
+
+def test_all_errors_in_one_run() -> None:
+    raw = {
+        "sdfleet:runtimes": [
+            {"name": "ok", "type": "sdwebui", "modelFilename": "m"},
+            {"name": "Bad", "type": "comfy", "typo": 1},
+            {"name": "x", "type": "sdwebui"},
+        ],
+        "sdfleet:spotRatio": "1.5",
+        "sdfleet:api": {"throttle": {"rateLimit": "fast"}},
+        "sdfleet:bogus": 1,
+    }
+    errors = errors_of(raw)
+    expected_paths = [
+        "sdfleet:bogus:",
+        "sdfleet:runtimes[1].typo:",
+        "sdfleet:runtimes[1].name:",
+        "sdfleet:runtimes[1].type:",
+        "sdfleet:runtimes[2].modelFilename:",
+        "sdfleet:spotRatio:",
+        "sdfleet:api.throttle.rateLimit:",
+    ]
+    for path in expected_paths:
+        assert any(e.startswith(path) for e in errors), (path, errors)
+    assert len(errors) == len(expected_paths)
+    message = str(ConfigError(errors))
+    assert all(e in message for e in errors)
+
+
+def test_bring_your_own_network_needs_two_subnets() -> None:
+    errors = errors_of(
+        minimal(
+            network={
+                "vpcId": "vpc-0123456789abcdef0",
+                "privateSubnetIds": ["subnet-0123456789abcdef0"],
+            }
+        )
+    )
+    assert errors[0].startswith("sdfleet:network.privateSubnetIds:")
