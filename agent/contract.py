@@ -17,6 +17,13 @@ accepts a raw body (a task published straight to SQS).
 
 Completion notifications (published by the agent on the output topic) are built by
 :func:`build_notification`.
+
+JSON is read with :func:`loads_strict`: standard JSON only (no ``NaN``/``Infinity``, no float
+overflow), at most :data:`MAX_JSON_DEPTH` levels; with duplicate keys the last one wins. Clients
+may not send ``content_ref`` (only the API offloads content). v1alpha1 bodies are translated to
+a plain SD WebUI request: the legacy routing keys leave ``alwayson_scripts``, the checkpoint,
+``sd_vae`` and legacy ``override_settings`` go to ``override_settings``, and ``image_link`` URLs
+become the input images.
 """
 
 from __future__ import annotations
