@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from components import versions
+
 NAMESPACE = "sdfleet"
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -30,7 +32,7 @@ SNAPSHOT_ID = re.compile(r"^snap-[0-9a-f]{8,17}$")
 VPC_ID = re.compile(r"^vpc-[0-9a-f]{8,17}$")
 SUBNET_ID = re.compile(r"^subnet-[0-9a-f]{8,17}$")
 CIDR = re.compile(r"^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})/(\d{1,2})$")
-K8S_VERSION = re.compile(r"^1\.(3[0-9])$")
+K8S_VERSION = re.compile(r"^1\.(3[1-9])$")
 BOTTLEROCKET_ALIAS = re.compile(r"^bottlerocket@v?\d+\.\d+\.\d+$")
 INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
 QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti)?$")
@@ -283,6 +285,9 @@ class NetworkConfig:
     cidr_block: str = cfg("cidrBlock", "10.0.0.0/16", cidr_check)
     availability_zones: int = cfg("availabilityZones", 3, in_range(2, 6))
     nat_gateways: str = cfg("natGateways", "single", one_of("single", "onePerAz"))
+    s3_gateway_endpoint: bool = cfg(
+        "s3GatewayEndpoint", True, doc="create an S3 gateway endpoint on the VPC's route tables"
+    )
 
 
 @dataclass(frozen=True)
@@ -306,7 +311,9 @@ class SystemNodesConfig:
 class ClusterConfig:
     name: str | None = cfg("name", None, dns_label(100))
     version: str = cfg(
-        "version", "1.33", matches(K8S_VERSION, "a Kubernetes minor such as 1.33 (1.31 or newer)")
+        "version",
+        versions.KUBERNETES_VERSION,
+        matches(K8S_VERSION, "a Kubernetes minor such as 1.33 (1.31 or newer)"),
     )
     endpoint_public_access: bool = cfg("endpointPublicAccess", True)
     endpoint_private_access: bool = cfg("endpointPrivateAccess", True)
@@ -323,6 +330,11 @@ class ClusterConfig:
         ),
     )
     system_nodes: SystemNodesConfig = cfg("systemNodes", factory=SystemNodesConfig)
+    create_spot_service_linked_role: bool = cfg(
+        "createSpotServiceLinkedRole",
+        False,
+        doc="create AWSServiceRoleForEC2Spot (fails if the account already has it)",
+    )
 
 
 @dataclass(frozen=True)

@@ -5,12 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pulumi
+import pulumi_aws as aws
 
 from agent.contract import RuntimeInfo
+from components import versions
 from components.api_ingress import ApiIngress, ApiIngressArgs
 from components.config import StackConfig
+from components.eks_cluster import EksCluster, EksClusterArgs
 from components.event_fanout import EventFanout, EventFanoutArgs
+from components.gpu_node_pool import GpuNodePool, GpuNodePoolArgs
+from components.karpenter import Karpenter, KarpenterArgs
+from components.keda import Keda, KedaArgs
 from components.model_store import ModelStore, ModelStoreArgs
+from components.network import Network, NetworkArgs
 from components.observability import Observability, ObservabilityArgs
 
 
@@ -36,6 +43,11 @@ class SdPipeline(pulumi.ComponentResource):
     fanout: EventFanout
     ingress: ApiIngress
     observability: Observability
+    network: Network
+    cluster: EksCluster
+    karpenter: Karpenter
+    keda: Keda
+    gpu_pools: dict[str, GpuNodePool]
     outputs: dict[str, pulumi.Output]
 
     def __init__(
@@ -93,6 +105,8 @@ class SdPipeline(pulumi.ComponentResource):
             child,
         )
 
+        self._compute_plane(name, cfg)
+
         self.outputs = {
             "apiUrl": self.ingress.api_url,
             "apiKey": self.ingress.api_key,
@@ -106,5 +120,101 @@ class SdPipeline(pulumi.ComponentResource):
             "unroutedQueueUrl": self.fanout.unrouted_queue_url,
             "alarmTopicArn": self.observability.alarm_topic_arn,
             "dashboard": self.observability.dashboard_name,
+            "clusterName": self.cluster.cluster_name,
+            "kubeconfig": self.cluster.kubeconfig_json,
+            "updateKubeconfigCommand": pulumi.Output.concat(
+                "aws eks update-kubeconfig --name ",
+                self.cluster.cluster_name,
+                " --region ",
+                aws.get_region_output(opts=pulumi.InvokeOutputOptions(parent=self)).region,
+            ),
         }
         self.register_outputs(self.outputs)
+
+    def _compute_plane(self, name: str, cfg: StackConfig) -> None:
+        child = pulumi.ResourceOptions(parent=self)
+        cluster_name = cfg.cluster.name or f"sdfleet-{pulumi.get_stack()}"
+        net = cfg.network
+        self.network = Network(
+            f"{name}-network",
+            NetworkArgs(
+                cluster_name=cluster_name,
+                vpc_id=net.vpc_id,
+                private_subnet_ids=net.private_subnet_ids,
+                public_subnet_ids=net.public_subnet_ids,
+                cidr_block=net.cidr_block,
+                availability_zones=net.availability_zones,
+                nat_gateways=net.nat_gateways,
+                s3_gateway_endpoint=net.s3_gateway_endpoint,
+            ),
+            child,
+        )
+        cl = cfg.cluster
+        system = cl.system_nodes
+        self.cluster = EksCluster(
+            f"{name}-cluster",
+            EksClusterArgs(
+                cluster_name=cluster_name,
+                vpc_id=self.network.vpc_id,
+                private_subnet_ids=self.network.private_subnet_ids,
+                public_subnet_ids=self.network.public_subnet_ids,
+                model_bucket_arn=self.models.bucket_arn,
+                kubernetes_version=cl.version,
+                endpoint_public_access=cl.endpoint_public_access,
+                endpoint_private_access=cl.endpoint_private_access,
+                public_access_cidrs=cl.public_access_cidrs,
+                system_instance_types=system.instance_types,
+                system_arch=system.arch,
+                system_min_size=system.min_size,
+                system_desired_size=system.desired_size,
+                system_max_size=system.max_size,
+            ),
+            child,
+        )
+        provider = self.cluster.k8s_provider
+        self.karpenter = Karpenter(
+            f"{name}-karpenter",
+            KarpenterArgs(
+                cluster_name=cluster_name,
+                k8s_provider=provider,
+                system_node_selector=self.cluster.system_node_selector,
+                depends_on=self.cluster.addons,
+                create_spot_service_linked_role=cl.create_spot_service_linked_role,
+            ),
+            child,
+        )
+        self.keda = Keda(
+            f"{name}-keda",
+            KedaArgs(
+                cluster_name=cluster_name,
+                k8s_provider=provider,
+                queue_arns=[self.fanout.queue_arns[rt.name] for rt in cfg.runtimes],
+                system_node_selector=self.cluster.system_node_selector,
+                depends_on=self.cluster.addons,
+            ),
+            child,
+        )
+        self.gpu_pools = {}
+        for rt in cfg.runtimes:
+            gpu = rt.gpu
+            self.gpu_pools[rt.name] = GpuNodePool(
+                f"{name}-{rt.name}-gpu",
+                GpuNodePoolArgs(
+                    runtime_name=rt.name,
+                    cluster_name=cluster_name,
+                    node_role_name=self.karpenter.node_role_name,
+                    k8s_provider=provider,
+                    spot_ratio=cfg.runtime_spot_ratio(rt),
+                    instance_types=gpu.instance_types,
+                    max_gpus=gpu.max_gpus,
+                    data_volume_size_gib=gpu.data_volume_size_gib,
+                    snapshot_id=gpu.snapshot_id,
+                    consolidate_after=gpu.consolidate_after,
+                    expire_after=gpu.expire_after,
+                    spot_fallback=gpu.spot_fallback,
+                    instance_store_policy=gpu.instance_store_policy,
+                    ami_alias=cl.bottlerocket_alias or versions.BOTTLEROCKET_ALIAS,
+                    depends_on=[self.karpenter.release],
+                ),
+                child,
+            )

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from components.config import ConfigError, parse_config, split_namespaced
+from sdfleet.render import jsonable, kubernetes_manifest
 
 
 def find_project_dir(start: Path) -> Path:
@@ -33,40 +34,6 @@ def load_stack_config(project_dir: Path, stack: str) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise ValueError(f"{path}: 'config' must be a mapping")
     return config
-
-
-def _jsonable(value: Any) -> Any:
-    """Recorded inputs hold assets and archives; describe them instead of failing."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    path = getattr(value, "path", None)
-    if path is not None:
-        return {"asset": type(value).__name__, "path": str(path)}
-    assets = getattr(value, "assets", None)
-    if isinstance(assets, dict):
-        return {"archive": type(value).__name__, "assets": _jsonable(assets)}
-    text = getattr(value, "text", None)
-    if isinstance(text, str):
-        return {"asset": type(value).__name__, "text": text}
-    return repr(value)
-
-
-def kubernetes_manifest(resource_type: str, inputs: dict[str, Any]) -> dict[str, Any] | None:
-    """The YAML a ``kubernetes:*`` resource stands for, or None for non-object types."""
-    if not resource_type.startswith("kubernetes:") or "helm.sh" in resource_type:
-        return None
-    _, group_version, kind = resource_type.split(":", 2)
-    group, _, version = group_version.partition("/")
-    api_version = version if group == "core" else f"{group}/{version}"
-    manifest: dict[str, Any] = {"apiVersion": api_version, "kind": kind}
-    for key, value in inputs.items():
-        if key not in ("apiVersion", "kind"):
-            manifest[key] = value
-    return manifest
 
 
 def _tree_lines(records: list[Any]) -> list[str]:
@@ -108,7 +75,7 @@ def synth(project_dir: Path, stack: str, out_dir: Path, *, quiet: bool = False) 
         sys.path.remove(str(project_dir))
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    resources = [_jsonable(r.to_json()) for r in recorder.resources]
+    resources = [jsonable(r.to_json()) for r in recorder.resources]
     (out_dir / "resources.json").write_text(json.dumps(resources, indent=2, sort_keys=True))
 
     manifest_dir = out_dir / "manifests"
@@ -117,7 +84,7 @@ def synth(project_dir: Path, stack: str, out_dir: Path, *, quiet: bool = False) 
             old.unlink()
     manifests = 0
     for rec in recorder.resources:
-        manifest = kubernetes_manifest(rec.type, _jsonable(rec.inputs))
+        manifest = kubernetes_manifest(rec.type, jsonable(rec.inputs))
         if manifest is None:
             continue
         manifest_dir.mkdir(exist_ok=True)

@@ -7,7 +7,7 @@ for everything the cloud would assign (IDs, ARNs, URLs, kubeconfigs); the accoun
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import json
 import threading
 from collections.abc import Callable, Mapping
@@ -25,6 +25,15 @@ PLACEHOLDER_NOTE = (
     "Placeholder values stand in for cloud-assigned IDs, ARNs, URLs and secrets "
     f"(account {ACCOUNT_ID}); nothing was created."
 )
+
+
+def _copy_plain(value: Any) -> Any:
+    """Copy dicts and lists; keep other objects (resource references, assets) as they are."""
+    if isinstance(value, dict):
+        return {k: _copy_plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy_plain(v) for v in value]
+    return value
 
 
 @dataclass
@@ -52,8 +61,11 @@ class Recorder:
     def clone(self) -> Recorder:
         """A deep copy, for tests that break a graph on purpose."""
         other = Recorder()
-        other.resources = copy.deepcopy(self.resources)
-        other.invokes = copy.deepcopy(self.invokes)
+        other.resources = [
+            dataclasses.replace(r, inputs=_copy_plain(r.inputs), state=_copy_plain(r.state))
+            for r in self.resources
+        ]
+        other.invokes = [(token, _copy_plain(args)) for token, args in self.invokes]
         return other
 
     def add(self, rec: Recorded) -> None:
@@ -105,7 +117,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict]:
         inputs = dict(args.inputs)
-        state = dict(inputs)
+        # A remote component's (awsx, eks) mock state *is* its outputs, whose types differ
+        # from its inputs; custom resources echo their inputs like a provider would.
+        state = dict(inputs) if args.custom else {}
         state.update(self._outputs(args.typ, args.name, inputs))
         parent_urn, urn = self.current
         parent = None
@@ -146,6 +160,15 @@ class RecordingMocks(pulumi.runtime.Mocks):
         if token == "aws:index/getAvailabilityZones:getAvailabilityZones":
             names = [f"{region}{z}" for z in "abcdef"]
             return {"names": names, "zoneIds": [f"use1-az{i}" for i in range(6)], "id": region}
+        if token == "aws:ec2/getRouteTables:getRouteTables":
+            return {"ids": ["rtb-0000000000000000a", "rtb-0000000000000000b"], "id": "rtb"}
+        if token == "aws:eks/getAddonVersion:getAddonVersion":
+            return {
+                "version": "v0.0.0-eksbuild.1",
+                "id": args.args.get("addonName", "addon"),
+                "addonName": args.args.get("addonName"),
+                "kubernetesVersion": args.args.get("kubernetesVersion"),
+            }
         if token == "aws:s3/getBucket:getBucket":
             bucket = args.args.get("bucket", "bucket")
             return {
@@ -243,6 +266,13 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 "nodeSecurityGroupId": "sg-0123456789abcdef0",
                 "oidcProviderArn": f"arn:aws:iam::{ACCOUNT_ID}:oidc-provider/mock",
                 "oidcIssuer": "oidc.eks.mock/id/MOCK",
+            }
+        elif typ == "awsx:ec2:Vpc":
+            out = {
+                "vpcId": "vpc-0123456789abcdef0",
+                "privateSubnetIds": [f"subnet-00000000000000a{i}" for i in range(3)],
+                "publicSubnetIds": [f"subnet-00000000000000b{i}" for i in range(3)],
+                "isolatedSubnetIds": [],
             }
         elif typ.startswith("aws:") and "arn" not in inputs:
             out = {"arn": _arn(service, r, f"{typ.rsplit(':', 1)[-1].lower()}/{name}")}

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import yaml
 
-from sdfleet.cli import kubernetes_manifest, main
+from sdfleet.cli import main
+from sdfleet.render import kubernetes_manifest
 
 
 def test_synth_dev_writes_resources_and_summary(tmp_path: Path, repo_root: Path, capsys) -> None:

@@ -1,0 +1,213 @@
+"""EksCluster: the EKS control plane (API auth mode, KMS secrets, control-plane logs), a small
+system node group for the controllers, the managed addons, Pod Identity and the Mountpoint for
+S3 CSI driver with a role that can only read the model bucket. GPU nodes come from Karpenter."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_eks as eks
+import pulumi_kubernetes as k8s
+
+from components import versions
+from components.builders import iam_platform as iamp
+from components.builders.karpenter import DISCOVERY_TAG
+
+CONTROL_PLANE_LOGS = ("api", "audit", "authenticator")
+MOUNTPOINT_SERVICE_ACCOUNT = "s3-csi-driver-sa"
+SYSTEM_POOL_LABEL = {"sdfleet.io/pool": "system"}
+
+
+@dataclass
+class EksClusterArgs:
+    cluster_name: str
+    vpc_id: pulumi.Input[str]
+    private_subnet_ids: pulumi.Input[Sequence[str]]
+    public_subnet_ids: pulumi.Input[Sequence[str]]
+    model_bucket_arn: pulumi.Input[str]
+    kubernetes_version: str = versions.KUBERNETES_VERSION
+    endpoint_public_access: bool = True
+    endpoint_private_access: bool = True
+    public_access_cidrs: list[str] = field(default_factory=lambda: ["0.0.0.0/0"])
+    system_instance_types: list[str] = field(default_factory=lambda: ["m7g.large"])
+    system_arch: str = "arm64"
+    system_min_size: int = 2
+    system_desired_size: int = 2
+    system_max_size: int = 3
+    model_prefix: str | None = None
+
+
+def _addon_version(addon: str, kubernetes_version: str) -> pulumi.Input[str]:
+    """The pinned build; for an unpinned Kubernetes version, the default build EKS names."""
+    pinned = versions.addon_version(addon, kubernetes_version)
+    if pinned is not None:
+        return pinned
+    return aws.eks.get_addon_version_output(
+        addon_name=addon, kubernetes_version=kubernetes_version, most_recent=False
+    ).version
+
+
+class EksCluster(pulumi.ComponentResource):
+    cluster_name: pulumi.Output[str]
+    kubeconfig_json: pulumi.Output[str]
+    cluster_security_group_id: pulumi.Output[str]
+    k8s_provider: k8s.Provider
+    system_node_selector: dict[str, str]
+    addons: list[pulumi.Resource]
+    mountpoint_role_arn: pulumi.Output[str]
+
+    def __init__(
+        self, name: str, args: EksClusterArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("sdfleet:index:EksCluster", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        version = args.kubernetes_version
+
+        secrets_key = aws.kms.Key(
+            f"{name}-secrets",
+            description=f"EKS secrets encryption for {args.cluster_name}",
+            enable_key_rotation=True,
+            opts=child,
+        )
+        cluster = eks.Cluster(
+            f"{name}-eks",
+            name=args.cluster_name,
+            version=version,
+            vpc_id=args.vpc_id,
+            private_subnet_ids=args.private_subnet_ids,
+            public_subnet_ids=args.public_subnet_ids,
+            authentication_mode=eks.AuthenticationMode.API,
+            skip_default_node_group=True,
+            # The EKS-created cluster security group is then shared by nodes and control plane.
+            skip_default_security_groups=True,
+            endpoint_public_access=args.endpoint_public_access,
+            endpoint_private_access=args.endpoint_private_access,
+            public_access_cidrs=args.public_access_cidrs if args.endpoint_public_access else None,
+            enabled_cluster_log_types=list(CONTROL_PLANE_LOGS),
+            encryption_config_key_arn=secrets_key.arn,
+            vpc_cni_options=eks.VpcCniOptionsArgs(addon_version=_addon_version("vpc-cni", version)),
+            kube_proxy_addon_options=eks.KubeProxyAddonOptionsArgs(
+                enabled=True, version=_addon_version("kube-proxy", version)
+            ),
+            # CoreDNS is added below, once nodes exist to run it.
+            coredns_addon_options=eks.CoreDnsAddonOptionsArgs(enabled=False),
+            create_oidc_provider=False,
+            tags={"sdfleet:cluster": args.cluster_name},
+            opts=child,
+        )
+
+        system_role = aws.iam.Role(
+            f"{name}-system-node-role",
+            assume_role_policy=json.dumps(iamp.ec2_trust_policy()),
+            opts=child,
+        )
+        attachments = [
+            aws.iam.RolePolicyAttachment(
+                f"{name}-system-node-{arn.rsplit('/', 1)[-1]}",
+                role=system_role.name,
+                policy_arn=arn,
+                opts=pulumi.ResourceOptions(parent=system_role),
+            )
+            for arn in iamp.node_role_managed_policy_arns()
+        ]
+        arm = args.system_arch == "arm64"
+        system_nodes = eks.ManagedNodeGroup(
+            f"{name}-system",
+            cluster=cluster,
+            node_role=system_role,
+            instance_types=args.system_instance_types,
+            ami_type="AL2023_ARM_64_STANDARD" if arm else "AL2023_x86_64_STANDARD",
+            capacity_type="ON_DEMAND",
+            scaling_config=aws.eks.NodeGroupScalingConfigArgs(
+                min_size=args.system_min_size,
+                desired_size=args.system_desired_size,
+                max_size=args.system_max_size,
+            ),
+            subnet_ids=args.private_subnet_ids,
+            labels=SYSTEM_POOL_LABEL,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=attachments),
+        )
+
+        coredns = aws.eks.Addon(
+            f"{name}-coredns",
+            cluster_name=args.cluster_name,
+            addon_name="coredns",
+            addon_version=_addon_version("coredns", version),
+            resolve_conflicts_on_create="OVERWRITE",
+            resolve_conflicts_on_update="OVERWRITE",
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[system_nodes, cluster]),
+        )
+        pod_identity = aws.eks.Addon(
+            f"{name}-pod-identity-agent",
+            cluster_name=args.cluster_name,
+            addon_name="eks-pod-identity-agent",
+            addon_version=_addon_version("eks-pod-identity-agent", version),
+            resolve_conflicts_on_create="OVERWRITE",
+            resolve_conflicts_on_update="OVERWRITE",
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[system_nodes, cluster]),
+        )
+
+        identity = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self))
+        mountpoint_role = aws.iam.Role(
+            f"{name}-mountpoint-role",
+            assume_role_policy=identity.account_id.apply(
+                lambda account: json.dumps(iamp.pod_identity_trust_policy(account))
+            ),
+            opts=child,
+        )
+        mountpoint_policy = aws.iam.RolePolicy(
+            f"{name}-mountpoint-read-models",
+            role=mountpoint_role.id,
+            policy=pulumi.Output.from_input(args.model_bucket_arn).apply(
+                lambda arn: json.dumps(iamp.mountpoint_driver_policy(arn, args.model_prefix))
+            ),
+            opts=pulumi.ResourceOptions(parent=mountpoint_role),
+        )
+        mountpoint = aws.eks.Addon(
+            f"{name}-mountpoint-s3-csi",
+            cluster_name=args.cluster_name,
+            addon_name="aws-mountpoint-s3-csi-driver",
+            addon_version=_addon_version("aws-mountpoint-s3-csi-driver", version),
+            pod_identity_associations=[
+                aws.eks.AddonPodIdentityAssociationArgs(
+                    role_arn=mountpoint_role.arn, service_account=MOUNTPOINT_SERVICE_ACCOUNT
+                )
+            ],
+            resolve_conflicts_on_create="OVERWRITE",
+            resolve_conflicts_on_update="OVERWRITE",
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[pod_identity, mountpoint_policy, system_nodes]
+            ),
+        )
+
+        # Karpenter selects the GPU nodes' security group by the discovery tag.
+        aws.ec2.Tag(
+            f"{name}-sg-discovery",
+            resource_id=cluster.cluster_security_group_id,
+            key=DISCOVERY_TAG,
+            value=args.cluster_name,
+            opts=child,
+        )
+        self.k8s_provider = k8s.Provider(
+            f"{name}-k8s",
+            kubeconfig=cluster.kubeconfig_json,
+            enable_server_side_apply=True,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[system_nodes]),
+        )
+        self.cluster_name = pulumi.Output.from_input(args.cluster_name)
+        self.kubeconfig_json = pulumi.Output.secret(cluster.kubeconfig_json)
+        self.cluster_security_group_id = cluster.cluster_security_group_id
+        self.system_node_selector = dict(SYSTEM_POOL_LABEL)
+        self.addons = [coredns, pod_identity, mountpoint]
+        self.mountpoint_role_arn = mountpoint_role.arn
+        self.register_outputs(
+            {
+                "cluster_name": self.cluster_name,
+                "kubeconfig_json": self.kubeconfig_json,
+                "cluster_security_group_id": self.cluster_security_group_id,
+            }
+        )

@@ -1,0 +1,113 @@
+"""GpuNodePool: one runtime's GPU capacity. A Bottlerocket EC2NodeClass and the NodePools its
+spot ratio asks for; it exposes the pod constraints the runtime's pods must carry, so SdRuntime
+applies them without knowing how the ratio is built."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components import versions
+from components.builders import karpenter as kb
+
+
+@dataclass
+class GpuNodePoolArgs:
+    runtime_name: str
+    cluster_name: str
+    node_role_name: pulumi.Input[str]
+    k8s_provider: pulumi.ProviderResource
+    spot_ratio: float
+    instance_types: Sequence[str] = ("g6.2xlarge", "g5.2xlarge")
+    max_gpus: int = 8
+    data_volume_size_gib: int = 100
+    snapshot_id: str | None = None
+    consolidate_after: str = "5m"
+    expire_after: str = "168h"
+    spot_fallback: bool = True
+    instance_store_policy: str | None = None
+    ami_alias: str = versions.BOTTLEROCKET_ALIAS
+    tags: dict[str, str] = field(default_factory=dict)
+    # Karpenter's CRDs must exist first: pass its Helm release.
+    depends_on: list[pulumi.Resource] = field(default_factory=list)
+
+
+class GpuNodePool(pulumi.ComponentResource):
+    node_class_name: str
+    node_pool_names: list[str]
+    split: kb.CapacitySplit
+    # Pod spec fields (camelCase): tolerations, nodeSelector, affinity, topologySpreadConstraints.
+    scheduling: dict[str, Any]
+    pod_labels: dict[str, str]
+    manifests: pulumi.Output[list[dict[str, Any]]]
+
+    def __init__(
+        self, name: str, args: GpuNodePoolArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("sdfleet:index:GpuNodePool", name, None, opts)
+        self.split = kb.capacity_split(args.spot_ratio, spot_fallback=args.spot_fallback)
+        self.node_class_name = f"{args.runtime_name}-gpu"
+        k8s_opts = pulumi.ResourceOptions(
+            parent=self, provider=args.k8s_provider, depends_on=args.depends_on
+        )
+
+        node_class = pulumi.Output.from_input(args.node_role_name).apply(
+            lambda role: kb.ec2_node_class(
+                name=self.node_class_name,
+                cluster_name=args.cluster_name,
+                node_role_name=role,
+                ami_alias=args.ami_alias,
+                data_volume_size_gib=args.data_volume_size_gib,
+                data_volume_snapshot_id=args.snapshot_id,
+                instance_store_policy=args.instance_store_policy,
+                tags={"sdfleet:runtime": args.runtime_name, **args.tags},
+            )
+        )
+        node_class_resource = k8s.apiextensions.CustomResource(
+            f"{name}-nodeclass",
+            api_version=kb.NODECLASS_API_VERSION,
+            kind="EC2NodeClass",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=self.node_class_name),
+            spec=node_class.apply(lambda m: m["spec"]),
+            opts=k8s_opts,
+        )
+        pools = kb.node_pools(
+            runtime_name=args.runtime_name,
+            node_class_name=self.node_class_name,
+            split=self.split,
+            instance_types=list(args.instance_types),
+            max_gpus=args.max_gpus,
+            consolidate_after=args.consolidate_after,
+            expire_after=args.expire_after,
+        )
+        self.node_pool_names = []
+        for pool in pools:
+            pool_name = pool["metadata"]["name"]
+            self.node_pool_names.append(pool_name)
+            k8s.apiextensions.CustomResource(
+                f"{name}-{pool_name}",
+                api_version=kb.NODEPOOL_API_VERSION,
+                kind="NodePool",
+                metadata=pool["metadata"],
+                spec=pool["spec"],
+                opts=pulumi.ResourceOptions(
+                    parent=self,
+                    provider=args.k8s_provider,
+                    depends_on=[node_class_resource, *args.depends_on],
+                ),
+            )
+        self.scheduling = kb.pod_scheduling(runtime_name=args.runtime_name, split=self.split)
+        self.pod_labels = kb.runtime_selector_labels(args.runtime_name)
+        self.manifests = node_class.apply(lambda m: [m, *pools])
+        self.register_outputs(
+            {
+                "node_class_name": self.node_class_name,
+                "node_pool_names": self.node_pool_names,
+                "spot_slots": self.split.spot_slots,
+                "on_demand_slots": self.split.on_demand_slots,
+            }
+        )

@@ -1,0 +1,186 @@
+"""Karpenter: node role and access entry, interruption queue and its EventBridge rules, the
+controller's Pod Identity role with the getting-started template's policies, and the chart."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_kubernetes as k8s
+
+from components import versions
+from components.builders import iam_platform as iamp
+from components.builders import karpenter as kb
+
+NAMESPACE = "kube-system"
+SERVICE_ACCOUNT = "karpenter"
+
+
+@dataclass
+class KarpenterArgs:
+    cluster_name: str
+    k8s_provider: pulumi.ProviderResource
+    system_node_selector: dict[str, str] = field(default_factory=dict)
+    depends_on: list[pulumi.Resource] = field(default_factory=list)
+    create_spot_service_linked_role: bool = False
+
+
+class Karpenter(pulumi.ComponentResource):
+    node_role_name: pulumi.Output[str]
+    node_role_arn: pulumi.Output[str]
+    interruption_queue_name: pulumi.Output[str]
+    controller_role_arn: pulumi.Output[str]
+    release: k8s.helm.v3.Release
+
+    def __init__(
+        self, name: str, args: KarpenterArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("sdfleet:index:Karpenter", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        invoke = pulumi.InvokeOutputOptions(parent=self)
+        identity = aws.get_caller_identity_output(opts=invoke)
+        region = aws.get_region_output(opts=invoke)
+        partition = aws.get_partition_output(opts=invoke)
+
+        # Nodes: EC2 trust only (pods use Pod Identity, and IMDS hop limit 1 hides this role).
+        node_role = aws.iam.Role(
+            f"{name}-node-role",
+            name=f"KarpenterNodeRole-{args.cluster_name}",
+            assume_role_policy=json.dumps(iamp.ec2_trust_policy()),
+            opts=child,
+        )
+        for arn in iamp.node_role_managed_policy_arns():
+            aws.iam.RolePolicyAttachment(
+                f"{name}-node-{arn.rsplit('/', 1)[-1]}",
+                role=node_role.name,
+                policy_arn=arn,
+                opts=pulumi.ResourceOptions(parent=node_role),
+            )
+        access_entry = aws.eks.AccessEntry(
+            f"{name}-node-access",
+            cluster_name=args.cluster_name,
+            principal_arn=node_role.arn,
+            type="EC2_LINUX",
+            opts=pulumi.ResourceOptions(parent=self, depends_on=args.depends_on),
+        )
+
+        queue = aws.sqs.Queue(
+            f"{name}-interruptions",
+            name=args.cluster_name,
+            message_retention_seconds=iamp.INTERRUPTION_QUEUE_RETENTION_SECONDS,
+            sqs_managed_sse_enabled=True,
+            # Karpenter deletes what it reads; stale events expire in 5 minutes by design.
+            tags={"sdfleet:sink": "karpenter interruption events expire after 5 minutes"},
+            opts=child,
+        )
+        aws.sqs.QueuePolicy(
+            f"{name}-interruptions-policy",
+            queue_url=queue.url,
+            policy=queue.arn.apply(lambda arn: json.dumps(iamp.interruption_queue_policy(arn))),
+            opts=pulumi.ResourceOptions(parent=queue),
+        )
+        for rule_name, pattern in iamp.interruption_event_patterns().items():
+            rule = aws.cloudwatch.EventRule(
+                f"{name}-{rule_name}",
+                event_pattern=json.dumps(pattern),
+                opts=child,
+            )
+            aws.cloudwatch.EventTarget(
+                f"{name}-{rule_name}-target",
+                rule=rule.name,
+                target_id=iamp.INTERRUPTION_TARGET_ID,
+                arn=queue.arn,
+                opts=pulumi.ResourceOptions(parent=rule),
+            )
+
+        controller_role = aws.iam.Role(
+            f"{name}-controller-role",
+            assume_role_policy=identity.account_id.apply(
+                lambda a: json.dumps(iamp.pod_identity_trust_policy(a))
+            ),
+            opts=child,
+        )
+        policies = pulumi.Output.all(
+            region.region, identity.account_id, partition.partition, node_role.arn, queue.arn
+        ).apply(
+            lambda v: iamp.karpenter_controller_policies(
+                cluster_name=args.cluster_name,
+                region=v[0],
+                account_id=v[1],
+                partition=v[2],
+                node_role_arn=v[3],
+                interruption_queue_arn=v[4],
+            )
+        )
+        attached: list[pulumi.Resource] = []
+        for policy_name in (
+            "KarpenterControllerNodeLifecyclePolicy",
+            "KarpenterControllerIAMIntegrationPolicy",
+            "KarpenterControllerEKSIntegrationPolicy",
+            "KarpenterControllerInterruptionPolicy",
+            "KarpenterControllerResourceDiscoveryPolicy",
+        ):
+            policy = aws.iam.Policy(
+                f"{name}-{policy_name}",
+                name=f"{policy_name}-{args.cluster_name}",
+                policy=policies.apply(lambda p, n=policy_name: json.dumps(p[n])),
+                opts=pulumi.ResourceOptions(parent=controller_role),
+            )
+            attached.append(
+                aws.iam.RolePolicyAttachment(
+                    f"{name}-{policy_name}-attachment",
+                    role=controller_role.name,
+                    policy_arn=policy.arn,
+                    opts=pulumi.ResourceOptions(parent=controller_role),
+                )
+            )
+        association = aws.eks.PodIdentityAssociation(
+            f"{name}-pod-identity",
+            cluster_name=args.cluster_name,
+            namespace=NAMESPACE,
+            service_account=SERVICE_ACCOUNT,
+            role_arn=controller_role.arn,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=args.depends_on),
+        )
+        if args.create_spot_service_linked_role:
+            aws.iam.ServiceLinkedRole(
+                f"{name}-spot-slr", aws_service_name="spot.amazonaws.com", opts=child
+            )
+
+        values: pulumi.Output[dict[str, Any]] = pulumi.Output.all(queue.name, region.region).apply(
+            lambda v: kb.karpenter_values(
+                cluster_name=args.cluster_name,
+                interruption_queue_name=v[0],
+                region=v[1],
+                node_selector=args.system_node_selector,
+                service_account_name=SERVICE_ACCOUNT,
+            )
+        )
+        self.release = k8s.helm.v3.Release(
+            f"{name}-release",
+            name="karpenter",
+            chart=versions.KARPENTER_CHART,
+            version=versions.KARPENTER_CHART_VERSION,
+            namespace=NAMESPACE,
+            values=values,
+            atomic=True,
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                provider=args.k8s_provider,
+                depends_on=[association, access_entry, *attached, *args.depends_on],
+            ),
+        )
+        self.node_role_name = node_role.name
+        self.node_role_arn = node_role.arn
+        self.interruption_queue_name = queue.name
+        self.controller_role_arn = controller_role.arn
+        self.register_outputs(
+            {
+                "node_role_name": self.node_role_name,
+                "interruption_queue_name": self.interruption_queue_name,
+                "controller_role_arn": self.controller_role_arn,
+            }
+        )

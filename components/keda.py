@@ -1,0 +1,90 @@
+"""KEDA: the operator chart with a Pod Identity role that may only read the runtime queues'
+depth. ScaledObjects use ``podIdentity.provider: aws`` and so act as the operator: KEDA's
+workload-identity mode does not work with EKS Pod Identity."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_kubernetes as k8s
+
+from components import versions
+from components.builders import iam_platform as iamp
+from components.builders import keda as kedab
+
+
+@dataclass
+class KedaArgs:
+    cluster_name: str
+    k8s_provider: pulumi.ProviderResource
+    queue_arns: Sequence[pulumi.Input[str]]
+    system_node_selector: dict[str, str] = field(default_factory=dict)
+    depends_on: list[pulumi.Resource] = field(default_factory=list)
+
+
+class Keda(pulumi.ComponentResource):
+    operator_role_arn: pulumi.Output[str]
+    namespace: str
+    release: k8s.helm.v3.Release
+
+    def __init__(self, name: str, args: KedaArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("sdfleet:index:Keda", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        invoke = pulumi.InvokeOutputOptions(parent=self)
+        identity = aws.get_caller_identity_output(opts=invoke)
+        region = aws.get_region_output(opts=invoke)
+
+        role = aws.iam.Role(
+            f"{name}-operator-role",
+            assume_role_policy=identity.account_id.apply(
+                lambda a: json.dumps(iamp.pod_identity_trust_policy(a))
+            ),
+            opts=child,
+        )
+        policy = aws.iam.RolePolicy(
+            f"{name}-read-queue-depth",
+            role=role.id,
+            policy=pulumi.Output.all(*args.queue_arns).apply(
+                lambda arns: json.dumps(iamp.keda_operator_policy(arns))
+            ),
+            opts=pulumi.ResourceOptions(parent=role),
+        )
+        association = aws.eks.PodIdentityAssociation(
+            f"{name}-pod-identity",
+            cluster_name=args.cluster_name,
+            namespace=kedab.NAMESPACE,
+            service_account=kedab.OPERATOR_SERVICE_ACCOUNT,
+            role_arn=role.arn,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=args.depends_on),
+        )
+        namespace = k8s.core.v1.Namespace(
+            f"{name}-namespace",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=kedab.NAMESPACE),
+            opts=pulumi.ResourceOptions(
+                parent=self, provider=args.k8s_provider, depends_on=args.depends_on
+            ),
+        )
+        self.release = k8s.helm.v3.Release(
+            f"{name}-release",
+            name="keda",
+            chart=versions.KEDA_CHART,
+            version=versions.KEDA_CHART_VERSION,
+            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=versions.KEDA_CHART_REPO),
+            namespace=kedab.NAMESPACE,
+            values=region.region.apply(
+                lambda r: kedab.keda_values(region=r, node_selector=args.system_node_selector)
+            ),
+            atomic=True,
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                provider=args.k8s_provider,
+                depends_on=[namespace, association, policy, *args.depends_on],
+            ),
+        )
+        self.operator_role_arn = role.arn
+        self.namespace = kedab.NAMESPACE
+        self.register_outputs({"operator_role_arn": self.operator_role_arn})

@@ -1,0 +1,104 @@
+"""Network: a VPC with private node subnets (awsx) or the user's own, plus an S3 gateway
+endpoint so model reads and result writes do not pay NAT charges."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_awsx as awsx
+
+from components.builders.karpenter import DISCOVERY_TAG
+
+
+@dataclass
+class NetworkArgs:
+    cluster_name: str
+    # Bring your own: all three, or none for a new VPC.
+    vpc_id: str | None = None
+    private_subnet_ids: Sequence[str] = field(default_factory=list)
+    public_subnet_ids: Sequence[str] = field(default_factory=list)
+    cidr_block: str = "10.0.0.0/16"
+    availability_zones: int = 3
+    nat_gateways: str = "single"  # or "onePerAz"
+    s3_gateway_endpoint: bool = True
+
+
+class Network(pulumi.ComponentResource):
+    vpc_id: pulumi.Output[str]
+    private_subnet_ids: pulumi.Output[list[str]]
+    public_subnet_ids: pulumi.Output[list[str]]
+
+    def __init__(
+        self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("sdfleet:index:Network", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        discovery = {DISCOVERY_TAG: args.cluster_name}
+        if args.vpc_id:
+            self.vpc_id = pulumi.Output.from_input(args.vpc_id)
+            self.private_subnet_ids = pulumi.Output.from_input(list(args.private_subnet_ids))
+            self.public_subnet_ids = pulumi.Output.from_input(list(args.public_subnet_ids))
+            # Karpenter finds GPU node subnets by this tag; the subnets stay the user's.
+            for i, subnet_id in enumerate(args.private_subnet_ids):
+                aws.ec2.Tag(
+                    f"{name}-subnet-{i}-discovery",
+                    resource_id=subnet_id,
+                    key=DISCOVERY_TAG,
+                    value=args.cluster_name,
+                    opts=child,
+                )
+        else:
+            strategy = (
+                awsx.ec2.NatGatewayStrategy.ONE_PER_AZ
+                if args.nat_gateways == "onePerAz"
+                else awsx.ec2.NatGatewayStrategy.SINGLE
+            )
+            vpc = awsx.ec2.Vpc(
+                f"{name}-vpc",
+                cidr_block=args.cidr_block,
+                number_of_availability_zones=args.availability_zones,
+                enable_dns_hostnames=True,
+                enable_dns_support=True,
+                nat_gateways=awsx.ec2.NatGatewayConfigurationArgs(strategy=strategy),
+                subnet_specs=[
+                    awsx.ec2.SubnetSpecArgs(
+                        type=awsx.ec2.SubnetType.PRIVATE,
+                        cidr_mask=19,
+                        tags={**discovery, "kubernetes.io/role/internal-elb": "1"},
+                    ),
+                    awsx.ec2.SubnetSpecArgs(
+                        type=awsx.ec2.SubnetType.PUBLIC,
+                        cidr_mask=22,
+                        tags={"kubernetes.io/role/elb": "1"},
+                    ),
+                ],
+                tags={"sdfleet:cluster": args.cluster_name},
+                opts=child,
+            )
+            self.vpc_id = vpc.vpc_id
+            self.private_subnet_ids = vpc.private_subnet_ids
+            self.public_subnet_ids = vpc.public_subnet_ids
+
+        if args.s3_gateway_endpoint:
+            region = aws.get_region_output(opts=pulumi.InvokeOutputOptions(parent=self))
+            route_tables = aws.ec2.get_route_tables_output(
+                vpc_id=self.vpc_id, opts=pulumi.InvokeOutputOptions(parent=self)
+            )
+            aws.ec2.VpcEndpoint(
+                f"{name}-s3",
+                vpc_id=self.vpc_id,
+                service_name=region.region.apply(lambda r: f"com.amazonaws.{r}.s3"),
+                vpc_endpoint_type="Gateway",
+                route_table_ids=route_tables.ids,
+                opts=child,
+            )
+        self.register_outputs(
+            {
+                "vpc_id": self.vpc_id,
+                "private_subnet_ids": self.private_subnet_ids,
+                "public_subnet_ids": self.public_subnet_ids,
+            }
+        )
