@@ -3,6 +3,11 @@
 Layout the runtimes expect (see README): ``Stable-diffusion/``, ``Lora/``, ``VAE/``,
 ``ControlNet/``, ``ESRGAN/``, ``embeddings/`` for SD WebUI; ``checkpoints/``, ``loras/``,
 ``vae/``, ``controlnet/``, ``upscale_models/``, ``embeddings/`` for ComfyUI.
+
+The read-only policy for a runtime (``s3:ListBucket`` on the bucket, ``s3:GetObject`` on its
+objects, optionally under a prefix) is built by
+``components.builders.iam_platform.model_read_statements``, used by the Mountpoint driver's role
+and by each runtime's pod role.
 """
 
 from __future__ import annotations

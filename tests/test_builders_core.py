@@ -59,20 +59,6 @@ def test_output_writer_is_write_only() -> None:
     assert get["Resource"] == f"{BUCKET}/*request.json"
 
 
-def test_model_reader_policy() -> None:
-    listing, read = s3b.model_reader_policy("arn:aws:s3:::models")["Statement"]
-    assert listing == {
-        "Sid": "ListModels",
-        "Effect": "Allow",
-        "Action": ["s3:ListBucket"],
-        "Resource": "arn:aws:s3:::models",
-    }
-    assert read["Action"] == ["s3:GetObject"] and read["Resource"] == "arn:aws:s3:::models/*"
-    listing, read = s3b.model_reader_policy("arn:aws:s3:::models", "/sd15/")["Statement"]
-    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["sd15/*", "sd15"]}}
-    assert read["Resource"] == "arn:aws:s3:::models/sd15/*"
-
-
 def test_lifecycle_rule() -> None:
     rule = s3b.output_lifecycle_rule(7)
     assert rule["expiration"] == {"days": 7}
@@ -113,3 +99,12 @@ def test_alarm_specs_and_dashboard() -> None:
     assert len(body["widgets"]) == 4
     key_policy = ob.alarm_topic_key_policy("123456789012")
     assert all(not a.endswith(":*") for s in key_policy["Statement"] for a in s["Action"])
+
+
+def test_readme_version_table_matches_code() -> None:
+    from pathlib import Path
+
+    from components.versions import version_table_markdown
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert version_table_markdown() in readme

@@ -60,32 +60,6 @@ def output_writer_policy(output_bucket_arn: str) -> dict[str, Any]:
     return {"Version": "2012-10-17", "Statement": output_writer_statements(output_bucket_arn)}
 
 
-def model_reader_statements(
-    model_bucket_arn: str, prefix: str | None = None
-) -> list[dict[str, Any]]:
-    """Read-only model access for Mountpoint and the pods: GetObject on the objects (under the
-    prefix, if any) and ListBucket on the bucket (scoped by ``s3:prefix``, since ListBucket
-    cannot be scoped by resource)."""
-    clean = (prefix or "").strip("/")
-    objects = f"{model_bucket_arn}/{clean}/*" if clean else f"{model_bucket_arn}/*"
-    list_statement: dict[str, Any] = {
-        "Sid": "ListModels",
-        "Effect": "Allow",
-        "Action": ["s3:ListBucket"],
-        "Resource": model_bucket_arn,
-    }
-    if clean:
-        list_statement["Condition"] = {"StringLike": {"s3:prefix": [f"{clean}/*", clean]}}
-    return [
-        list_statement,
-        {"Sid": "ReadModels", "Effect": "Allow", "Action": ["s3:GetObject"], "Resource": objects},
-    ]
-
-
-def model_reader_policy(model_bucket_arn: str, prefix: str | None = None) -> dict[str, Any]:
-    return {"Version": "2012-10-17", "Statement": model_reader_statements(model_bucket_arn, prefix)}
-
-
 def output_lifecycle_rule(expire_after_days: int) -> dict[str, Any]:
     """Results expire; incomplete multipart uploads (a pod killed mid-upload) are cleaned up."""
     return {
