@@ -264,6 +264,11 @@ class ObservabilityConfig:
             else f"is not a CloudWatch retention; one of {', '.join(map(str, LOG_RETENTION_DAYS))}"
         ),
     )
+    container_insights: bool = cfg(
+        "containerInsights",
+        True,
+        doc="install the CloudWatch Observability addon (container logs, EMF metrics)",
+    )
     alarm_email: str | None = cfg(
         "alarmEmail", None, lambda v: None if "@" in v else "must be an e-mail address"
     )

@@ -19,6 +19,8 @@ from components.builders.karpenter import DISCOVERY_TAG
 
 CONTROL_PLANE_LOGS = ("api", "audit", "authenticator")
 MOUNTPOINT_SERVICE_ACCOUNT = "s3-csi-driver-sa"
+CLOUDWATCH_SERVICE_ACCOUNT = "cloudwatch-agent"
+CLOUDWATCH_AGENT_POLICY = "arn:aws:iam::aws:policy/CloudWatchAgentServerPolicy"
 SYSTEM_POOL_LABEL = {"sdfleet.io/pool": "system"}
 
 
@@ -39,6 +41,7 @@ class EksClusterArgs:
     system_desired_size: int = 2
     system_max_size: int = 3
     model_prefix: str | None = None
+    container_insights: bool = True
 
 
 def _addon_version(addon: str, kubernetes_version: str) -> pulumi.Input[str]:
@@ -184,6 +187,14 @@ class EksCluster(pulumi.ComponentResource):
             ),
         )
 
+        self.addons = [coredns, pod_identity, mountpoint]
+        if args.container_insights:
+            self.addons.append(
+                self._container_insights(
+                    name, args, identity.account_id, pod_identity, system_nodes
+                )
+            )
+
         # Karpenter selects the GPU nodes' security group by the discovery tag.
         aws.ec2.Tag(
             f"{name}-sg-discovery",
@@ -202,7 +213,6 @@ class EksCluster(pulumi.ComponentResource):
         self.kubeconfig_json = pulumi.Output.secret(cluster.kubeconfig_json)
         self.cluster_security_group_id = cluster.cluster_security_group_id
         self.system_node_selector = dict(SYSTEM_POOL_LABEL)
-        self.addons = [coredns, pod_identity, mountpoint]
         self.mountpoint_role_arn = mountpoint_role.arn
         self.register_outputs(
             {
@@ -210,4 +220,45 @@ class EksCluster(pulumi.ComponentResource):
                 "kubeconfig_json": self.kubeconfig_json,
                 "cluster_security_group_id": self.cluster_security_group_id,
             }
+        )
+
+    def _container_insights(
+        self,
+        name: str,
+        args: EksClusterArgs,
+        account_id: pulumi.Output[str],
+        pod_identity: pulumi.Resource,
+        system_nodes: pulumi.Resource,
+    ) -> aws.eks.Addon:
+        """Container logs and EMF metrics to CloudWatch, through the AWS-managed agent policy."""
+        role = aws.iam.Role(
+            f"{name}-cloudwatch-agent-role",
+            assume_role_policy=account_id.apply(
+                lambda account: json.dumps(iamp.pod_identity_trust_policy(account))
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        attachment = aws.iam.RolePolicyAttachment(
+            f"{name}-cloudwatch-agent-policy",
+            role=role.name,
+            policy_arn=CLOUDWATCH_AGENT_POLICY,
+            opts=pulumi.ResourceOptions(parent=role),
+        )
+        return aws.eks.Addon(
+            f"{name}-cloudwatch-observability",
+            cluster_name=args.cluster_name,
+            addon_name="amazon-cloudwatch-observability",
+            addon_version=_addon_version(
+                "amazon-cloudwatch-observability", args.kubernetes_version
+            ),
+            pod_identity_associations=[
+                aws.eks.AddonPodIdentityAssociationArgs(
+                    role_arn=role.arn, service_account=CLOUDWATCH_SERVICE_ACCOUNT
+                )
+            ],
+            resolve_conflicts_on_create="OVERWRITE",
+            resolve_conflicts_on_update="OVERWRITE",
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[pod_identity, attachment, system_nodes]
+            ),
         )

@@ -168,6 +168,7 @@ class SdPipeline(pulumi.ComponentResource):
                 system_min_size=system.min_size,
                 system_desired_size=system.desired_size,
                 system_max_size=system.max_size,
+                container_insights=cfg.observability.container_insights,
             ),
             child,
         )

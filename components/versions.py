@@ -103,6 +103,15 @@ _ROWS: tuple[Pin, ...] = (
         "v2.0.0-eksbuild.1",
         "public IaC pin for 1.33 (driver v2.x); newer v2 builds exist, re-check before bumping",
     ),
+    # Container Insights: ships container stdout (the agent's JSON logs and EMF metric lines)
+    # to CloudWatch Logs, where EMF lines become metrics.
+    Pin(
+        "addon_cloudwatch_observability",
+        "EKS addon amazon-cloudwatch-observability",
+        "amazon-cloudwatch-observability",
+        "v4.5.0-eksbuild.1",
+        "public IaC pin; re-check with describe-addon-versions",
+    ),
     # Default SD WebUI (A1111) server image: a community build, pinned by tag, not verified
     # here. The pod contract is what matters: the API on port 8080 and models read from the
     # mount path (workload.DEFAULT_SERVER_ARGS / DEFAULT_MODEL_PATHS); production runtimes

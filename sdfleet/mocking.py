@@ -274,6 +274,15 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 "publicSubnetIds": [f"subnet-00000000000000b{i}" for i in range(3)],
                 "isolatedSubnetIds": [],
             }
+        elif typ == "aws:eks/podIdentityAssociation:PodIdentityAssociation":
+            cluster = inputs.get("clusterName") or "cluster"
+            association_id = f"a-{name}"
+            association_arn = _arn("eks", r, f"podidentityassociation/{cluster}/{association_id}")
+            out = {
+                "associationArn": association_arn,
+                "associationId": association_id,
+                "id": f"{cluster},{association_id}",
+            }
         elif typ.startswith("aws:") and "arn" not in inputs:
             out = {"arn": _arn(service, r, f"{typ.rsplit(':', 1)[-1].lower()}/{name}")}
         if typ.startswith("aws:") and "name" not in inputs and "name" not in out:
