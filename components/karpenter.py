@@ -4,6 +4,7 @@ controller's Pod Identity role with the getting-started template's policies, and
 from __future__ import annotations
 
 import json
+from functools import partial
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,10 @@ class KarpenterArgs:
     system_node_selector: dict[str, str] = field(default_factory=dict)
     depends_on: list[pulumi.Resource] = field(default_factory=list)
     create_spot_service_linked_role: bool = False
+
+
+def _policy_json(policy_name: str, policies: dict[str, dict[str, Any]]) -> str:
+    return json.dumps(policies[policy_name])
 
 
 class Karpenter(pulumi.ComponentResource):
@@ -126,7 +131,7 @@ class Karpenter(pulumi.ComponentResource):
             policy = aws.iam.Policy(
                 f"{name}-{policy_name}",
                 name=f"{policy_name}-{args.cluster_name}",
-                policy=policies.apply(lambda p, n=policy_name: json.dumps(p[n])),
+                policy=policies.apply(partial(_policy_json, policy_name)),
                 opts=pulumi.ResourceOptions(parent=controller_role),
             )
             attached.append(

@@ -28,8 +28,8 @@ class NetworkArgs:
 
 class Network(pulumi.ComponentResource):
     vpc_id: pulumi.Output[str]
-    private_subnet_ids: pulumi.Output[list[str]]
-    public_subnet_ids: pulumi.Output[list[str]]
+    private_subnet_ids: pulumi.Output[Sequence[str]]
+    public_subnet_ids: pulumi.Output[Sequence[str]]
 
     def __init__(
         self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None
@@ -39,8 +39,8 @@ class Network(pulumi.ComponentResource):
         discovery = {DISCOVERY_TAG: args.cluster_name}
         if args.vpc_id:
             self.vpc_id = pulumi.Output.from_input(args.vpc_id)
-            self.private_subnet_ids = pulumi.Output.from_input(list(args.private_subnet_ids))
-            self.public_subnet_ids = pulumi.Output.from_input(list(args.public_subnet_ids))
+            self.private_subnet_ids = pulumi.Output.from_input(args.private_subnet_ids)
+            self.public_subnet_ids = pulumi.Output.from_input(args.public_subnet_ids)
             # Karpenter finds GPU node subnets by this tag; the subnets stay the user's.
             for i, subnet_id in enumerate(args.private_subnet_ids):
                 aws.ec2.Tag(

@@ -23,7 +23,7 @@ MAIN = Path(__file__).resolve().parent.parent / "__main__.py"
 
 
 def stack_config(runtimes: int) -> dict[str, Any]:
-    items = []
+    items: list[dict[str, Any]] = []
     for i in range(runtimes):
         if i % 2 == 0:
             items.append(
