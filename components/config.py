@@ -205,6 +205,12 @@ class RuntimeConfig:
     )
     model_prefix: str | None = cfg("modelPrefix", None)
     drain_seconds: int = cfg("drainSeconds", 90, in_range(0, 3600))
+    termination_grace_period_seconds: int | None = cfg(
+        "terminationGracePeriodSeconds",
+        None,
+        in_range(1, 7200),
+        doc="pod grace period; default drain + 30 s, at most the 2-minute spot notice",
+    )
     gpu: GpuPoolConfig = cfg("gpu", factory=GpuPoolConfig)
     resources: ResourcesConfig = cfg("resources", factory=ResourcesConfig)
     scaling: ScalingConfig = cfg("scaling", factory=ScalingConfig)
@@ -500,6 +506,18 @@ def _runtime_checks(rt: RuntimeConfig, base: str) -> list[str]:
     elif not rt.dynamic_model and not rt.model_filename:
         errors.append(
             f"{base}.modelFilename: is required for an sdwebui runtime unless dynamicModel is true"
+        )
+    grace = rt.termination_grace_period_seconds
+    if grace is None and rt.drain_seconds + 10 > 120:
+        errors.append(
+            f"{base}.drainSeconds: {rt.drain_seconds} does not fit the default grace "
+            "period (at most 120 s, the spot notice, and drain + 10 s): lower it to "
+            "110 or set terminationGracePeriodSeconds"
+        )
+    elif grace is not None and grace < rt.drain_seconds + 10:
+        errors.append(
+            f"{base}.terminationGracePeriodSeconds: {grace} must be at least "
+            f"drainSeconds + 10 = {rt.drain_seconds + 10}"
         )
     if rt.scaling.activation_queue_length > rt.scaling.queue_length * rt.scaling.max_replicas:
         errors.append(

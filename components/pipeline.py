@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import pulumi
@@ -9,6 +10,7 @@ import pulumi_aws as aws
 
 from agent.contract import RuntimeInfo
 from components import versions
+from components.agent_image import AgentImage, AgentImageArgs
 from components.api_ingress import ApiIngress, ApiIngressArgs
 from components.config import StackConfig
 from components.eks_cluster import EksCluster, EksClusterArgs
@@ -19,6 +21,7 @@ from components.keda import Keda, KedaArgs
 from components.model_store import ModelStore, ModelStoreArgs
 from components.network import Network, NetworkArgs
 from components.observability import Observability, ObservabilityArgs
+from components.sd_runtime import SdRuntime, runtime_args
 
 
 @dataclass
@@ -48,6 +51,8 @@ class SdPipeline(pulumi.ComponentResource):
     karpenter: Karpenter
     keda: Keda
     gpu_pools: dict[str, GpuNodePool]
+    agent_image: AgentImage
+    runtimes: dict[str, SdRuntime]
     outputs: dict[str, pulumi.Output]
 
     def __init__(
@@ -106,6 +111,7 @@ class SdPipeline(pulumi.ComponentResource):
         )
 
         self._compute_plane(name, cfg)
+        region = aws.get_region_output(opts=pulumi.InvokeOutputOptions(parent=self)).region
 
         self.outputs = {
             "apiUrl": self.ingress.api_url,
@@ -120,13 +126,28 @@ class SdPipeline(pulumi.ComponentResource):
             "unroutedQueueUrl": self.fanout.unrouted_queue_url,
             "alarmTopicArn": self.observability.alarm_topic_arn,
             "dashboard": self.observability.dashboard_name,
+            "agentImage": self.agent_image.ref,
+            "runtimeNamespaces": {rt: r.namespace for rt, r in self.runtimes.items()},
             "clusterName": self.cluster.cluster_name,
             "kubeconfig": self.cluster.kubeconfig_json,
             "updateKubeconfigCommand": pulumi.Output.concat(
-                "aws eks update-kubeconfig --name ",
-                self.cluster.cluster_name,
-                " --region ",
-                aws.get_region_output(opts=pulumi.InvokeOutputOptions(parent=self)).region,
+                "aws eks update-kubeconfig --name ", self.cluster.cluster_name, " --region ", region
+            ),
+            "subscribeExample": pulumi.Output.concat(
+                "aws sns subscribe --region ",
+                region,
+                " --topic-arn ",
+                self.fanout.output_topic_arn,
+                " --protocol sqs --notification-endpoint <your-queue-arn>",
+                " --attributes file://subscription.json",
+                "  # subscription.json: ",
+                json.dumps(
+                    {
+                        "RawMessageDelivery": "true",
+                        "FilterPolicyScope": "MessageAttributes",
+                        "FilterPolicy": json.dumps({"status": ["completed", "failed"]}),
+                    }
+                ),
             ),
         }
         self.register_outputs(self.outputs)
@@ -216,6 +237,39 @@ class SdPipeline(pulumi.ComponentResource):
                     instance_store_policy=gpu.instance_store_policy,
                     ami_alias=cl.bottlerocket_alias or versions.BOTTLEROCKET_ALIAS,
                     depends_on=[self.karpenter.release],
+                ),
+                child,
+            )
+        self._runtimes(name, cfg, cluster_name)
+
+    def _runtimes(self, name: str, cfg: StackConfig, cluster_name: str) -> None:
+        child = pulumi.ResourceOptions(parent=self)
+        self.agent_image = AgentImage(
+            f"{name}-agent",
+            AgentImageArgs(image_ref=cfg.agent.image_ref, keep_images=cfg.agent.keep_images),
+            child,
+        )
+        region = aws.get_region_output(opts=pulumi.InvokeOutputOptions(parent=self)).region
+        self.runtimes = {}
+        for rt in cfg.runtimes:
+            pool = self.gpu_pools[rt.name]
+            self.runtimes[rt.name] = SdRuntime(
+                f"{name}-{rt.name}",
+                runtime_args(
+                    rt,
+                    k8s_provider=self.cluster.k8s_provider,
+                    cluster_name=cluster_name,
+                    region=region,
+                    queue_url=self.fanout.queue_urls[rt.name],
+                    queue_arn=self.fanout.queue_arns[rt.name],
+                    output_topic_arn=self.fanout.output_topic_arn,
+                    output_bucket_name=self.fanout.output_bucket_name,
+                    output_bucket_arn=self.fanout.output_bucket_arn,
+                    model_bucket_name=self.models.bucket_name,
+                    model_bucket_arn=self.models.bucket_arn,
+                    agent_image=self.agent_image.ref,
+                    scheduling=pool.scheduling,
+                    depends_on=[self.keda.release, *self.cluster.addons, pool],
                 ),
                 child,
             )

@@ -250,6 +250,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
             out = {
                 "arn": _arn("ecr", r, f"repository/{physical}"),
                 "name": physical,
+                "registryId": ACCOUNT_ID,
                 "repositoryUrl": f"{ACCOUNT_ID}.dkr.ecr.{r}.amazonaws.com/{physical}",
             }
         elif typ == "docker-build:index:Image":

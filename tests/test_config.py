@@ -253,3 +253,20 @@ def test_bring_your_own_network_needs_two_subnets() -> None:
         )
     )
     assert errors[0].startswith("sdfleet:network.privateSubnetIds:")
+
+
+def test_drain_must_fit_the_grace_period() -> None:
+    raw = minimal()
+    raw["sdfleet:runtimes"][0]["drainSeconds"] = 300
+    assert errors_of(raw) == [
+        "sdfleet:runtimes[0].drainSeconds: 300 does not fit the default grace period (at most "
+        "120 s, the spot notice, and drain + 10 s): lower it to 110 or set "
+        "terminationGracePeriodSeconds"
+    ]
+    raw["sdfleet:runtimes"][0]["terminationGracePeriodSeconds"] = 200
+    assert errors_of(raw) == [
+        "sdfleet:runtimes[0].terminationGracePeriodSeconds: 200 must be at least "
+        "drainSeconds + 10 = 310"
+    ]
+    raw["sdfleet:runtimes"][0]["terminationGracePeriodSeconds"] = 330
+    assert parse(raw).runtimes[0].termination_grace_period_seconds == 330

@@ -18,6 +18,7 @@ def test_required_pins() -> None:
         "kube-proxy",
         "eks-pod-identity-agent",
         "aws-mountpoint-s3-csi-driver",
+        "amazon-cloudwatch-observability",
     }
     assert versions.EKS_ADDON_VERSIONS["aws-mountpoint-s3-csi-driver"].startswith("v2.")
 
