@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import dataclass
 
 import pulumi
@@ -139,14 +140,15 @@ class SdPipeline(pulumi.ComponentResource):
                 " --topic-arn ",
                 self.fanout.output_topic_arn,
                 " --protocol sqs --notification-endpoint <your-queue-arn>",
-                " --attributes file://subscription.json",
-                "  # subscription.json: ",
-                json.dumps(
-                    {
-                        "RawMessageDelivery": "true",
-                        "FilterPolicyScope": "MessageAttributes",
-                        "FilterPolicy": json.dumps({"status": ["completed", "failed"]}),
-                    }
+                " --attributes ",
+                shlex.quote(
+                    json.dumps(
+                        {
+                            "RawMessageDelivery": "true",
+                            "FilterPolicyScope": "MessageAttributes",
+                            "FilterPolicy": json.dumps({"status": ["completed", "failed"]}),
+                        }
+                    )
                 ),
             ),
         }

@@ -110,3 +110,29 @@ def test_prebuilt_agent_image(synth: Any, dev_config: dict[str, Any]) -> None:
         if c["name"] == "queue-agent"
     )
     assert agent["image"] == ref
+
+
+def test_subscribe_example_is_a_ready_command() -> None:
+    import runpy
+    import shlex
+
+    import pulumi
+
+    from sdfleet.mocking import config_from_stack_file, run_program
+    from tests.conftest import MAIN, load_stack
+
+    captured: dict[str, Any] = {}
+
+    def program() -> None:
+        namespace = runpy.run_path(str(MAIN), run_name="__main__")
+        pipeline = namespace["pipeline"]
+        pulumi.Output.all(
+            pipeline.outputs["subscribeExample"], pipeline.outputs["outputTopicArn"]
+        ).apply(lambda v: captured.update(command=v[0], topic=v[1]))
+
+    run_program(program, config_from_stack_file(load_stack("dev")))
+    argv = shlex.split(captured["command"])
+    assert argv[:3] == ["aws", "sns", "subscribe"]
+    assert argv[argv.index("--topic-arn") + 1] == captured["topic"]
+    attributes = json.loads(argv[argv.index("--attributes") + 1])
+    assert json.loads(attributes["FilterPolicy"]) == {"status": ["completed", "failed"]}
