@@ -270,3 +270,25 @@ def test_drain_must_fit_the_grace_period() -> None:
     ]
     raw["sdfleet:runtimes"][0]["terminationGracePeriodSeconds"] = 330
     assert parse(raw).runtimes[0].termination_grace_period_seconds == 330
+
+
+def test_every_config_key_is_documented() -> None:
+    import dataclasses
+    import typing
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+
+    def keys(cls: Any) -> set[str]:
+        found = set()
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            found.add(f.metadata["key"])
+            tp = hints[f.name]
+            for candidate in (tp, *typing.get_args(tp)):
+                if dataclasses.is_dataclass(candidate):
+                    found |= keys(candidate)
+        return found
+
+    missing = sorted(k for k in keys(StackConfig) if k not in readme)
+    assert missing == []
