@@ -1,0 +1,105 @@
+"""``python -m agent``: the queue agent entry point."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+from agent.config import Config, ConfigError, load_config
+
+log = logging.getLogger("agent")
+
+
+def build_server(config: Config, s3: Any, stop: Any = None) -> Any:
+    from agent.inputs import InputFetcher
+    from agent.policies import RetryPolicy
+
+    fetcher = InputFetcher(
+        s3=s3,
+        max_bytes=config.max_input_bytes,
+        allowed_hosts=config.allowed_input_hosts,
+        connect_timeout=config.input_connect_timeout,
+        read_timeout=config.input_read_timeout,
+    )
+    retry = RetryPolicy(config.server_retries, config.retry_base_seconds, config.retry_max_seconds)
+    if config.runtime_type == "sdwebui":
+        from agent.servers.sdwebui import SdWebUIServer
+
+        return SdWebUIServer(
+            config.api_base_url, fetcher, dynamic_model=config.dynamic_sd_model, retry=retry
+        )
+    from agent.servers.comfyui import ComfyUIServer
+
+    return ComfyUIServer(config.api_base_url, fetcher, retry=retry)
+
+
+def aws_clients(config: Config) -> tuple[Any, Any, Any]:
+    import boto3
+    from botocore.config import Config as BotoConfig
+
+    boto_config = BotoConfig(
+        retries={"mode": "standard", "max_attempts": 5},
+        # Long polls last up to 20 s; leave room above that.
+        read_timeout=max(60, config.receive_wait_seconds + 30),
+        max_pool_connections=16,
+    )
+    session = boto3.session.Session(region_name=config.region)
+    return (
+        session.client("sqs", config=boto_config),
+        session.client("s3", config=boto_config),
+        session.client("sns", config=boto_config),
+    )
+
+
+def main(env: dict[str, str] | None = None) -> int:
+    try:
+        config = load_config(os.environ if env is None else env)
+    except ConfigError as exc:
+        print(f"agent: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+    from agent.health import HealthServer
+    from agent.logging_setup import setup_logging
+    from agent.metrics import Metrics
+    from agent.tracing import Tracing
+    from agent.worker import Agent
+
+    setup_logging(config.log_level)
+    # The GPU thread's hand-off to the next task must not wait the default 5 ms for the GIL
+    # while the uploader thread signs and hashes S3 uploads.
+    sys.setswitchinterval(0.001)
+    sqs, s3, sns = aws_clients(config)
+    server = build_server(config, s3)
+    agent = Agent(
+        config,
+        sqs=sqs,
+        s3=s3,
+        sns=sns,
+        server=server,
+        metrics=Metrics(config.runtime_name),
+        tracing=Tracing.setup(config.otlp_endpoint, f"sdfleet-agent-{config.runtime_name}"),
+    )
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        agent.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    health = None
+    if config.health_port is not None:
+        health = HealthServer(config.health_port, agent.live, agent.ready).start()
+        log.info("health endpoints listening", extra={"fields": {"port": health.port}})
+    try:
+        return agent.run()
+    finally:
+        if health is not None:
+            health.stop()
+        server.close()
+        logging.shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""Pipelining benchmark: ``python -m agent.bench`` (from the repository root; not a test).
+
+N tasks go through a moto server (real SNS->SQS fan-out, S3, SNS notifications) and the fake SD
+WebUI with a fixed inference time, processed by ``python -m agent`` in its own process (as in a
+pod). It prints the makespan, the GPU busy fraction (server busy time over the span of its
+calls), the idle gap between server calls (p50/p95), the per-task overhead and the agent's peak
+RSS. Targets at 200 ms: busy fraction >= 0.97 and idle-gap p50 < 10 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import platform
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def run(tasks: int, inference_seconds: float, size: int) -> dict[str, Any]:
+    # Test-only dependencies, imported here so the agent image never needs them.
+    from tests.agent.harness import Fleet, MotoProcess, subprocess_env
+    from tests.fakes.sdwebui import FakeSdWebUI
+
+    # The fake server shares this process with boto3 calls: keep its handler threads from
+    # waiting the default 5 ms for the GIL (the agent does the same for its GPU thread).
+    sys.setswitchinterval(0.001)
+    moto = MotoProcess().start()
+    try:
+        fleet = Fleet(moto.endpoint, visibility_timeout=60)
+        with FakeSdWebUI(inference_seconds=inference_seconds, image_size=(size, size)) as srv:
+            for _ in range(tasks):
+                # A fixed seed keeps the fake's PNG encoding out of the measurement (cached).
+                fleet.publish(fleet.task({"prompt": "bench", "seed": 1234, "steps": 20}))
+            env = fleet.agent_env(
+                srv.url,
+                HEARTBEAT_SECONDS="20",
+                VISIBILITY_EXTENSION_SECONDS="60",
+                LOGLEVEL="WARNING",
+            )
+            log_path = os.environ.get("BENCH_AGENT_LOG")  # keep the agent's log for analysis
+            with open(log_path or os.devnull, "w") as agent_log:
+                started = time.monotonic()
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "agent"],
+                    env=subprocess_env(env),
+                    stdout=agent_log,
+                    cwd=Path(__file__).resolve().parents[1],
+                )
+                try:
+                    # Wait on the fake (a condition variable) rather than polling SQS meanwhile,
+                    # so the benchmark's own boto3 calls do not steal the fake server's GIL.
+                    srv.wait_for_jobs(tasks, timeout=60 + tasks * (inference_seconds + 1))
+                    notes = fleet.notifications(tasks, timeout=60)
+                    makespan = time.monotonic() - started
+                finally:
+                    proc.send_signal(signal.SIGTERM)
+                    proc.wait(60)
+                    # Only the agent has been waited for so far (moto is reaped later).
+                    rss_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+            calls = [c for c in srv.generation_calls() if c.ended is not None]
+    finally:
+        moto.stop()
+    calls.sort(key=lambda c: c.started)
+    intervals = [(c.started, c.ended) for c in calls if c.ended is not None]
+    busy = sum(end - start for start, end in intervals)
+    span = intervals[-1][1] - intervals[0][0]
+    gaps = [max(0.0, b[0] - a[1]) for a, b in itertools.pairwise(intervals)]
+    completed = sum(1 for n in notes if n["status"] == "completed")
+    overhead = [
+        n["timings"]["total_ms"] - n["timings"]["inference_ms"] for n in notes if n["timings"]
+    ]
+    return {
+        "tasks": tasks,
+        "completed": completed,
+        "inference_ms": inference_seconds * 1000,
+        "image": f"{size}x{size} PNG",
+        "makespan_s": makespan,
+        "busy_fraction": busy / span if span else float("nan"),
+        "idle_gap_p50_ms": _percentile(gaps, 0.5) * 1000,
+        "idle_gap_p95_ms": _percentile(gaps, 0.95) * 1000,
+        "idle_gap_max_ms": max(gaps, default=0.0) * 1000,
+        # Includes the agent's start-up (imports, readiness) spread over the tasks.
+        "per_task_overhead_ms": (makespan / tasks - inference_seconds) * 1000,
+        # Steady state: server-call span per task minus the inference time.
+        "steady_overhead_ms": (span / len(intervals) - inference_seconds) * 1000,
+        # Receive to notification minus inference: includes the wait in the prefetch slot.
+        "outside_gpu_ms_p50": statistics.median(overhead) if overhead else float("nan"),
+        "upload_ms_p50": statistics.median(n["timings"]["upload_ms"] for n in notes),
+        "upload_ms_p95": _percentile([float(n["timings"]["upload_ms"]) for n in notes], 0.95),
+        "agent_peak_rss_mib": rss_kb / 1024,
+        "machine": f"{os.cpu_count()} cores, {cpu_model()}, Python {platform.python_version()}",
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=100)
+    parser.add_argument("--inference-ms", type=float, default=200.0)
+    parser.add_argument("--size", type=int, default=512)
+    args = parser.parse_args(argv)
+    result = run(args.tasks, args.inference_ms / 1000, args.size)
+    width = max(len(k) for k in result)
+    for key, value in result.items():
+        shown = f"{value:.3f}" if isinstance(value, float) else str(value)
+        print(f"{key:<{width}}  {shown}")
+    ok = result["busy_fraction"] >= 0.97 and result["idle_gap_p50_ms"] < 10
+    print(f"{'targets':<{width}}  {'met' if ok else 'NOT met'} (busy >= 0.97, idle p50 < 10 ms)")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Inference server clients (SD WebUI API and ComfyUI) behind one small interface."""
