@@ -1,7 +1,7 @@
 """Agent configuration: environment variables parsed once into a frozen dataclass.
 
 Names are compatible with the reference "Stable Diffusion on EKS" queue agent; the new ones have
-documented defaults (see docs/agent.md). A missing or invalid variable raises ConfigError, which
+documented defaults (see the README, "The queue agent"). A missing or invalid variable raises ConfigError, which
 ``python -m agent`` turns into exit status 2 with a one-line message naming the variable.
 """
 
