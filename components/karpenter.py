@@ -4,8 +4,8 @@ controller's Pod Identity role with the getting-started template's policies, and
 from __future__ import annotations
 
 import json
-from functools import partial
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import pulumi
