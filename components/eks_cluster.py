@@ -14,6 +14,7 @@ import pulumi_eks as eks
 import pulumi_kubernetes as k8s
 
 from components import versions
+from components._iam import pod_identity_role
 from components.builders import iam_platform as iamp
 from components.builders.karpenter import DISCOVERY_TAG
 
@@ -154,14 +155,7 @@ class EksCluster(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[system_nodes, cluster]),
         )
 
-        identity = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self))
-        mountpoint_role = aws.iam.Role(
-            f"{name}-mountpoint-role",
-            assume_role_policy=identity.account_id.apply(
-                lambda account: json.dumps(iamp.pod_identity_trust_policy(account))
-            ),
-            opts=child,
-        )
+        mountpoint_role = pod_identity_role(f"{name}-mountpoint-role", self)
         mountpoint_policy = aws.iam.RolePolicy(
             f"{name}-mountpoint-read-models",
             role=mountpoint_role.id,
@@ -189,11 +183,7 @@ class EksCluster(pulumi.ComponentResource):
 
         self.addons = [coredns, pod_identity, mountpoint]
         if args.container_insights:
-            self.addons.append(
-                self._container_insights(
-                    name, args, identity.account_id, pod_identity, system_nodes
-                )
-            )
+            self.addons.append(self._container_insights(name, args, pod_identity, system_nodes))
 
         # Karpenter selects the GPU nodes' security group by the discovery tag.
         aws.ec2.Tag(
@@ -226,18 +216,11 @@ class EksCluster(pulumi.ComponentResource):
         self,
         name: str,
         args: EksClusterArgs,
-        account_id: pulumi.Output[str],
         pod_identity: pulumi.Resource,
         system_nodes: pulumi.Resource,
     ) -> aws.eks.Addon:
         """Container logs and EMF metrics to CloudWatch, through the AWS-managed agent policy."""
-        role = aws.iam.Role(
-            f"{name}-cloudwatch-agent-role",
-            assume_role_policy=account_id.apply(
-                lambda account: json.dumps(iamp.pod_identity_trust_policy(account))
-            ),
-            opts=pulumi.ResourceOptions(parent=self),
-        )
+        role = pod_identity_role(f"{name}-cloudwatch-agent-role", self)
         attachment = aws.iam.RolePolicyAttachment(
             f"{name}-cloudwatch-agent-policy",
             role=role.name,

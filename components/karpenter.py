@@ -13,6 +13,7 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from components import versions
+from components._iam import pod_identity_role
 from components.builders import iam_platform as iamp
 from components.builders import karpenter as kb
 
@@ -101,13 +102,7 @@ class Karpenter(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions(parent=rule),
             )
 
-        controller_role = aws.iam.Role(
-            f"{name}-controller-role",
-            assume_role_policy=identity.account_id.apply(
-                lambda a: json.dumps(iamp.pod_identity_trust_policy(a))
-            ),
-            opts=child,
-        )
+        controller_role = pod_identity_role(f"{name}-controller-role", self)
         policies = pulumi.Output.all(
             region.region, identity.account_id, partition.partition, node_role.arn, queue.arn
         ).apply(

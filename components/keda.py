@@ -13,6 +13,7 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from components import versions
+from components._iam import pod_identity_role
 from components.builders import iam_platform as iamp
 from components.builders import keda as kedab
 
@@ -33,18 +34,9 @@ class Keda(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: KedaArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("sdfleet:index:Keda", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
-        invoke = pulumi.InvokeOutputOptions(parent=self)
-        identity = aws.get_caller_identity_output(opts=invoke)
-        region = aws.get_region_output(opts=invoke)
+        region = aws.get_region_output(opts=pulumi.InvokeOutputOptions(parent=self))
 
-        role = aws.iam.Role(
-            f"{name}-operator-role",
-            assume_role_policy=identity.account_id.apply(
-                lambda a: json.dumps(iamp.pod_identity_trust_policy(a))
-            ),
-            opts=child,
-        )
+        role = pod_identity_role(f"{name}-operator-role", self)
         policy = aws.iam.RolePolicy(
             f"{name}-read-queue-depth",
             role=role.id,

@@ -128,7 +128,9 @@ class SdPipeline(pulumi.ComponentResource):
             "alarmTopicArn": self.observability.alarm_topic_arn,
             "dashboard": self.observability.dashboard_name,
             "agentImage": self.agent_image.ref,
-            "runtimeNamespaces": {rt: r.namespace for rt, r in self.runtimes.items()},
+            "runtimeNamespaces": pulumi.Output.all(
+                **{rt: r.namespace for rt, r in self.runtimes.items()}
+            ),
             "clusterName": self.cluster.cluster_name,
             "kubeconfig": self.cluster.kubeconfig_json,
             "updateKubeconfigCommand": pulumi.Output.concat(

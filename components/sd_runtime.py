@@ -23,6 +23,7 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from components import versions
+from components._iam import pod_identity_role
 from components.builders import iam_platform as iamp
 from components.builders import keda as kb
 from components.builders import workload as wl
@@ -385,16 +386,10 @@ class SdRuntime(pulumi.ComponentResource):
     ) -> tuple[aws.iam.Role, aws.iam.RolePolicy, aws.eks.PodIdentityAssociation]:
         """The pods' role (trusting Pod Identity in this account only), its inline policy and
         the association with the runtime's service account."""
-        account = aws.get_caller_identity_output(
-            opts=pulumi.InvokeOutputOptions(parent=self)
-        ).account_id
-        role = aws.iam.Role(
+        role = pod_identity_role(
             f"{name}-role",
+            self,
             description=f"sdfleet runtime {args.runtime_name}: queue agent pods (Pod Identity)",
-            assume_role_policy=account.apply(
-                lambda a: json.dumps(iamp.pod_identity_trust_policy(a))
-            ),
-            opts=pulumi.ResourceOptions(parent=self),
         )
         role_policy = aws.iam.RolePolicy(
             f"{name}-policy",

@@ -83,9 +83,7 @@ def test_kubernetes_manifest_api_versions() -> None:
         "kind": "Namespace",
         "metadata": {"name": "x"},
     }
-    assert (
-        kubernetes_manifest("kubernetes:karpenter.sh/v1:NodePool", {"spec": {}})["apiVersion"]
-        == "karpenter.sh/v1"
-    )
+    nodepool = kubernetes_manifest("kubernetes:karpenter.sh/v1:NodePool", {"spec": {}})
+    assert nodepool is not None and nodepool["apiVersion"] == "karpenter.sh/v1"
     assert kubernetes_manifest("aws:sqs/queue:Queue", {}) is None
     assert kubernetes_manifest("kubernetes:helm.sh/v3:Release", {}) is None
