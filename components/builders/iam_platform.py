@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from components.builders.s3 import output_writer_statements
+
 VERSION = "2012-10-17"
 
 # The only actions that may be granted on Resource "*": they have no resource-level
@@ -424,8 +426,7 @@ def runtime_pod_policy(
             ],
             queue_arn,
         ),
-        _stmt("WriteOutputs", "s3:PutObject", f"{out}/*"),
-        _stmt("ReadOffloadedRequests", "s3:GetObject", f"{out}/*"),
+        *output_writer_statements(out),
         _stmt("PublishCompletions", "sns:Publish", output_topic_arn),
         *model_read_statements(model_bucket_arn, model_prefix),
     ]

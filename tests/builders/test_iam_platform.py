@@ -239,7 +239,7 @@ def test_runtime_pod_policy_exact_actions_and_resources() -> None:
         ("sqs:ChangeMessageVisibility", queue),
         ("sqs:GetQueueAttributes", queue),
         ("s3:PutObject", "arn:aws:s3:::sdfleet-output/*"),
-        ("s3:GetObject", "arn:aws:s3:::sdfleet-output/*"),
+        ("s3:GetObject", "arn:aws:s3:::sdfleet-output/*request.json"),
         ("sns:Publish", topic),
         ("s3:GetObject", "arn:aws:s3:::sdfleet-models/*"),
         ("s3:ListBucket", "arn:aws:s3:::sdfleet-models"),
