@@ -32,7 +32,7 @@ import json
 import re
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 SDWEBUI = "sdwebui"
@@ -165,7 +165,6 @@ class Task:
     content_ref: str | None = None
     # How the task arrived: "v1alpha2" or "v1alpha1" (legacy).
     api_version: str = "v1alpha2"
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_message(self) -> dict[str, Any]:
         body: dict[str, Any] = {"metadata": self.metadata.to_json()}

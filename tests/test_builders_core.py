@@ -52,7 +52,7 @@ def test_tls_only_bucket_policy() -> None:
 
 
 def test_output_writer_is_write_only() -> None:
-    statements = s3b.output_writer_policy(BUCKET)["Statement"]
+    statements = s3b.output_writer_statements(BUCKET)
     actions = sorted(a for s in statements for a in s["Action"])
     assert actions == ["s3:GetObject", "s3:PutObject"]
     get = next(s for s in statements if s["Action"] == ["s3:GetObject"])

@@ -56,10 +56,6 @@ def output_writer_statements(output_bucket_arn: str) -> list[dict[str, Any]]:
     ]
 
 
-def output_writer_policy(output_bucket_arn: str) -> dict[str, Any]:
-    return {"Version": "2012-10-17", "Statement": output_writer_statements(output_bucket_arn)}
-
-
 def output_lifecycle_rule(expire_after_days: int) -> dict[str, Any]:
     """Results expire; incomplete multipart uploads (a pod killed mid-upload) are cleaned up."""
     return {
