@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pulumi
+
 from sdfleet.mocking import Recorder
 
 
@@ -17,6 +19,9 @@ def jsonable(value: Any) -> Any:
         return int(value)  # the engine's protobuf numbers are all floats
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
+    if isinstance(value, pulumi.Resource):
+        # A resource passed as an input (remote components take them): name it.
+        return {"resource": type(value).__name__, "name": value._name}
     path = getattr(value, "path", None)
     if path is not None:
         return {"asset": type(value).__name__, "path": str(path)}
