@@ -90,7 +90,16 @@ def main(env: dict[str, str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     health = None
     if config.health_port is not None:
-        health = HealthServer(config.health_port, agent.live, agent.ready).start()
+        try:
+            health = HealthServer(config.health_port, agent.live, agent.ready).start()
+        except OSError as exc:
+            print(
+                f"agent: configuration error: HEALTH_PORT: {config.health_port} cannot be "
+                f"bound ({exc.strerror}); choose a free port or 'off'",
+                file=sys.stderr,
+            )
+            server.close()
+            return 2
         log.info("health endpoints listening", extra={"fields": {"port": health.port}})
     try:
         return agent.run()

@@ -100,3 +100,28 @@ def test_invalid_values_name_the_variable(
 
 def test_health_port_can_be_disabled() -> None:
     assert load_config({**BASE, "HEALTH_PORT": "off"}).health_port is None
+
+
+def test_busy_health_port_exits_2_naming_it(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import logging
+    import socket
+    import sys
+
+    from agent.__main__ import main
+
+    # main() configures the process; keep this test's process as the other tests expect it.
+    monkeypatch.setattr(sys, "setswitchinterval", lambda _interval: None)
+    monkeypatch.setattr("agent.logging_setup.setup_logging", lambda *_a, **_k: None)
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", list(root.handlers))
+
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**BASE, "HEALTH_PORT": str(port), "AWS_DEFAULT_REGION": "eu-west-1"}
+        assert main(env) == 2
+    err = capsys.readouterr().err
+    assert f"HEALTH_PORT: {port} cannot be bound" in err
