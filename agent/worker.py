@@ -155,6 +155,9 @@ class Agent:
         )
         self.liveness = Liveness()
         self.server_ready = threading.Event()
+        # Taken to hand a prepared task to the GPU stage and to mark the server lost, so a
+        # task received while the server goes away is never held until it comes back.
+        self._ready_lock = threading.Lock()
         self.finished = threading.Event()
         self._slot = threading.Semaphore(1)
         self._handoff: queue.Queue[Held] = queue.Queue()
@@ -306,9 +309,15 @@ class Agent:
                     )
                     self._poison(held, PoisonMessage(f"agent error: {type(exc).__name__}: {exc}"))
                     prepared = False
+                handed = False
                 if prepared:
-                    self._handoff.put(held)
-                else:
+                    with self._ready_lock:
+                        if self.server_ready.is_set():
+                            self._handoff.put(held)
+                            handed = True
+                    if not handed:
+                        self._release(held, "server unavailable")
+                if not handed:
                     self._slot.release()
         finally:
             self._receiver_done.set()
@@ -528,8 +537,9 @@ class Agent:
                 "inference server unavailable; releasing the task and waiting",
                 extra={"fields": {"id": prepared.task.metadata.id, "error": str(exc)}},
             )
+            with self._ready_lock:
+                self.server_ready.clear()
             self._release(held, "server unavailable")
-            self.server_ready.clear()
             # Let other pods have the prefetched task rather than holding it while we wait.
             self._release_handoff()
             self._wait_ready()
