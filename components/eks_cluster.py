@@ -136,23 +136,9 @@ class EksCluster(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=attachments),
         )
 
-        coredns = aws.eks.Addon(
-            f"{name}-coredns",
-            cluster_name=args.cluster_name,
-            addon_name="coredns",
-            addon_version=_addon_version("coredns", version),
-            resolve_conflicts_on_create="OVERWRITE",
-            resolve_conflicts_on_update="OVERWRITE",
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[system_nodes, cluster]),
-        )
-        pod_identity = aws.eks.Addon(
-            f"{name}-pod-identity-agent",
-            cluster_name=args.cluster_name,
-            addon_name="eks-pod-identity-agent",
-            addon_version=_addon_version("eks-pod-identity-agent", version),
-            resolve_conflicts_on_create="OVERWRITE",
-            resolve_conflicts_on_update="OVERWRITE",
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[system_nodes, cluster]),
+        coredns = self._addon(name, args, "coredns", "coredns", [system_nodes, cluster])
+        pod_identity = self._addon(
+            name, args, "pod-identity-agent", "eks-pod-identity-agent", [system_nodes, cluster]
         )
 
         mountpoint_role = pod_identity_role(f"{name}-mountpoint-role", self)
@@ -164,21 +150,13 @@ class EksCluster(pulumi.ComponentResource):
             ),
             opts=pulumi.ResourceOptions(parent=mountpoint_role),
         )
-        mountpoint = aws.eks.Addon(
-            f"{name}-mountpoint-s3-csi",
-            cluster_name=args.cluster_name,
-            addon_name="aws-mountpoint-s3-csi-driver",
-            addon_version=_addon_version("aws-mountpoint-s3-csi-driver", version),
-            pod_identity_associations=[
-                aws.eks.AddonPodIdentityAssociationArgs(
-                    role_arn=mountpoint_role.arn, service_account=MOUNTPOINT_SERVICE_ACCOUNT
-                )
-            ],
-            resolve_conflicts_on_create="OVERWRITE",
-            resolve_conflicts_on_update="OVERWRITE",
-            opts=pulumi.ResourceOptions(
-                parent=self, depends_on=[pod_identity, mountpoint_policy, system_nodes]
-            ),
+        mountpoint = self._addon(
+            name,
+            args,
+            "mountpoint-s3-csi",
+            "aws-mountpoint-s3-csi-driver",
+            [pod_identity, mountpoint_policy, system_nodes],
+            identity=(MOUNTPOINT_SERVICE_ACCOUNT, mountpoint_role.arn),
         )
 
         self.addons = [coredns, pod_identity, mountpoint]
@@ -227,21 +205,39 @@ class EksCluster(pulumi.ComponentResource):
             policy_arn=CLOUDWATCH_AGENT_POLICY,
             opts=pulumi.ResourceOptions(parent=role),
         )
-        return aws.eks.Addon(
-            f"{name}-cloudwatch-observability",
-            cluster_name=args.cluster_name,
-            addon_name="amazon-cloudwatch-observability",
-            addon_version=_addon_version(
-                "amazon-cloudwatch-observability", args.kubernetes_version
-            ),
-            pod_identity_associations=[
+        return self._addon(
+            name,
+            args,
+            "cloudwatch-observability",
+            "amazon-cloudwatch-observability",
+            [pod_identity, attachment, system_nodes],
+            identity=(CLOUDWATCH_SERVICE_ACCOUNT, role.arn),
+        )
+
+    def _addon(
+        self,
+        name: str,
+        args: EksClusterArgs,
+        suffix: str,
+        addon: str,
+        depends_on: list[pulumi.Resource],
+        identity: tuple[str, pulumi.Input[str]] | None = None,
+    ) -> aws.eks.Addon:
+        """A pinned managed addon; ``identity`` is (service account, role ARN) for Pod Identity."""
+        associations = None
+        if identity is not None:
+            associations = [
                 aws.eks.AddonPodIdentityAssociationArgs(
-                    role_arn=role.arn, service_account=CLOUDWATCH_SERVICE_ACCOUNT
+                    service_account=identity[0], role_arn=identity[1]
                 )
-            ],
+            ]
+        return aws.eks.Addon(
+            f"{name}-{suffix}",
+            cluster_name=args.cluster_name,
+            addon_name=addon,
+            addon_version=_addon_version(addon, args.kubernetes_version),
+            pod_identity_associations=associations,
             resolve_conflicts_on_create="OVERWRITE",
             resolve_conflicts_on_update="OVERWRITE",
-            opts=pulumi.ResourceOptions(
-                parent=self, depends_on=[pod_identity, attachment, system_nodes]
-            ),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on),
         )
