@@ -20,22 +20,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from components import versions
+from components.patterns import BOTTLEROCKET_ALIAS, DNS_LABEL, DURATION, QUANTITY, SNAPSHOT_ID
 
 NAMESPACE = "sdfleet"
 
-DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 RUNTIME_NAME_MAX = 40  # room for suffixes in queue, role and NodePool names
 BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 STAGE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-DURATION = re.compile(r"^([0-9]+(s|m|h))+$")
-SNAPSHOT_ID = re.compile(r"^snap-[0-9a-f]{8,17}$")
 VPC_ID = re.compile(r"^vpc-[0-9a-f]{8,17}$")
 SUBNET_ID = re.compile(r"^subnet-[0-9a-f]{8,17}$")
 CIDR = re.compile(r"^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})/(\d{1,2})$")
 K8S_VERSION = re.compile(r"^1\.(3[1-9])$")
-BOTTLEROCKET_ALIAS = re.compile(r"^bottlerocket@v?\d+\.\d+\.\d+$")
 INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
-QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti)?$")
 # CloudWatch Logs accepts only these retention periods.
 LOG_RETENTION_DAYS = (
     1,

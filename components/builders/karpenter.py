@@ -37,6 +37,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from components.patterns import BOTTLEROCKET_ALIAS as _ALIAS
+from components.patterns import DNS_LABEL as _DNS_LABEL
+from components.patterns import DURATION as _DURATION
+from components.patterns import SNAPSHOT_ID as _SNAPSHOT_ID
+
 SPREAD_LABEL = "capacity-spread"
 RUNTIME_LABEL = "sdfleet.io/runtime"
 GPU_TAINT_KEY = "nvidia.com/gpu"
@@ -69,11 +74,7 @@ SNAPSHOT_DATA_VOLUME_THROUGHPUT = 500
 BASELINE_GP3_IOPS = 3000
 BASELINE_GP3_THROUGHPUT = 125
 
-_DURATION = re.compile(r"^([0-9]+(s|m|h))+$")
 _BUDGET_NODES = re.compile(r"^((100|[0-9]{1,2})%|[0-9]+)$")
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_SNAPSHOT_ID = re.compile(r"^snap-[0-9a-f]{8,17}$")
-_ALIAS = re.compile(r"^bottlerocket@v?[0-9]+\.[0-9]+\.[0-9]+$")
 _FORBIDDEN_TAG_KEYS = (
     "eks:eks-cluster-name",
     "karpenter.sh/nodepool",

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from components.builders.karpenter import GPU_RESOURCE, runtime_selector_labels
+from components.patterns import DNS_LABEL as _DNS_LABEL
+from components.patterns import QUANTITY as _QUANTITY
 
 SDWEBUI = "sdwebui"
 COMFYUI = "comfyui"
@@ -52,9 +54,6 @@ DEFAULT_SERVER_ARGS: dict[str, tuple[str, ...]] = {
 SPOT_NOTICE_SECONDS = 120
 # Time the pod needs after the agent's drain: flush uploads, stop the server sidecar.
 SHUTDOWN_MARGIN_SECONDS = 10
-
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti|k|M|G|T)?$")
 
 
 def _fail(field_name: str, value: Any, allowed: str) -> ValueError:
