@@ -487,32 +487,19 @@ def node_pools(
     }
     spread = split.uses_spread
     pools = []
-    if split.spot_values:
-        pools.append(
-            _node_pool(
-                name=f"{runtime_name}-spot",
-                requirements=_requirements(
-                    SPOT,
-                    instance_types,
-                    instance_families,
-                    arch,
-                    split.spot_values if spread else (),
-                ),
-                weight=PRIMARY_WEIGHT,
-                **common,
-            )
+    for capacity, suffix, values in (
+        (SPOT, "spot", split.spot_values),
+        (ON_DEMAND, "ondemand", split.on_demand_values),
+    ):
+        if not values:
+            continue
+        requirements = _requirements(
+            capacity, instance_types, instance_families, arch, values if spread else ()
         )
-    if split.on_demand_values:
         pools.append(
             _node_pool(
-                name=f"{runtime_name}-ondemand",
-                requirements=_requirements(
-                    ON_DEMAND,
-                    instance_types,
-                    instance_families,
-                    arch,
-                    split.on_demand_values if spread else (),
-                ),
+                name=f"{runtime_name}-{suffix}",
+                requirements=requirements,
                 weight=PRIMARY_WEIGHT,
                 **common,
             )
