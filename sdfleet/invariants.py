@@ -16,6 +16,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from components.builders.iam import RESOURCE_STAR_ALLOWED_ACTIONS as CORE_STAR_ACTIONS
+from components.builders.iam_platform import (
+    RESOURCE_STAR_ALLOWED_ACTIONS as PLATFORM_STAR_ACTIONS,
+)
 from sdfleet.mocking import Recorded, Recorder
 
 # Queues that are the end of the line: a DLQ would only move the problem one hop.
@@ -34,14 +37,8 @@ POLICY_INPUTS: tuple[tuple[str, str], ...] = (
 
 
 def resource_star_allowed_actions() -> frozenset[str]:
-    allowed = set(CORE_STAR_ACTIONS)
-    try:  # the compute plane adds its describe-style actions
-        from components.builders.iam_platform import RESOURCE_STAR_ALLOWED_ACTIONS as platform
-
-        allowed |= set(platform)
-    except ImportError:
-        pass
-    return frozenset(allowed)
+    """The event plane's and the compute plane's describe-style actions."""
+    return frozenset(CORE_STAR_ACTIONS) | PLATFORM_STAR_ACTIONS
 
 
 def _as_list(value: Any) -> list[Any]:

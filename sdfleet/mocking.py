@@ -82,12 +82,6 @@ class Recorder:
             raise KeyError(f"expected one {type_} named {name!r}, found {len(found)}; have {names}")
         return found[0]
 
-    def named(self, name: str) -> Recorded:
-        found = [r for r in self.resources if r.name == name]
-        if len(found) != 1:
-            raise KeyError(f"expected one resource named {name!r}, found {len(found)}")
-        return found[0]
-
     def counts_by_type(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for r in self.resources:
