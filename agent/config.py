@@ -1,8 +1,9 @@
 """Agent configuration: environment variables parsed once into a frozen dataclass.
 
-Names are compatible with the reference "Stable Diffusion on EKS" queue agent; the new ones have
-documented defaults (see the README, "The queue agent"). A missing or invalid variable raises ConfigError, which
-``python -m agent`` turns into exit status 2 with a one-line message naming the variable.
+Every variable, with its type, default and bounds, is defined once in ``agent.settings`` (the
+workload builder writes the pod's env from the same table). A missing or invalid variable raises
+ConfigError, which ``python -m agent`` turns into exit status 2 with a one-line message naming
+the variable.
 """
 
 from __future__ import annotations
@@ -10,24 +11,22 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
+from agent import settings as s
 from agent.contract import COMFYUI, RUNTIME_TYPES, SDWEBUI
+from agent.settings import ConfigError
 
-DEFAULT_SDWEBUI_URL = "http://localhost:8080/sdapi/v1/"
-DEFAULT_COMFYUI_URL = "http://localhost:8080"
+DEFAULT_SDWEBUI_URL = s.default_api_base_url(SDWEBUI)
+DEFAULT_COMFYUI_URL = s.default_api_base_url(COMFYUI)
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off", "")
 _REGION_IN_URL = re.compile(r"sqs[.-]([a-z0-9-]+)\.amazonaws\.com")
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 
-class ConfigError(ValueError):
-    """An environment variable is missing or invalid; ``name`` is the variable."""
-
-    def __init__(self, name: str, message: str) -> None:
-        super().__init__(f"{name}: {message}")
-        self.name = name
+def _d(name: str) -> Any:
+    return s.default(name)
 
 
 @dataclass(frozen=True)
@@ -38,90 +37,54 @@ class Config:
     runtime_type: str
     runtime_name: str
     api_base_url: str
-    dynamic_sd_model: bool = False
-    callback_when_running: bool = False
-    log_level: str = "INFO"
+    dynamic_sd_model: bool = _d("DYNAMIC_SD_MODEL")
+    callback_when_running: bool = _d("EXP_CALLBACK_WHEN_RUNNING")
+    log_level: str = _d("LOGLEVEL")
     model_filename: str | None = None
-    job_timeout_seconds: float = 600.0
-    drain_seconds: float = 90.0
-    heartbeat_seconds: float = 20.0
-    visibility_extension_seconds: int = 60
-    receive_wait_seconds: int = 20
-    max_input_bytes: int = 20 * 1024 * 1024
+    job_timeout_seconds: float = _d("JOB_TIMEOUT_SECONDS")
+    drain_seconds: float = _d("DRAIN_SECONDS")
+    heartbeat_seconds: float = _d("HEARTBEAT_SECONDS")
+    visibility_extension_seconds: int = _d("VISIBILITY_EXTENSION_SECONDS")
+    heartbeat_timeout_seconds: float = _d("HEARTBEAT_TIMEOUT_SECONDS")
+    receive_wait_seconds: int = _d("RECEIVE_WAIT_SECONDS")
+    output_retries: int = _d("OUTPUT_RETRIES")
+    output_retry_base_seconds: float = _d("OUTPUT_RETRY_BASE_SECONDS")
+    output_retry_max_seconds: float = _d("OUTPUT_RETRY_MAX_SECONDS")
+    max_input_bytes: int = _d("MAX_INPUT_BYTES")
+    input_max_total_bytes: int = _d("INPUT_MAX_TOTAL_BYTES")
+    input_fetch_timeout: float = _d("INPUT_FETCH_TIMEOUT_SECONDS")
+    input_task_timeout: float = _d("INPUT_TASK_TIMEOUT_SECONDS")
     allowed_input_hosts: frozenset[str] = field(default_factory=frozenset)
-    input_connect_timeout: float = 5.0
-    input_read_timeout: float = 30.0
-    health_port: int | None = 8081
+    input_s3_buckets: frozenset[str] = field(default_factory=frozenset)
+    input_connect_timeout: float = _d("INPUT_CONNECT_TIMEOUT_SECONDS")
+    input_read_timeout: float = _d("INPUT_READ_TIMEOUT_SECONDS")
+    # TASK_LIMITS as given (camelCase JSON of agent.contract.Limits); None: contract defaults.
+    task_limits: Mapping[str, Any] | None = None
+    health_port: int | None = _d("HEALTH_PORT")
     otlp_endpoint: str | None = None
-    server_retries: int = 3
-    retry_base_seconds: float = 0.5
-    retry_max_seconds: float = 10.0
-    poison_visibility_seconds: int = 1
+    server_retries: int = _d("SERVER_RETRIES")
+    retry_base_seconds: float = _d("RETRY_BASE_SECONDS")
+    retry_max_seconds: float = _d("RETRY_MAX_SECONDS")
+    poison_visibility_seconds: int = _d("POISON_VISIBILITY_SECONDS")
     region: str | None = None
+    pod_name: str | None = None
+    pod_namespace: str | None = None
+    pod_deletion_cost: bool = _d("POD_DELETION_COST")
 
     @property
     def runtime_label(self) -> str:
         return f"{self.runtime_type}/{self.runtime_name}"
 
 
-def _str(env: Mapping[str, str], name: str, default: str | None = None) -> str | None:
-    value = env.get(name)
-    if value is None or not value.strip():
-        return default
-    return value.strip()
-
-
-def _required(env: Mapping[str, str], name: str, hint: str) -> str:
-    value = _str(env, name)
-    if value is None:
-        raise ConfigError(name, f"is required ({hint})")
-    return value
-
-
-def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name)
-    if raw is None:
-        return default
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ConfigError(name, f"{raw!r} is not a boolean; use true/false, 1/0, yes/no or on/off")
-
-
-def _number(
-    env: Mapping[str, str],
-    name: str,
-    default: float,
-    *,
-    minimum: float,
-    maximum: float | None = None,
-    integer: bool = False,
-) -> float:
-    raw = _str(env, name)
-    if raw is None:
-        return default
-    try:
-        value = float(int(raw)) if integer else float(raw)
-    except ValueError:
-        kind = "an integer" if integer else "a number"
-        raise ConfigError(name, f"{raw!r} is not {kind}") from None
-    if value != value or value < minimum or (maximum is not None and value > maximum):
-        upper = f" and at most {maximum:g}" if maximum is not None else ""
-        raise ConfigError(name, f"{raw!r} is out of range; must be at least {minimum:g}{upper}")
-    return value
-
-
 def normalise_api_base_url(runtime_type: str, raw: str | None) -> str:
     """Accept a full URL or a bare ``host:port``; sdwebui URLs end in ``/sdapi/v1/``."""
     if raw is None:
-        return DEFAULT_SDWEBUI_URL if runtime_type == SDWEBUI else DEFAULT_COMFYUI_URL
+        return s.default_api_base_url(runtime_type)
     url = raw if "://" in raw else f"http://{raw}"
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(
-            "API_BASE_URL", f"{raw!r} is not an http(s) URL or host:port (e.g. localhost:8080)"
+            "API_BASE_URL", f"{raw!r} is not an http(s) URL or host:port (e.g. 127.0.0.1:8080)"
         )
     try:
         parts.port  # noqa: B018 - validates the port
@@ -135,86 +98,114 @@ def normalise_api_base_url(runtime_type: str, raw: str | None) -> str:
     return base.rstrip("/")
 
 
-def load_config(env: Mapping[str, str]) -> Config:
-    runtime_type = _required(env, "RUNTIME_TYPE", f"one of: {', '.join(RUNTIME_TYPES)}")
+def _identity(env: Mapping[str, str]) -> dict[str, Any]:
+    """The runtime's queue, topic, bucket, type and name (all required)."""
+    runtime_type = s.parse(env, "RUNTIME_TYPE")
     if runtime_type not in RUNTIME_TYPES:
         raise ConfigError(
             "RUNTIME_TYPE", f"{runtime_type!r} is not one of: {', '.join(RUNTIME_TYPES)}"
         )
-    queue_url = _required(env, "SQS_QUEUE_URL", "the runtime's SQS queue URL")
+    queue_url = s.parse(env, "SQS_QUEUE_URL")
     if not queue_url.startswith(("https://", "http://")):
         raise ConfigError("SQS_QUEUE_URL", f"{queue_url!r} is not an http(s) queue URL")
-    topic = _required(env, "SNS_TOPIC_ARN", "the output SNS topic ARN")
+    topic = s.parse(env, "SNS_TOPIC_ARN")
     if not topic.startswith("arn:"):
         raise ConfigError("SNS_TOPIC_ARN", f"{topic!r} is not an ARN (arn:aws:sns:...)")
-    bucket = _required(env, "S3_BUCKET", "the output bucket name")
-    if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
+    bucket = s.parse(env, "S3_BUCKET")
+    if not _BUCKET.fullmatch(bucket):
         raise ConfigError("S3_BUCKET", f"{bucket!r} is not a valid S3 bucket name")
-    runtime_name = _required(env, "RUNTIME_NAME", "the runtime name tasks are routed by")
-    level = (_str(env, "LOGLEVEL", "INFO") or "INFO").upper()
-    if level not in LOG_LEVELS:
-        raise ConfigError("LOGLEVEL", f"{level!r} is not one of: {', '.join(LOG_LEVELS)}")
-    health_raw = _str(env, "HEALTH_PORT", "8081")
-    health_port: int | None
-    if health_raw is not None and health_raw.lower() in ("off", "none", "disabled"):
-        health_port = None
-    else:
-        health_port = int(_number(env, "HEALTH_PORT", 8081, minimum=0, maximum=65535, integer=True))
-    hosts = frozenset(
-        h.strip().lower()
-        for h in (_str(env, "ALLOWED_INPUT_HOSTS", "") or "").split(",")
-        if h.strip()
-    )
-    heartbeat = _number(env, "HEARTBEAT_SECONDS", 20.0, minimum=0.1, maximum=3600)
-    extension = int(
-        _number(env, "VISIBILITY_EXTENSION_SECONDS", 60, minimum=1, maximum=43200, integer=True)
-    )
-    if extension <= heartbeat:
+    return {
+        "runtime_type": runtime_type,
+        "sqs_queue_url": queue_url,
+        "sns_topic_arn": topic,
+        "s3_bucket": bucket,
+        "runtime_name": s.parse(env, "RUNTIME_NAME"),
+    }
+
+
+def _visibility(env: Mapping[str, str]) -> dict[str, Any]:
+    heartbeat = s.parse(env, "HEARTBEAT_SECONDS")
+    extension = s.parse(env, "VISIBILITY_EXTENSION_SECONDS")
+    if extension < 2 * heartbeat:
         raise ConfigError(
             "VISIBILITY_EXTENSION_SECONDS",
-            f"{extension} must be greater than HEARTBEAT_SECONDS ({heartbeat:g}) so a held "
-            "message is extended before it expires",
+            f"{extension} must be greater than HEARTBEAT_SECONDS ({heartbeat:g}), at least "
+            "twice it, so a held message survives one missed heartbeat",
         )
-    region = _str(env, "AWS_REGION") or _str(env, "AWS_DEFAULT_REGION")
+    return {"heartbeat_seconds": heartbeat, "visibility_extension_seconds": extension}
+
+
+def _task_limits(env: Mapping[str, str]) -> Mapping[str, Any] | None:
+    value = s.parse(env, "TASK_LIMITS")
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ConfigError("TASK_LIMITS", f"{value!r} is not a JSON object")
+    try:
+        from agent.contract import Limits  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:  # pragma: no cover - older contract without limits
+        return dict(value)
+    try:
+        Limits.from_json(value)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ConfigError("TASK_LIMITS", str(exc)) from None
+    return dict(value)
+
+
+def _region(env: Mapping[str, str], queue_url: str) -> str | None:
+    region: str | None = s.parse(env, "AWS_REGION") or s.parse(env, "AWS_DEFAULT_REGION")
     if region is None:
         match = _REGION_IN_URL.search(queue_url)
         region = match.group(1) if match else None
-    otlp = _str(env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or _str(
-        env, "OTEL_EXPORTER_OTLP_ENDPOINT"
-    )
+    return region
+
+
+def load_config(env: Mapping[str, str]) -> Config:
+    identity = _identity(env)
+    level = s.parse(env, "LOGLEVEL").upper()
+    if level not in LOG_LEVELS:
+        raise ConfigError("LOGLEVEL", f"{level!r} is not one of: {', '.join(LOG_LEVELS)}")
+    plain = {
+        name.lower(): s.parse(env, name)
+        for name in (
+            "DYNAMIC_SD_MODEL",
+            "MODEL_FILENAME",
+            "JOB_TIMEOUT_SECONDS",
+            "DRAIN_SECONDS",
+            "HEARTBEAT_TIMEOUT_SECONDS",
+            "RECEIVE_WAIT_SECONDS",
+            "OUTPUT_RETRIES",
+            "OUTPUT_RETRY_BASE_SECONDS",
+            "OUTPUT_RETRY_MAX_SECONDS",
+            "MAX_INPUT_BYTES",
+            "INPUT_MAX_TOTAL_BYTES",
+            "HEALTH_PORT",
+            "SERVER_RETRIES",
+            "RETRY_BASE_SECONDS",
+            "RETRY_MAX_SECONDS",
+            "POISON_VISIBILITY_SECONDS",
+            "POD_NAME",
+            "POD_NAMESPACE",
+            "POD_DELETION_COST",
+        )
+    }
     return Config(
-        sqs_queue_url=queue_url,
-        sns_topic_arn=topic,
-        s3_bucket=bucket,
-        runtime_type=runtime_type,
-        runtime_name=runtime_name,
-        api_base_url=normalise_api_base_url(runtime_type, _str(env, "API_BASE_URL")),
-        dynamic_sd_model=_bool(env, "DYNAMIC_SD_MODEL", False),
-        callback_when_running=_bool(env, "EXP_CALLBACK_WHEN_RUNNING", False),
+        **identity,
+        **plain,
+        **_visibility(env),
+        api_base_url=normalise_api_base_url(identity["runtime_type"], s.parse(env, "API_BASE_URL")),
+        callback_when_running=s.parse(env, "EXP_CALLBACK_WHEN_RUNNING"),
         log_level=level,
-        model_filename=_str(env, "MODEL_FILENAME"),
-        job_timeout_seconds=_number(env, "JOB_TIMEOUT_SECONDS", 600.0, minimum=0.1),
-        drain_seconds=_number(env, "DRAIN_SECONDS", 90.0, minimum=0),
-        heartbeat_seconds=heartbeat,
-        visibility_extension_seconds=extension,
-        receive_wait_seconds=int(
-            _number(env, "RECEIVE_WAIT_SECONDS", 20, minimum=0, maximum=20, integer=True)
-        ),
-        max_input_bytes=int(
-            _number(env, "MAX_INPUT_BYTES", 20 * 1024 * 1024, minimum=1, integer=True)
-        ),
-        allowed_input_hosts=hosts,
-        input_connect_timeout=_number(env, "INPUT_CONNECT_TIMEOUT_SECONDS", 5.0, minimum=0.1),
-        input_read_timeout=_number(env, "INPUT_READ_TIMEOUT_SECONDS", 30.0, minimum=0.1),
-        health_port=health_port,
-        otlp_endpoint=otlp,
-        server_retries=int(_number(env, "SERVER_RETRIES", 3, minimum=0, maximum=20, integer=True)),
-        retry_base_seconds=_number(env, "RETRY_BASE_SECONDS", 0.5, minimum=0),
-        retry_max_seconds=_number(env, "RETRY_MAX_SECONDS", 10.0, minimum=0),
-        poison_visibility_seconds=int(
-            _number(env, "POISON_VISIBILITY_SECONDS", 1, minimum=0, maximum=43200, integer=True)
-        ),
-        region=region,
+        input_fetch_timeout=s.parse(env, "INPUT_FETCH_TIMEOUT_SECONDS"),
+        input_task_timeout=s.parse(env, "INPUT_TASK_TIMEOUT_SECONDS"),
+        allowed_input_hosts=frozenset(h.lower() for h in s.parse(env, "ALLOWED_INPUT_HOSTS")),
+        input_s3_buckets=frozenset(s.parse(env, "INPUT_S3_BUCKETS")),
+        input_connect_timeout=s.parse(env, "INPUT_CONNECT_TIMEOUT_SECONDS"),
+        input_read_timeout=s.parse(env, "INPUT_READ_TIMEOUT_SECONDS"),
+        task_limits=_task_limits(env),
+        otlp_endpoint=s.parse(env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        or s.parse(env, "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        region=_region(env, identity["sqs_queue_url"]),
     )
 
 

@@ -24,8 +24,10 @@ def test_defaults() -> None:
     assert config.api_base_url == DEFAULT_SDWEBUI_URL
     assert config.job_timeout_seconds == 600
     assert config.drain_seconds == 90
-    assert config.heartbeat_seconds == 20
-    assert config.visibility_extension_seconds == 60
+    # Fast recovery: a crashed agent's task is visible again within 15 s of its last beat.
+    assert config.heartbeat_seconds == 5
+    assert config.visibility_extension_seconds == 15
+    assert config.heartbeat_timeout_seconds == 3
     assert config.receive_wait_seconds == 20
     assert config.max_input_bytes == 20 * 1024 * 1024
     assert config.allowed_input_hosts == frozenset()
@@ -86,6 +88,14 @@ def test_api_base_url_forms(runtime: str, raw: str, expected: str) -> None:
         ({"MAX_INPUT_BYTES": "1.5"}, "MAX_INPUT_BYTES", "integer"),
         ({"HEALTH_PORT": "70000"}, "HEALTH_PORT", "at most 65535"),
         ({"HEARTBEAT_SECONDS": "60"}, "VISIBILITY_EXTENSION_SECONDS", "greater than"),
+        ({"HEARTBEAT_SECONDS": "10"}, "VISIBILITY_EXTENSION_SECONDS", "twice"),
+        ({"HEARTBEAT_TIMEOUT_SECONDS": "60"}, "HEARTBEAT_TIMEOUT_SECONDS", "at most 30"),
+        ({"OUTPUT_RETRIES": "-1"}, "OUTPUT_RETRIES", "at least 0"),
+        ({"INPUT_MAX_TOTAL_BYTES": "0"}, "INPUT_MAX_TOTAL_BYTES", "at least 1"),
+        ({"INPUT_TASK_TIMEOUT_SECONDS": "x"}, "INPUT_TASK_TIMEOUT_SECONDS", "not a number"),
+        ({"TASK_LIMITS": "{maxSteps"}, "TASK_LIMITS", "not valid JSON"),
+        ({"TASK_LIMITS": "[1]"}, "TASK_LIMITS", "not a JSON object"),
+        ({"POD_DELETION_COST": "sometimes"}, "POD_DELETION_COST", "'sometimes'"),
     ],
 )
 def test_invalid_values_name_the_variable(
@@ -125,3 +135,56 @@ def test_busy_health_port_exits_2_naming_it(
         assert main(env) == 2
     err = capsys.readouterr().err
     assert f"HEALTH_PORT: {port} cannot be bound" in err
+
+
+def test_default_server_url_is_the_ipv4_loopback() -> None:
+    # The servers listen on IPv4 only; "localhost" may resolve to ::1 first.
+    assert DEFAULT_SDWEBUI_URL == "http://127.0.0.1:8080/sdapi/v1/"
+    assert DEFAULT_COMFYUI_URL == "http://127.0.0.1:8080"
+
+
+def test_new_settings_parse() -> None:
+    config = load_config(
+        {
+            **BASE,
+            "INPUT_S3_BUCKETS": "in-a, in-b,,",
+            "INPUT_FETCH_TIMEOUT_SECONDS": "12.5",
+            "INPUT_TASK_TIMEOUT_SECONDS": "40",
+            "INPUT_MAX_TOTAL_BYTES": "1048576",
+            "POD_NAME": "sd15-abc",
+            "POD_NAMESPACE": "sdfleet",
+            "POD_DELETION_COST": "off",
+            "OUTPUT_RETRIES": "2",
+        }
+    )
+    assert config.input_s3_buckets == frozenset({"in-a", "in-b"})
+    assert config.input_fetch_timeout == 12.5 and config.input_task_timeout == 40
+    assert config.input_max_total_bytes == 1048576
+    assert (config.pod_name, config.pod_namespace) == ("sd15-abc", "sdfleet")
+    assert config.pod_deletion_cost is False and config.output_retries == 2
+    defaults = load_config(BASE)
+    assert defaults.input_s3_buckets == frozenset() and defaults.pod_deletion_cost is True
+    assert defaults.input_max_total_bytes == 64 * 1024 * 1024
+    assert (defaults.input_fetch_timeout, defaults.input_task_timeout) == (30, 60)
+
+
+def test_every_config_default_comes_from_the_settings_table() -> None:
+    import dataclasses
+
+    from agent import settings
+    from agent.config import Config
+
+    config = load_config(BASE)
+    by_field = {
+        "heartbeat_seconds": "HEARTBEAT_SECONDS",
+        "visibility_extension_seconds": "VISIBILITY_EXTENSION_SECONDS",
+        "drain_seconds": "DRAIN_SECONDS",
+        "job_timeout_seconds": "JOB_TIMEOUT_SECONDS",
+        "health_port": "HEALTH_PORT",
+        "output_retries": "OUTPUT_RETRIES",
+        "max_input_bytes": "MAX_INPUT_BYTES",
+        "pod_deletion_cost": "POD_DELETION_COST",
+    }
+    fields = {f.name: f for f in dataclasses.fields(Config)}
+    for name, variable in by_field.items():
+        assert getattr(config, name) == settings.default(variable) == fields[name].default
