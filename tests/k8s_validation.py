@@ -1,7 +1,7 @@
 """Offline validation of the manifests the program creates.
 
-- Custom resources (Karpenter, KEDA) against the real CRD schemas in ``../shared/schemas/``
-  (or ``$SDFLEET_SCHEMAS_DIR``), with unknown fields treated as errors the way the API server's
+- Custom resources (Karpenter, KEDA) against the real CRD schemas vendored in ``schemas/crds/``
+  (see ``schemas/README.md``), with unknown fields treated as errors the way the API server's
   strict field validation does.
 - Built-in kinds with ``kubernetes-validate`` (strict) for a Kubernetes version.
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import os
 from pathlib import Path
 from typing import Any
 
@@ -20,37 +19,23 @@ import jsonschema
 import kubernetes_validate
 import yaml
 
-ENV_VAR = "SDFLEET_SCHEMAS_DIR"
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# Part of the repository: a fresh clone validates against them, nothing is skipped.
+SCHEMAS_DIR = REPO_ROOT / "schemas"
+CRD_DIR = SCHEMAS_DIR / "crds"
 _COMBINATORS = ("allOf", "anyOf", "oneOf", "not")
 
 
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() == "true"
-
-
-def schemas_dir() -> Path | None:
-    """The directory holding the CRD files (``crds/`` inside the schemas dir), or None."""
-    configured = os.environ.get(ENV_VAR)
-    base = Path(configured) if configured else REPO_ROOT.parent / "shared" / "schemas"
-    for candidate in (base / "crds", base):
-        if candidate.is_dir() and any(candidate.glob("*.yaml")):
-            return candidate
-    return None
+def schemas_dir() -> Path:
+    """The vendored CRD directory; a missing or empty one is an error, never a skip."""
+    if not CRD_DIR.is_dir() or not any(CRD_DIR.glob("*.yaml")):
+        raise FileNotFoundError(f"vendored CRD schemas missing: no *.yaml in {CRD_DIR}")
+    return CRD_DIR
 
 
 def require_schemas_dir() -> Path:
-    """For tests: the CRD directory; a failure in CI, a skip with the reason elsewhere."""
-    import pytest
-
-    found = schemas_dir()
-    if found is not None:
-        return found
-    where = os.environ.get(ENV_VAR) or str(REPO_ROOT.parent / "shared" / "schemas")
-    reason = f"CRD schemas not found at {where} (set {ENV_VAR} to the schemas directory)"
-    if in_ci():
-        pytest.fail(reason)
-    pytest.skip(reason)
+    """Kept for the tests that call it: the CRD directory (raises when it is missing)."""
+    return schemas_dir()
 
 
 @functools.lru_cache(maxsize=4)
@@ -107,8 +92,6 @@ def _path(error: jsonschema.ValidationError) -> str:
 def validate_crd(manifest: dict[str, Any]) -> list[str]:
     """Errors of a custom resource against its CRD schema ([] when valid)."""
     directory = schemas_dir()
-    if directory is None:
-        raise FileNotFoundError(f"CRD schemas not found (set {ENV_VAR})")
     api_version = manifest.get("apiVersion", "")
     kind = manifest.get("kind", "")
     if "/" not in api_version:
@@ -150,10 +133,7 @@ def validate_manifest(manifest: dict[str, Any], k8s_version: str) -> list[str]:
 
 
 def assert_valid(manifest: dict[str, Any], k8s_version: str) -> None:
-    """For tests: assert a manifest validates (CRD kinds need the schemas, see
-    :func:`require_schemas_dir`)."""
-    if is_custom_resource(manifest):
-        require_schemas_dir()
+    """For tests: assert a manifest validates."""
     errors = validate_manifest(manifest, k8s_version)
     name = manifest.get("metadata", {}).get("name")
     assert errors == [], f"{manifest.get('kind')} {name}: {errors}"

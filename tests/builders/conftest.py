@@ -20,5 +20,5 @@ K8S_VERSION = "1.33"
 
 @pytest.fixture
 def crd_dir() -> Path:
-    """The CRD schema directory; fails in CI and skips elsewhere when it is missing."""
-    return k8s_validation.require_schemas_dir()
+    """The vendored CRD schema directory (``schemas/crds``); never skipped."""
+    return k8s_validation.schemas_dir()

@@ -106,19 +106,13 @@ def test_dispatch_on_kind(crd_dir: Path) -> None:
     assert v.validate_manifest(bad_pool, K8S)
 
 
-def test_schemas_dir_env_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(v.ENV_VAR, str(tmp_path))
-    assert v.schemas_dir() is None
-    (tmp_path / "crds").mkdir()
-    (tmp_path / "crds" / "x.yaml").write_text("kind: CustomResourceDefinition\n")
-    assert v.schemas_dir() == tmp_path / "crds"
+def test_schemas_are_vendored_in_the_repository() -> None:
+    assert v.schemas_dir() == v.REPO_ROOT / "schemas" / "crds"
+    groups = {group for group, _ in v._crd_index(str(v.schemas_dir()))}
+    assert groups == set(v.CRD_GROUPS)
 
 
-def test_missing_schemas_fail_in_ci(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(v.ENV_VAR, str(tmp_path / "absent"))
-    monkeypatch.setenv("CI", "true")
-    with pytest.raises(pytest.fail.Exception, match="CRD schemas not found"):
-        v.require_schemas_dir()
-    monkeypatch.setenv("CI", "false")
-    with pytest.raises(pytest.skip.Exception, match="CRD schemas not found"):
-        v.require_schemas_dir()
+def test_missing_schemas_are_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(v, "CRD_DIR", tmp_path / "absent")
+    with pytest.raises(FileNotFoundError, match="vendored CRD schemas missing"):
+        v.validate_crd(_pool())

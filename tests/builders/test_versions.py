@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from components import versions
@@ -52,3 +57,38 @@ def test_markdown_table_lists_every_pin() -> None:
     assert len(lines) == 2 + len(versions.PINS)
     for pin in versions.PINS.values():
         assert f"`{pin.version}`" in table
+
+
+SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
+
+
+def _vendored_sources() -> dict[str, Any]:
+    data = json.loads((SCHEMAS / "versions.json").read_text())
+    sources: dict[str, Any] = data["sources"]
+    return sources
+
+
+@pytest.mark.parametrize("pin_key", ["keda_chart", "karpenter_chart"])
+def test_vendored_crds_match_the_pinned_chart(pin_key: str) -> None:
+    source = _vendored_sources()[pin_key]
+    pin = versions.PINS[pin_key]
+    assert source["version"] == pin.version, (
+        f"schemas/versions.json has {pin_key} {source['version']}, components/versions.py pins "
+        f"{pin.version}: vendor the CRDs of the new release (schemas/README.md)"
+    )
+    assert source["tag"] == f"v{pin.version}"
+    # The README table names the same release for the same files.
+    readme = (SCHEMAS / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if source["project"] in line)
+    assert f"release tag {source['tag']}" in row
+    assert all(f"crds/{name}" in row for name in source["files"])
+
+
+def test_vendored_crd_files_are_listed_and_unchanged() -> None:
+    listed: dict[str, str] = {}
+    for source in _vendored_sources().values():
+        listed.update(source["files"])
+    on_disk = {p.name for p in (SCHEMAS / "crds").glob("*.yaml")}
+    assert on_disk == set(listed)
+    for name, digest in listed.items():
+        assert hashlib.sha256((SCHEMAS / "crds" / name).read_bytes()).hexdigest() == digest, name
