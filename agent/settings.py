@@ -130,7 +130,8 @@ def default_api_base_url(runtime_type: str, port: int = SERVER_PORT) -> str:
 
 def raw(env: Mapping[str, str], name: str) -> str | None:
     """The stripped value, None when unset or blank."""
-    BY_NAME[name]  # noqa: B018 - only table names may be read
+    if name not in BY_NAME:
+        raise KeyError(f"{name} is not an agent setting")
     value = env.get(name)
     if value is None or not value.strip():
         return None

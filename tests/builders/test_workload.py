@@ -202,13 +202,19 @@ def test_deployment_env_exactly_from_args() -> None:
         {"name": "AWS_REGION", "value": "us-west-2"},
         {"name": "HEALTH_PORT", "value": "8081"},
         {"name": "MODEL_FILENAME", "value": "v1-5-pruned-emaonly.safetensors"},
+        {"name": "INPUT_FETCH_TIMEOUT_SECONDS", "value": "30"},
+        {"name": "INPUT_TASK_TIMEOUT_SECONDS", "value": "60"},
+        {"name": "INPUT_MAX_TOTAL_BYTES", "value": "67108864"},
+        {"name": "POD_DELETION_COST", "value": "true"},
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
         {"name": "LOGLEVEL", "value": "DEBUG"},
     ]
 
 
 def test_comfyui_api_base_url_and_dynamic_flag() -> None:
     env = _env("comfyui", dynamic_sd_model=True)
-    values = {e["name"]: e["value"] for e in env.to_env()}
+    values = {e["name"]: e.get("value") for e in env.to_env()}
     assert values["API_BASE_URL"] == "http://127.0.0.1:8080"
     assert values["DYNAMIC_SD_MODEL"] == "true"
     assert "MODEL_FILENAME" not in values
@@ -227,8 +233,8 @@ def test_deployment_scheduling_annotation_labels_and_grace() -> None:
     selector = sched["topologySpreadConstraints"][0]["labelSelector"]["matchLabels"]
     assert selector.items() <= template_meta["labels"].items()
     assert d["spec"]["selector"]["matchLabels"].items() <= template_meta["labels"].items()
-    # drain 60 s (default) -> 90 s, inside the 2-minute spot notice.
-    assert pod["terminationGracePeriodSeconds"] == 90
+    # drain 90 s (the agent's default) -> 120 s, the 2-minute spot notice.
+    assert pod["terminationGracePeriodSeconds"] == 120
     assert pod["volumes"][0] == {
         "name": "models",
         "persistentVolumeClaim": {"claimName": "models-sd15", "readOnly": True},
