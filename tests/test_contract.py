@@ -106,8 +106,9 @@ def test_key_builders() -> None:
     assert contract.task_key_prefix("a/b", "t1") == "a/b/t1"
     assert contract.output_location("bkt", "a/b", "t1") == "s3://bkt/a/b/t1"
     assert contract.output_location("bkt", "", "t1") == "s3://bkt/t1"
-    assert contract.request_key("a", "t1") == "a/t1/request.json"
-    assert contract.request_key("", "t1") == "t1/request.json"
+    rid = "c6af9ac6-7b61-11e6-9a41-93e8deadbeef"  # an API Gateway request id
+    assert contract.request_key("a", "t1", rid) == f"a/t1/{rid}.request.json"
+    assert contract.request_key("", "t1", rid) == f"t1/{rid}.request.json"
     assert contract.result_key("a", "t1") == "a/t1/t1.out"
     assert contract.image_key("a", "t1", 2, "png") == "a/t1/t1-2.png"
     assert contract.image_key("", "t1", 0, "webp") == "t1/t1-0.webp"
@@ -115,7 +116,7 @@ def test_key_builders() -> None:
 
 def test_longest_prefix_and_id_fit_an_s3_key() -> None:
     prefix = contract.normalise_prefix("\u00e9" * (contract.MAX_PREFIX_CHARS // 2))
-    key = contract.request_key(prefix, "x" * 64)
+    key = contract.request_key(prefix, "x" * 64, "r" * 64)
     assert len(key.encode("utf-8")) <= 1024
 
 
@@ -313,16 +314,16 @@ def test_sdwebui_content_checks(tasktype: str, content: Any, code: str, field: s
     [
         ({"prompt": []}, "invalid_type", "task.content.prompt"),
         ({"prompt": {}}, "invalid_type", "task.content.prompt"),
-        ({"prompt": {"1": "KSampler"}}, "invalid_type", "task.content.prompt.1"),
+        ({"prompt": {"1": "KSampler"}}, "invalid_type", 'task.content.prompt["1"]'),
         (
             {"prompt": {"1": {"class_type": ""}}},
             "missing_field",
-            "task.content.prompt.1.class_type",
+            'task.content.prompt["1"].class_type',
         ),
         (
             {"prompt": {"1": {"class_type": "X", "inputs": []}}},
             "invalid_type",
-            "task.content.prompt.1.inputs",
+            'task.content.prompt["1"].inputs',
         ),
     ],
 )
@@ -476,7 +477,10 @@ def test_v1alpha1_without_a_matching_runtime_names_the_served_models() -> None:
 
 def _task_message(**meta: Any) -> dict[str, Any]:
     metadata = {"id": "q-1", "runtime": "flux", "tasktype": "pipeline", **meta}
-    return {"metadata": metadata, "content": {"prompt": {"1": {"class_type": "KSampler"}}}}
+    return {
+        "metadata": metadata,
+        "content": {"prompt": {"1": {"class_type": "KSampler", "inputs": {}}}},
+    }
 
 
 def _envelope(message: str) -> str:
