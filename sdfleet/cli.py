@@ -143,7 +143,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_synth.add_argument("--out", type=Path, help="output folder (default build/synth/<stack>)")
     p_synth.add_argument("--project-dir", type=Path, help="folder with Pulumi.yaml (default: cwd)")
     p_synth.add_argument("--quiet", action="store_true", help="print nothing on success")
+    p_check = sub.add_parser(
+        "check", help="run the security rules over a resources.json written by synth"
+    )
+    p_check.add_argument("path", type=Path, help="resources.json (or the synth output folder)")
     args = parser.parse_args(argv)
+
+    if args.command == "check":
+        from sdfleet.check import run_check
+
+        return run_check(args.path)
 
     try:
         project_dir = (args.project_dir or find_project_dir(Path.cwd())).resolve()
