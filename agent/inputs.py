@@ -1,263 +1,300 @@
-"""Input images given as URLs: download (with an SSRF guard and limits) and inline as base64.
+"""Input images given as URLs: download within limits and inline as base64 (or hand over a file).
 
 Only whole-string URLs are treated as URLs (``^scheme://...$`` with no whitespace), so a prompt
 or a base64 string that happens to start with "http" is left alone. Schemes other than http,
-https and s3 are refused. Host names are resolved once; every resolved address must be public
-(not private, loopback, link-local, multicast, reserved or unspecified) unless the host is in the
-allow-list, and the connection goes to the address that was checked, so a DNS answer cannot
-change between the check and the connect.
+https and s3 are refused. http(s) hosts must resolve to public addresses (agent.netguard) unless
+allow-listed, and the connection goes to the address that was checked. s3:// inputs must name an
+allow-listed bucket.
+
+Limits: each input at most ``max_bytes`` and ``fetch_timeout_seconds`` of wall-clock time; all
+inputs of one task together at most ``max_total_bytes`` and ``task_timeout_seconds``
+(``InputFetcher.task()`` opens that per-task budget). Downloads stream into spooled temp files
+(agent.input_limits), so memory stays bounded by the base64 strings the request needs.
 """
 
 from __future__ import annotations
 
-import base64
 import copy
-import ipaddress
 import re
-import socket
-from collections.abc import Callable
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import urljoin, urlsplit, urlunsplit
+from typing import IO, Any
+from urllib.parse import urlsplit
 
 import httpx
 
 from agent import errors
 from agent.contract import parse_s3_uri
 from agent.errors import TaskError
+from agent.input_http import HttpDownloader
+from agent.input_limits import Clock, FetchLimits, new_spool, spool_base64, write_limited
+from agent.netguard import Resolver, address_refused, system_resolver
+
+__all__ = [
+    "ALLOWED_SCHEMES",
+    "InputFetcher",
+    "TaskInputs",
+    "address_refused",
+    "inline_sdwebui_inputs",
+    "is_url",
+    "sdwebui_image_slots",
+    "system_resolver",
+]
 
 URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://\S+$")
 ALLOWED_SCHEMES = ("http", "https", "s3")
-MAX_REDIRECTS = 3
+MIB = 1024 * 1024
 _CHUNK = 64 * 1024
-
-Resolver = Callable[[str, int], list[str]]
 
 
 def is_url(value: Any) -> bool:
     return isinstance(value, str) and len(value) < 8192 and URL_RE.match(value) is not None
 
 
-def system_resolver(host: str, port: int) -> list[str]:
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    # Keep getaddrinfo's preference order (RFC 6724), without duplicates.
-    return list(dict.fromkeys(str(info[4][0]) for info in infos))
-
-
-def _address_refused(address: str) -> str | None:
-    """Why an address may not be fetched, or None if it is public."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    for attr in ("is_loopback", "is_link_local", "is_private", "is_multicast", "is_reserved"):
-        if getattr(ip, attr):
-            return attr[3:].replace("_", "-")
-    if ip.is_unspecified:
-        return "unspecified"
-    if not ip.is_global:
-        return "not-global"
-    return None
-
-
 @dataclass
 class InputFetcher:
-    """Downloads input URLs within limits. ``s3`` is a boto3 S3 client (for s3:// URLs)."""
+    """Downloads input URLs within limits. ``s3`` is a boto3 S3 client (for s3:// URLs).
+
+    ``allowed_s3_buckets`` entries are ``bucket`` or ``bucket/prefix`` (only keys under it).
+    """
 
     s3: Any = None
-    max_bytes: int = 20 * 1024 * 1024
+    max_bytes: int = 20 * MIB
     allowed_hosts: frozenset[str] = field(default_factory=frozenset)
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
     resolver: Resolver = system_resolver
     transport: httpx.BaseTransport | None = None
+    fetch_timeout_seconds: float = 30.0
+    task_timeout_seconds: float = 60.0
+    max_total_bytes: int = 64 * MIB
+    allowed_s3_buckets: frozenset[str] = field(default_factory=frozenset)
+    spool_memory_bytes: int = 1 * MIB
+    spool_dir: str | None = None
+    clock: Clock = time.monotonic
 
-    def fetch(self, url: str) -> bytes:
+    def task(self) -> TaskInputs:
+        """A budget for all inputs of one task (use one per task)."""
+        return TaskInputs(self)
+
+    def fetch(self, url: str, field: str = "input") -> bytes:
+        """One input as bytes, under a budget of its own."""
+        return self.task().fetch(url, field)
+
+    def fetch_base64(self, url: str, field: str = "input") -> str:
+        return self.task().fetch_base64(url, field)
+
+    def download(self, url: str, limits: FetchLimits) -> IO[bytes]:
+        """``url`` in a spooled temp file positioned at 0 (the caller closes it)."""
         scheme = urlsplit(url).scheme.lower()
         if scheme not in ALLOWED_SCHEMES:
             raise TaskError(
                 errors.INPUT_FORBIDDEN,
-                f"input URL scheme {scheme!r} is not allowed; allowed: {', '.join(ALLOWED_SCHEMES)}",
-                {"url": _redact(url)},
+                f"{limits.field}: input URL scheme {scheme!r} is not allowed; allowed: "
+                f"{', '.join(ALLOWED_SCHEMES)}",
+                limits.detail(),
             )
-        if scheme == "s3":
-            return self._fetch_s3(url)
-        return self._fetch_http(url)
+        spool = new_spool(self.spool_memory_bytes, self.spool_dir)
+        try:
+            if scheme == "s3":
+                self._download_s3(url, limits, spool)
+            else:
+                self._http().download(url, limits, spool)
+            spool.seek(0)
+            return spool
+        except BaseException:
+            spool.close()
+            raise
+
+    def _http(self) -> HttpDownloader:
+        return HttpDownloader(
+            allowed_hosts=self.allowed_hosts,
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+            resolver=self.resolver,
+            transport=self.transport,
+        )
 
     # -- s3 --------------------------------------------------------------------------------
-    def _fetch_s3(self, url: str) -> bytes:
+    def s3_bucket_allowed(self, bucket: str, key: str) -> bool:
+        for entry in self.allowed_s3_buckets:
+            name, _, prefix = entry.partition("/")
+            if name == bucket and key.startswith(prefix):
+                return True
+        return False
+
+    def _download_s3(self, url: str, limits: FetchLimits, spool: IO[bytes]) -> None:
         try:
             bucket, key = parse_s3_uri(url)
         except ValueError as exc:
-            raise TaskError(errors.INPUT_DOWNLOAD_FAILED, str(exc), {"url": url}) from exc
+            raise TaskError(
+                errors.INPUT_DOWNLOAD_FAILED, f"{limits.field}: {exc}", limits.detail()
+            ) from exc
+        if not self.s3_bucket_allowed(bucket, key):
+            allowed = sorted(self.allowed_s3_buckets)
+            raise TaskError(
+                errors.INPUT_FORBIDDEN,
+                f"{limits.field}: s3 bucket {bucket!r} is not allowed for inputs; allowed: "
+                f"{', '.join(allowed) or 'none'} (INPUT_S3_BUCKETS, stack config inputs.s3Buckets)",
+                limits.detail(bucket=bucket, allowed=allowed),
+            )
         if self.s3 is None:
-            raise TaskError(errors.INPUT_DOWNLOAD_FAILED, "no S3 client configured", {"url": url})
+            raise TaskError(
+                errors.INPUT_DOWNLOAD_FAILED,
+                f"{limits.field}: no S3 client configured",
+                limits.detail(),
+            )
+        limits.check_time()
         try:
             obj = self.s3.get_object(Bucket=bucket, Key=key)
         except Exception as exc:
             raise TaskError(
-                errors.INPUT_DOWNLOAD_FAILED, f"cannot read {url}: {exc}", {"url": url}
+                errors.INPUT_DOWNLOAD_FAILED,
+                f"{limits.field}: cannot read {url}: {exc}",
+                limits.detail(),
             ) from exc
-        size = int(obj.get("ContentLength") or 0)
-        if size > self.max_bytes:
-            obj["Body"].close()
-            raise self._too_large(url, size)
-        data: bytes = obj["Body"].read(self.max_bytes + 1)
-        if len(data) > self.max_bytes:
-            raise self._too_large(url, len(data))
-        return data
-
-    # -- http(s) ---------------------------------------------------------------------------
-    def _check_target(self, url: str) -> tuple[str, str]:
-        """Return (url with the checked address as host, original host header)."""
-        parts = urlsplit(url)
-        host = (parts.hostname or "").lower()
-        if not host:
-            raise TaskError(errors.INPUT_FORBIDDEN, "input URL has no host", {"url": _redact(url)})
-        port = parts.port or (443 if parts.scheme == "https" else 80)
+        body = obj["Body"]
         try:
-            addresses = self.resolver(host, port)
-        except (OSError, UnicodeError) as exc:
+            limits.check_size(int(obj.get("ContentLength") or 0))
+            # S3 does not drip; the deadline is checked between reads.
+            write_limited(spool, iter(lambda: body.read(_CHUNK), b""), limits)
+        except TaskError:
+            raise
+        except Exception as exc:
             raise TaskError(
-                errors.INPUT_DOWNLOAD_FAILED, f"cannot resolve {host}: {exc}", {"url": _redact(url)}
+                errors.INPUT_DOWNLOAD_FAILED,
+                f"{limits.field}: reading {url} failed: {exc}",
+                limits.detail(),
             ) from exc
-        if not addresses:
-            raise TaskError(
-                errors.INPUT_DOWNLOAD_FAILED, f"{host} has no address", {"url": _redact(url)}
+        finally:
+            body.close()
+
+
+class TaskInputs:
+    """The inputs of one task: a shared byte budget and deadline across its downloads."""
+
+    def __init__(self, fetcher: InputFetcher) -> None:
+        self.fetcher = fetcher
+        self.deadline = fetcher.clock() + fetcher.task_timeout_seconds
+        self.used_bytes = 0
+        self.count = 0
+
+    def __enter__(self) -> TaskInputs:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def limits(self, url: str, field: str) -> FetchLimits:
+        f = self.fetcher
+        own = f.clock() + f.fetch_timeout_seconds
+        if own < self.deadline:
+            deadline, seconds, setting = own, f.fetch_timeout_seconds, "INPUT_FETCH_TIMEOUT_SECONDS"
+        else:
+            deadline, seconds, setting = (
+                self.deadline,
+                f.task_timeout_seconds,
+                "INPUT_TASK_TIMEOUT_SECONDS",
             )
-        if host not in self.allowed_hosts:
-            for address in addresses:
-                reason = _address_refused(address)
-                if reason is not None:
-                    raise TaskError(
-                        errors.INPUT_FORBIDDEN,
-                        f"input host {host} resolves to {reason} address {address}; only public "
-                        "addresses are fetched (see ALLOWED_INPUT_HOSTS)",
-                        {"url": _redact(url), "address": address},
-                    )
-        address = addresses[0]
-        netloc_host = f"[{address}]" if ":" in address else address
-        netloc = f"{netloc_host}:{parts.port}" if parts.port else netloc_host
-        pinned = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
-        host_header = parts.netloc.rsplit("@", 1)[-1]
-        return pinned, host_header
-
-    def _fetch_http(self, url: str) -> bytes:
-        timeout = httpx.Timeout(self.read_timeout, connect=self.connect_timeout)
-        with httpx.Client(
-            timeout=timeout, follow_redirects=False, transport=self.transport, trust_env=False
-        ) as client:
-            current = url
-            for _ in range(MAX_REDIRECTS + 1):
-                if urlsplit(current).scheme.lower() not in ("http", "https"):
-                    raise TaskError(
-                        errors.INPUT_FORBIDDEN,
-                        "input redirect to a non-http(s) URL is not allowed",
-                        {"url": _redact(current)},
-                    )
-                pinned, host_header = self._check_target(current)
-                host = urlsplit(current).hostname or ""
-                try:
-                    with client.stream(
-                        "GET",
-                        pinned,
-                        headers={"Host": host_header},
-                        extensions={"sni_hostname": host},
-                    ) as response:
-                        if response.is_redirect and "location" in response.headers:
-                            current = urljoin(current, response.headers["location"])
-                            continue
-                        if response.status_code != 200:
-                            raise TaskError(
-                                errors.INPUT_DOWNLOAD_FAILED,
-                                f"GET {_redact(url)} returned HTTP {response.status_code}",
-                                {"url": _redact(url), "status": response.status_code},
-                            )
-                        declared = response.headers.get("content-length")
-                        if declared and declared.isdigit() and int(declared) > self.max_bytes:
-                            raise self._too_large(url, int(declared))
-                        chunks: list[bytes] = []
-                        total = 0
-                        for chunk in response.iter_bytes(_CHUNK):
-                            total += len(chunk)
-                            if total > self.max_bytes:
-                                raise self._too_large(url, total)
-                            chunks.append(chunk)
-                        return b"".join(chunks)
-                except httpx.HTTPError as exc:
-                    raise TaskError(
-                        errors.INPUT_DOWNLOAD_FAILED,
-                        f"GET {_redact(url)} failed: {type(exc).__name__}: {exc}",
-                        {"url": _redact(url)},
-                    ) from exc
-        raise TaskError(
-            errors.INPUT_DOWNLOAD_FAILED,
-            f"too many redirects (more than {MAX_REDIRECTS})",
-            {"url": _redact(url)},
+        return FetchLimits(
+            field=field,
+            url=url,
+            max_bytes=f.max_bytes,
+            max_total_bytes=f.max_total_bytes,
+            remaining=f.max_total_bytes - self.used_bytes,
+            deadline=deadline,
+            deadline_seconds=seconds,
+            deadline_setting=setting,
+            clock=f.clock,
         )
 
-    def _too_large(self, url: str, size: int) -> TaskError:
-        return TaskError(
-            errors.INPUT_TOO_LARGE,
-            f"input is {size}+ bytes; the limit is {self.max_bytes} (MAX_INPUT_BYTES)",
-            {"url": _redact(url), "limit": self.max_bytes},
-        )
+    @contextmanager
+    def open(self, url: str, field: str = "input") -> Iterator[IO[bytes]]:
+        """The downloaded input as a file (in memory when small, else on disk)."""
+        spool = self.fetcher.download(url, self.limits(url, field))
+        try:
+            self.used_bytes += _size(spool)
+            self.count += 1
+            yield spool
+        finally:
+            spool.close()
 
-    def fetch_base64(self, url: str) -> str:
-        return base64.b64encode(self.fetch(url)).decode("ascii")
+    def fetch(self, url: str, field: str = "input") -> bytes:
+        with self.open(url, field) as spool:
+            return spool.read()
+
+    def fetch_base64(self, url: str, field: str = "input") -> str:
+        with self.open(url, field) as spool:
+            return spool_base64(spool, _size(spool))
 
 
-def _redact(url: str) -> str:
-    """Drop credentials and the query string (often a signature) from logged URLs."""
-    parts = urlsplit(url)
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+def _size(spool: IO[bytes]) -> int:
+    size = spool.seek(0, 2)
+    spool.seek(0)
+    return size
 
 
 # --------------------------------------------------------------------------------------------
 # Where sdwebui tasks carry images
 
 _CONTROLNET_IMAGE_KEYS = ("image", "input_image", "mask", "mask_image")
+Slot = tuple[Any, Any, str]
 
 
-def sdwebui_image_slots(content: dict[str, Any]) -> list[tuple[Any, Any]]:
-    """(container, key) pairs of every image string in an sdwebui payload."""
-    slots: list[tuple[Any, Any]] = []
+def sdwebui_image_slots(content: dict[str, Any]) -> list[Slot]:
+    """(container, key, field path) of every image string in an sdwebui payload."""
+    slots: list[Slot] = []
     images = content.get("init_images")
     if isinstance(images, list):
-        slots.extend((images, i) for i in range(len(images)))
+        slots.extend((images, i, f"init_images[{i}]") for i in range(len(images)))
     for key in ("mask", "image"):
         if key in content:
-            slots.append((content, key))
+            slots.append((content, key, key))
     items = content.get("imageList")
     if isinstance(items, list):
-        slots.extend((item, "data") for item in items if isinstance(item, dict) and "data" in item)
+        slots.extend(
+            (item, "data", f"imageList[{i}].data")
+            for i, item in enumerate(items)
+            if isinstance(item, dict) and "data" in item
+        )
     scripts = content.get("alwayson_scripts")
     if isinstance(scripts, dict):
         for name, script in scripts.items():
-            if not (isinstance(name, str) and name.lower() == "controlnet"):
-                continue
-            args = script.get("args") if isinstance(script, dict) else None
-            for unit in args if isinstance(args, list) else []:
-                if not isinstance(unit, dict):
-                    continue
-                for key in _CONTROLNET_IMAGE_KEYS:
-                    value = unit.get(key)
-                    if isinstance(value, dict):
-                        slots.extend((value, k) for k in ("image", "mask") if k in value)
-                    elif key in unit:
-                        slots.append((unit, key))
+            if isinstance(name, str) and name.lower() == "controlnet":
+                slots.extend(_controlnet_slots(script, f"alwayson_scripts.{name}.args"))
+    return slots
+
+
+def _controlnet_slots(script: Any, path: str) -> list[Slot]:
+    slots: list[Slot] = []
+    args = script.get("args") if isinstance(script, dict) else None
+    for i, unit in enumerate(args if isinstance(args, list) else []):
+        if not isinstance(unit, dict):
+            continue
+        for key in _CONTROLNET_IMAGE_KEYS:
+            value = unit.get(key)
+            if isinstance(value, dict):
+                slots.extend(
+                    (value, k, f"{path}[{i}].{key}.{k}") for k in ("image", "mask") if k in value
+                )
+            elif key in unit:
+                slots.append((unit, key, f"{path}[{i}].{key}"))
     return slots
 
 
 def inline_sdwebui_inputs(
     content: dict[str, Any], fetcher: InputFetcher
 ) -> tuple[dict[str, Any], int]:
-    """Return a copy of ``content`` with URL images replaced by base64, and how many."""
+    """Return a copy of ``content`` with URL images replaced by base64, and how many.
+
+    All of the task's inputs share one budget and deadline (``fetcher.task()``).
+    """
     result = copy.deepcopy(content)
-    count = 0
-    for container, key in sdwebui_image_slots(result):
-        value = container[key]
-        if is_url(value):
-            container[key] = fetcher.fetch_base64(value)
-            count += 1
-    return result, count
+    with fetcher.task() as inputs:
+        for container, key, path in sdwebui_image_slots(result):
+            value = container[key]
+            if is_url(value):
+                container[key] = inputs.fetch_base64(value, path)
+        return result, inputs.count
