@@ -6,6 +6,8 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from agent.config import Config, ConfigError, load_config
@@ -23,6 +25,10 @@ def build_server(config: Config, s3: Any, stop: Any = None) -> Any:
         allowed_hosts=config.allowed_input_hosts,
         connect_timeout=config.input_connect_timeout,
         read_timeout=config.input_read_timeout,
+        fetch_timeout_seconds=config.input_fetch_timeout,
+        task_timeout_seconds=config.input_task_timeout,
+        max_total_bytes=config.input_max_total_bytes,
+        allowed_s3_buckets=config.input_s3_buckets,
     )
     retry = RetryPolicy(config.server_retries, config.retry_base_seconds, config.retry_max_seconds)
     if config.runtime_type == "sdwebui":
@@ -36,7 +42,18 @@ def build_server(config: Config, s3: Any, stop: Any = None) -> Any:
     return ComfyUIServer(config.api_base_url, fetcher, retry=retry)
 
 
-def aws_clients(config: Config) -> tuple[Any, Any, Any]:
+@dataclass(frozen=True)
+class Clients:
+    sqs: Any  # receive (long polls), delete, release
+    heartbeat_sqs: Any  # ChangeMessageVisibilityBatch only
+    s3: Any
+    sns: Any
+
+
+def aws_clients(config: Config, **client_args: Any) -> Clients:
+    """The agent's AWS clients. The heartbeat gets an SQS client of its own (its own
+    connection pool) with short timeouts and no SDK retries: a slow call fails fast and the
+    heartbeat retries it within the visibility window, instead of one call outliving it."""
     import boto3
     from botocore.config import Config as BotoConfig
 
@@ -46,12 +63,31 @@ def aws_clients(config: Config) -> tuple[Any, Any, Any]:
         read_timeout=max(60, config.receive_wait_seconds + 30),
         max_pool_connections=16,
     )
-    session = boto3.session.Session(region_name=config.region)
-    return (
-        session.client("sqs", config=boto_config),
-        session.client("s3", config=boto_config),
-        session.client("sns", config=boto_config),
+    timeout = config.heartbeat_timeout_seconds
+    heartbeat_config = BotoConfig(
+        retries={"mode": "standard", "total_max_attempts": 1},
+        connect_timeout=timeout,
+        read_timeout=timeout,
+        max_pool_connections=2,
     )
+    session = boto3.session.Session(region_name=config.region)
+    return Clients(
+        sqs=session.client("sqs", config=boto_config, **client_args),
+        heartbeat_sqs=session.client("sqs", config=heartbeat_config, **client_args),
+        s3=session.client("s3", config=boto_config, **client_args),
+        sns=session.client("sns", config=boto_config, **client_args),
+    )
+
+
+def pod_cost(config: Config, env: Mapping[str, str]) -> Any:
+    """The pod-deletion-cost updater, or None (switched off, or outside a cluster)."""
+    if not config.pod_deletion_cost:
+        return None
+    try:
+        from agent.pod_cost import PodDeletionCost  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:  # pragma: no cover - until agent/pod_cost.py is available
+        return None
+    return PodDeletionCost.from_env(env)
 
 
 def main(env: dict[str, str] | None = None) -> int:
@@ -71,14 +107,16 @@ def main(env: dict[str, str] | None = None) -> int:
     # The GPU thread's hand-off to the next task must not wait the default 5 ms for the GIL
     # while the uploader thread signs and hashes S3 uploads.
     sys.setswitchinterval(0.001)
-    sqs, s3, sns = aws_clients(config)
-    server = build_server(config, s3)
+    clients = aws_clients(config)
+    server = build_server(config, clients.s3)
     agent = Agent(
         config,
-        sqs=sqs,
-        s3=s3,
-        sns=sns,
+        sqs=clients.sqs,
+        heartbeat_sqs=clients.heartbeat_sqs,
+        s3=clients.s3,
+        sns=clients.sns,
         server=server,
+        pod_cost=pod_cost(config, os.environ if env is None else env),
         metrics=Metrics(config.runtime_name),
         tracing=Tracing.setup(config.otlp_endpoint, f"sdfleet-agent-{config.runtime_name}"),
     )

@@ -15,11 +15,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from agent import settings as s
-from agent.contract import COMFYUI, RUNTIME_TYPES, SDWEBUI
+from agent.contract import COMFYUI, SDWEBUI, Limits
 from agent.settings import ConfigError
 
 DEFAULT_SDWEBUI_URL = s.default_api_base_url(SDWEBUI)
 DEFAULT_COMFYUI_URL = s.default_api_base_url(COMFYUI)
+RUNTIME_TYPES = (SDWEBUI, COMFYUI)
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _REGION_IN_URL = re.compile(r"sqs[.-]([a-z0-9-]+)\.amazonaws\.com")
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
@@ -58,8 +59,8 @@ class Config:
     input_s3_buckets: frozenset[str] = field(default_factory=frozenset)
     input_connect_timeout: float = _d("INPUT_CONNECT_TIMEOUT_SECONDS")
     input_read_timeout: float = _d("INPUT_READ_TIMEOUT_SECONDS")
-    # TASK_LIMITS as given (camelCase JSON of agent.contract.Limits); None: contract defaults.
-    task_limits: Mapping[str, Any] | None = None
+    # TASK_LIMITS (camelCase JSON of agent.contract.Limits); missing keys take the defaults.
+    task_limits: Limits = field(default_factory=Limits)
     health_port: int | None = _d("HEALTH_PORT")
     otlp_endpoint: str | None = None
     server_retries: int = _d("SERVER_RETRIES")
@@ -135,21 +136,12 @@ def _visibility(env: Mapping[str, str]) -> dict[str, Any]:
     return {"heartbeat_seconds": heartbeat, "visibility_extension_seconds": extension}
 
 
-def _task_limits(env: Mapping[str, str]) -> Mapping[str, Any] | None:
+def _task_limits(env: Mapping[str, str]) -> Limits:
     value = s.parse(env, "TASK_LIMITS")
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        raise ConfigError("TASK_LIMITS", f"{value!r} is not a JSON object")
     try:
-        from agent.contract import Limits  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:  # pragma: no cover - older contract without limits
-        return dict(value)
-    try:
-        Limits.from_json(value)
-    except (TypeError, ValueError, KeyError) as exc:
-        raise ConfigError("TASK_LIMITS", str(exc)) from None
-    return dict(value)
+        return Limits.from_json(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError("TASK_LIMITS", f"{value!r}: {exc}") from None
 
 
 def _region(env: Mapping[str, str], queue_url: str) -> str | None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.contract import build_notification, image_key, output_location, result_key
+from agent.contract import Task, build_notification, image_key, output_location, result_key
 
 OCTET_STREAM = ("bin", "application/octet-stream")
 # Largest error detail (JSON characters) carried in a notification.
@@ -58,6 +59,13 @@ def planned_keys(prefix: str, task_id: str, files: Sequence[OutputFile]) -> list
     return [image_key(prefix, task_id, n, f.ext) for n, f in enumerate(files, start=1)]
 
 
+def task_digest(task: Task) -> str:
+    """sha256 of the task as queued (metadata and content, or its content_ref): a redelivery
+    of the same message has the same digest, a different task reusing the id does not."""
+    canonical = json.dumps(task.to_message(), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
 def result_document(
     *,
     task_id: str,
@@ -67,6 +75,7 @@ def result_document(
     image_urls: Sequence[str],
     timings: Mapping[str, int],
     attempt: int | None,
+    digest: str | None = None,
 ) -> bytes:
     doc = {
         "id": task_id,
@@ -79,6 +88,7 @@ def result_document(
         "error": outcome.error,
         "timings": dict(timings),
         "attempt": attempt,
+        "task_digest": digest,
         **outcome.extra,
     }
     return json.dumps(doc, default=str).encode("utf-8")
@@ -123,4 +133,5 @@ __all__ = [
     "planned_keys",
     "result_document",
     "sniff",
+    "task_digest",
 ]

@@ -14,6 +14,7 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -312,8 +313,17 @@ class AgentThread:
     """An in-process agent (``agent.worker.Agent``) on a thread, wired to the fleet."""
 
     def __init__(
-        self, fleet: Fleet, api_base_url: str, tracing: Any = None, **overrides: str
+        self,
+        fleet: Fleet,
+        api_base_url: str,
+        tracing: Any = None,
+        *,
+        wrap_s3: Callable[[Any], Any] | None = None,
+        wrap_sns: Callable[[Any], Any] | None = None,
+        pod_cost: Any = None,
+        **overrides: str,
     ) -> None:
+        """``wrap_s3``/``wrap_sns`` wrap the agent's clients (fault injection, see Flaky)."""
         from agent.__main__ import build_server
         from agent.metrics import Metrics
         from agent.worker import Agent
@@ -325,9 +335,13 @@ class AgentThread:
         self.agent = Agent(
             self.config,
             sqs=client("sqs", fleet.endpoint),
-            s3=s3,
-            sns=client("sns", fleet.endpoint),
+            heartbeat_sqs=client("sqs", fleet.endpoint),
+            s3=wrap_s3(s3) if wrap_s3 else s3,
+            sns=wrap_sns(client("sns", fleet.endpoint))
+            if wrap_sns
+            else client("sns", fleet.endpoint),
             server=self.server,
+            pod_cost=pod_cost,
             metrics=Metrics(self.config.runtime_name, enabled=False),
             tracing=tracing,
         )
@@ -359,6 +373,41 @@ class AgentThread:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class Flaky:
+    """A client wrapper whose ``method`` raises for its first ``failures`` calls (a transient
+    S3/SNS outage), then passes through; every other method passes through untouched."""
+
+    def __init__(self, inner: Any, method: str, failures: int) -> None:
+        self._inner = inner
+        self._method = method
+        self._left = failures
+        self._lock = threading.Lock()
+        self.failed = 0
+        self.passed = 0
+
+    def __getattr__(self, name: str) -> Any:
+        target = getattr(self._inner, name)
+        if name != self._method:
+            return target
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                fail = self._left > 0
+                if fail:
+                    self._left -= 1
+                    self.failed += 1
+            if fail:
+                from botocore.exceptions import EndpointConnectionError
+
+                raise EndpointConnectionError(endpoint_url="https://injected-outage.invalid")
+            result = target(*args, **kwargs)
+            with self._lock:
+                self.passed += 1
+            return result
+
+        return call
 
 
 class ImageHost:

@@ -94,7 +94,9 @@ def test_api_base_url_forms(runtime: str, raw: str, expected: str) -> None:
         ({"INPUT_MAX_TOTAL_BYTES": "0"}, "INPUT_MAX_TOTAL_BYTES", "at least 1"),
         ({"INPUT_TASK_TIMEOUT_SECONDS": "x"}, "INPUT_TASK_TIMEOUT_SECONDS", "not a number"),
         ({"TASK_LIMITS": "{maxSteps"}, "TASK_LIMITS", "not valid JSON"),
-        ({"TASK_LIMITS": "[1]"}, "TASK_LIMITS", "not a JSON object"),
+        ({"TASK_LIMITS": "[1]"}, "TASK_LIMITS", "must be an object"),
+        ({"TASK_LIMITS": '{"maxSteps": 0}'}, "TASK_LIMITS", "limits.maxSteps"),
+        ({"TASK_LIMITS": '{"steps": 5}'}, "TASK_LIMITS", "unknown key"),
         ({"POD_DELETION_COST": "sometimes"}, "POD_DELETION_COST", "'sometimes'"),
     ],
 )

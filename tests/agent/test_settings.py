@@ -8,6 +8,7 @@ import pytest
 
 from agent import settings
 from agent.config import load_config
+from agent.contract import Limits
 from components.builders import workload as w
 
 
@@ -82,7 +83,7 @@ def test_the_agent_reads_back_what_the_builder_writes() -> None:
     )
     config = load_config(_as_pod_env(env.to_env()))
     assert (config.job_timeout_seconds, config.drain_seconds) == (300, 45)
-    assert config.task_limits == {"maxSteps": 50, "maxImages": 2}
+    assert config.task_limits == Limits(max_steps=50, max_images=2)
     assert config.input_s3_buckets == frozenset({"in-a", "in-b"})
     assert (config.input_fetch_timeout, config.input_task_timeout) == (10, 20.5)
     assert config.input_max_total_bytes == 1024 and config.pod_deletion_cost is False
@@ -94,7 +95,7 @@ def test_the_agent_reads_back_what_the_builder_writes() -> None:
     assert plain.input_task_timeout == settings.default("INPUT_TASK_TIMEOUT_SECONDS")
     assert plain.input_max_total_bytes == settings.default("INPUT_MAX_TOTAL_BYTES")
     assert plain.drain_seconds == settings.default("DRAIN_SECONDS")
-    assert plain.task_limits is None and plain.input_s3_buckets == frozenset()
+    assert plain.task_limits == Limits() and plain.input_s3_buckets == frozenset()
 
 
 def test_pod_identity_comes_from_the_downward_api() -> None:

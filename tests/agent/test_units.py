@@ -192,9 +192,14 @@ class FakeS3:
 
 
 def test_s3_inputs_and_their_limit() -> None:
-    assert InputFetcher(s3=FakeS3(b"abc")).fetch("s3://b/k.png") == b"abc"
+    allowed = frozenset({"b"})
+    assert InputFetcher(s3=FakeS3(b"abc"), allowed_s3_buckets=allowed).fetch("s3://b/k.png") == (
+        b"abc"
+    )
     with pytest.raises(TaskError, match="input_too_large"):
-        InputFetcher(s3=FakeS3(b"x" * 20), max_bytes=10).fetch("s3://b/k.png")
+        InputFetcher(s3=FakeS3(b"x" * 20), max_bytes=10, allowed_s3_buckets=allowed).fetch(
+            "s3://b/k.png"
+        )
 
 
 def test_inline_sdwebui_inputs_covers_every_image_field() -> None:

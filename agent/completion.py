@@ -1,0 +1,328 @@
+"""The end of a task: store images and the result document, notify, then delete the message.
+
+Once the GPU has run, its result must not be thrown away because S3 or SNS hiccuped: every put
+and publish is retried in place with capped exponential backoff while the heartbeat keeps the
+message hidden. Only when the retries are exhausted is the message released for another try.
+
+Redelivery is idempotent: a task whose result document is already stored and complete (same
+task digest, status completed, every listed image present) is announced again and deleted
+without calling the inference server.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from agent import errors
+from agent.config import Config
+from agent.contract import (
+    STATUS_COMPLETED,
+    STATUS_FAILED,
+    STATUS_RUNNING,
+    PoisonMessage,
+    Task,
+    parse_s3_uri,
+    result_key,
+)
+from agent.errors import TaskError
+from agent.held import Finished, Held, Republish, ms
+from agent.messages import MessageBook
+from agent.metrics import Metrics
+from agent.outputs import TaskOutcome, notification, planned_keys, result_document, task_digest
+from agent.policies import RetryPolicy
+
+log = logging.getLogger("agent.worker")
+T = TypeVar("T")
+
+
+def _missing(exc: BaseException) -> bool:
+    code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+    return code in ("NoSuchKey", "404", "NotFound")
+
+
+class Completer:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        s3: Any,
+        sns: Any,
+        book: MessageBook,
+        metrics: Metrics,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.config = config
+        self.s3 = s3
+        self.sns = sns
+        self.book = book
+        self.metrics = metrics
+        self.retry = retry or RetryPolicy(
+            config.output_retries, config.output_retry_base_seconds, config.output_retry_max_seconds
+        )
+
+    # -- retries -----------------------------------------------------------------------------
+    def _retried(self, what: str, task_id: str, call: Callable[[], T]) -> T:
+        def on_retry(attempt: int, exc: BaseException, delay: float) -> None:
+            log.warning(
+                f"{what} failed; retrying in place",
+                extra={
+                    "fields": {
+                        "event": "output_retry",
+                        "id": task_id,
+                        "attempt": attempt,
+                        "retry_in_s": delay,
+                        "error": str(exc),
+                    }
+                },
+            )
+
+        return self.retry.run(call, lambda _exc: True, on_retry=on_retry)
+
+    def _publish(self, task_id: str, body: str, attributes: dict[str, Any]) -> None:
+        self._retried(
+            "notification",
+            task_id,
+            lambda: self.sns.publish(
+                TopicArn=self.config.sns_topic_arn, Message=body, MessageAttributes=attributes
+            ),
+        )
+
+    # -- idempotent redelivery ---------------------------------------------------------------
+    def stored_result(self, task: Task) -> dict[str, Any] | None:
+        """The stored result document when it is complete for this very task, else None."""
+        meta = task.metadata
+        bucket = self.config.s3_bucket
+        try:
+            obj = self.s3.get_object(Bucket=bucket, Key=result_key(meta.prefix, meta.id))
+            doc = json.loads(obj["Body"].read())
+        except Exception as exc:
+            if not _missing(exc):
+                log.warning(
+                    "cannot read a stored result; running the task",
+                    extra={"fields": {"id": meta.id, "error": str(exc)}},
+                )
+            return None
+        if (
+            not isinstance(doc, dict)
+            or doc.get("status") != STATUS_COMPLETED
+            or doc.get("task_digest") != task_digest(task)
+            or not isinstance(doc.get("image_url"), list)
+        ):
+            return None
+        try:
+            for url in doc["image_url"]:
+                url_bucket, key = parse_s3_uri(str(url))
+                self.s3.head_object(Bucket=url_bucket, Key=key)
+        except Exception:
+            return None  # an output is missing: run again
+        return doc
+
+    def republish(self, item: Republish) -> None:
+        held, doc = item.held, item.document
+        assert held.task is not None
+        meta = held.task.metadata
+        body, attributes = notification(
+            runtime=meta.runtime,
+            task_id=meta.id,
+            status=STATUS_COMPLETED,
+            bucket=self.config.s3_bucket,
+            prefix=meta.prefix,
+            image_urls=doc["image_url"],
+            context=meta.context,
+            error=None,
+            timings=doc.get("timings") or {},
+            attempt=held.receive_count,
+        )
+        try:
+            self._publish(meta.id, body, attributes)
+        except Exception as exc:
+            self._give_up(held, exc)
+            return
+        self.book.delete(held)
+        self.book.counts["republished"] += 1
+        self.book.log_state(held, "republished", images=len(doc["image_url"]))
+
+    # -- notifications -----------------------------------------------------------------------
+    def publish_running(self, held: Held) -> None:
+        assert held.task is not None
+        meta = held.task.metadata
+        body, attributes = notification(
+            runtime=meta.runtime,
+            task_id=meta.id,
+            status=STATUS_RUNNING,
+            bucket=self.config.s3_bucket,
+            prefix=meta.prefix,
+            image_urls=[],
+            context=meta.context,
+            error=None,
+            timings={},
+            attempt=held.receive_count,
+            with_output=False,
+        )
+        self.sns.publish(
+            TopicArn=self.config.sns_topic_arn, Message=body, MessageAttributes=attributes
+        )
+
+    def poison(self, held: Held, exc: PoisonMessage) -> None:
+        """Leave the message for redrive to the DLQ, with a growing visibility so we do not
+        spin on it; notify once (first receive) when the id is known."""
+        self.book.counts["poison"] += 1
+        log.warning(
+            "poison message",
+            extra={
+                "fields": {
+                    "event": "poison",
+                    "message_id": held.message_id,
+                    "id": exc.task_id,
+                    "reason": exc.reason,
+                    "receive_count": held.receive_count,
+                }
+            },
+        )
+        if exc.task_id and held.receive_count <= 1:
+            detail = exc.error.to_body()["error"] if exc.error else None
+            body, attributes = notification(
+                runtime=self.config.runtime_name,
+                task_id=exc.task_id,
+                status=STATUS_FAILED,
+                bucket=self.config.s3_bucket,
+                prefix="",
+                image_urls=[],
+                context=None,
+                error={"code": errors.INVALID_TASK, "message": exc.reason, "detail": detail},
+                timings={},
+                attempt=held.receive_count,
+                with_output=False,
+            )
+            try:
+                self.sns.publish(
+                    TopicArn=self.config.sns_topic_arn, Message=body, MessageAttributes=attributes
+                )
+            except Exception as err:
+                log.warning("poison notification failed", extra={"fields": {"error": str(err)}})
+        visibility = min(
+            43200, self.config.poison_visibility_seconds * 2 ** (held.receive_count - 1)
+        )
+        self.book.release(held, "poison", visibility=visibility, count=False)
+        self.metrics.emit({"TasksFailed": 1}, reason="poison")
+
+    # -- completion --------------------------------------------------------------------------
+    def complete(self, item: Finished) -> None:
+        held = item.held
+        assert held.task is not None
+        meta = held.task.metadata
+        started = time.monotonic()
+        outcome, error = self._outcome(item)
+        status = STATUS_FAILED if error is not None else STATUS_COMPLETED
+        try:
+            image_urls = self._store_images(meta.prefix, meta.id, outcome)
+            held.timings["upload_ms"] = ms(time.monotonic() - started)
+            timings = self.timings(held)
+            document = result_document(
+                task_id=meta.id,
+                runtime=meta.runtime,
+                status=status,
+                outcome=outcome,
+                image_urls=image_urls,
+                timings=timings,
+                attempt=held.receive_count,
+                digest=task_digest(held.task),
+            )
+            self._retried(
+                "storing the result document",
+                meta.id,
+                lambda: self.s3.put_object(
+                    Bucket=self.config.s3_bucket,
+                    Key=result_key(meta.prefix, meta.id),
+                    Body=document,
+                    ContentType="application/json",
+                ),
+            )
+            body, attributes = notification(
+                runtime=meta.runtime,
+                task_id=meta.id,
+                status=status,
+                bucket=self.config.s3_bucket,
+                prefix=meta.prefix,
+                image_urls=image_urls,
+                context=meta.context,
+                error=outcome.error,
+                timings=timings,
+                attempt=held.receive_count,
+            )
+            self._publish(meta.id, body, attributes)
+        except Exception as exc:
+            self._give_up(held, exc)
+            return
+        self.book.delete(held)
+        self.book.counts[status] += 1
+        self.book.log_state(
+            held, status, timings=timings, images=len(image_urls), error=outcome.error
+        )
+        self._emit(held, status, timings)
+
+    def _outcome(self, item: Finished) -> tuple[TaskOutcome, TaskError | None]:
+        error = item.error
+        outcome = TaskOutcome()
+        if error is None and item.raw is not None:
+            try:
+                outcome = item.raw.finish()
+            except TaskError as exc:
+                error = exc
+            except Exception as exc:
+                error = TaskError(errors.SERVER_ERROR, f"unreadable server response: {exc}")
+        if error is not None:
+            outcome.error = error.to_json()
+        return outcome, error
+
+    def _store_images(self, prefix: str, task_id: str, outcome: TaskOutcome) -> list[str]:
+        bucket = self.config.s3_bucket
+        keys = planned_keys(prefix, task_id, outcome.files)
+        for key, file in zip(keys, outcome.files, strict=True):
+            self._retried(
+                "storing an image",
+                task_id,
+                lambda key=key, file=file: self.s3.put_object(  # type: ignore[misc]
+                    Bucket=bucket, Key=key, Body=file.data, ContentType=file.content_type
+                ),
+            )
+        return [f"s3://{bucket}/{key}" for key in keys]
+
+    def _give_up(self, held: Held, exc: BaseException) -> None:
+        task_id = held.task.metadata.id if held.task else None
+        log.error(
+            "could not store or announce the result after retries; releasing the task",
+            extra={"fields": {"id": task_id, "error": str(exc), "retries": self.retry.retries}},
+        )
+        self.book.release(held, "output failed")
+
+    def _emit(self, held: Held, status: str, timings: dict[str, int]) -> None:
+        values: dict[str, float] = {
+            "TasksCompleted" if status == STATUS_COMPLETED else "TasksFailed": 1
+        }
+        if "inference_ms" in timings:
+            values["InferenceMs"] = timings["inference_ms"]
+        if held.queue_wait_ms is not None:
+            values["QueueWaitMs"] = held.queue_wait_ms
+        if "gpu_idle_gap_us" in held.timings:
+            values["GpuIdleGapMs"] = held.timings["gpu_idle_gap_us"] / 1000
+        assert held.task is not None
+        self.metrics.emit(values, id=held.task.metadata.id)
+        if held.span is not None:
+            held.span.set_attribute("sdfleet.status", status)
+            held.span.end()
+
+    @staticmethod
+    def timings(held: Held) -> dict[str, int]:
+        timings: dict[str, int] = {
+            "queue_wait_ms": held.queue_wait_ms if held.queue_wait_ms is not None else 0,
+            "download_ms": held.timings.get("download_ms", 0),
+            "inference_ms": held.timings.get("inference_ms", 0),
+            "upload_ms": held.timings.get("upload_ms", 0),
+        }
+        timings["total_ms"] = ms(time.monotonic() - held.received_at)
+        return timings

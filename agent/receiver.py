@@ -1,0 +1,217 @@
+"""The receiver stage: long-polls SQS for one message at a time, parses it, skips tasks whose
+result is already stored, resolves ``content_ref`` and downloads the inputs. It holds at most one
+prepared message ahead of the GPU (a semaphore the GPU stage releases when it takes the task), so
+other pods are not starved."""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from typing import Any
+
+from agent import errors
+from agent.completion import Completer
+from agent.config import Config
+from agent.contract import (
+    ContractError,
+    PoisonMessage,
+    RuntimeInfo,
+    Task,
+    parse_queue_message,
+    parse_s3_uri,
+    validate_content,
+)
+from agent.errors import ServerUnavailable, TaskError
+from agent.held import Finished, Held, Liveness, Republish, RunningNote, ms, queue_wait_ms
+from agent.messages import MessageBook
+from agent.policies import ShutdownPolicy
+from agent.servers.base import InferenceServer
+from agent.tracing import Tracing
+
+log = logging.getLogger("agent.worker")
+
+
+class ReceiverStage:
+    """Mixin of :class:`agent.worker.Agent` (the attributes below are the Agent's)."""
+
+    config: Config
+    sqs: Any
+    s3: Any
+    server: InferenceServer
+    tracing: Tracing
+    shutdown: ShutdownPolicy
+    runtime_info: RuntimeInfo
+    liveness: Liveness
+    server_ready: threading.Event
+    book: MessageBook
+    completion: Completer
+    _ready_lock: threading.Lock
+    _slot: threading.Semaphore
+    _handoff: queue.Queue[Held]
+    _receiver_done: threading.Event
+
+    def _enqueue_upload(self, item: Finished | RunningNote | Republish) -> None:
+        raise NotImplementedError
+
+    def _receiver_loop(self) -> None:
+        try:
+            while not self.shutdown.stopping.is_set():
+                self.liveness.touch("receiver", self.config.receive_wait_seconds + 120)
+                # Receive nothing while the server is away (the GPU stage is waiting for it).
+                if not self.server_ready.wait(0.5):
+                    continue
+                if not self._slot.acquire(timeout=0.5):
+                    continue
+                if self.shutdown.stopping.is_set():
+                    self._slot.release()
+                    break
+                try:
+                    held = self._receive_one()
+                except Exception as exc:
+                    self._slot.release()
+                    log.warning("receive failed", extra={"fields": {"error": str(exc)}})
+                    self.shutdown.stopping.wait(1.0)
+                    continue
+                if held is None:
+                    self._slot.release()
+                    continue
+                if self.shutdown.stopping.is_set():
+                    self.book.release(held, "stopping")
+                    self._slot.release()
+                    break
+                try:
+                    prepared = self._prepare(held)
+                except Exception as exc:  # a bug must not kill the receiver nor loop fast
+                    log.exception(
+                        "cannot handle message", extra={"fields": {"message_id": held.message_id}}
+                    )
+                    self.completion.poison(
+                        held, PoisonMessage(f"agent error: {type(exc).__name__}: {exc}")
+                    )
+                    prepared = False
+                handed = False
+                if prepared:
+                    with self._ready_lock:
+                        if self.server_ready.is_set():
+                            self._handoff.put(held)
+                            handed = True
+                    if not handed:
+                        self.book.release(held, "server unavailable")
+                if not handed:
+                    self._slot.release()
+        finally:
+            self._receiver_done.set()
+
+    def _receive_one(self) -> Held | None:
+        response = self.sqs.receive_message(
+            QueueUrl=self.config.sqs_queue_url,
+            MaxNumberOfMessages=1,
+            WaitTimeSeconds=self.config.receive_wait_seconds,
+            VisibilityTimeout=self.config.visibility_extension_seconds,
+            MessageSystemAttributeNames=[
+                "AWSTraceHeader",
+                "ApproximateReceiveCount",
+                "SentTimestamp",
+            ],
+            MessageAttributeNames=["All"],
+        )
+        messages = response.get("Messages") or []
+        if not messages:
+            return None
+        message = messages[0]
+        attributes = message.get("Attributes") or {}
+        held = Held(
+            message_id=message["MessageId"],
+            receipt_handle=message["ReceiptHandle"],
+            body=message.get("Body") or "",
+            receive_count=int(attributes.get("ApproximateReceiveCount", "1")),
+            received_at=time.monotonic(),
+            queue_wait_ms=None,
+            trace_header=attributes.get("AWSTraceHeader"),
+        )
+        self.book.hold(held)
+        held.queue_wait_ms = queue_wait_ms(None, attributes.get("SentTimestamp"))
+        return held
+
+    def _prepare(self, held: Held) -> bool:
+        """Parse and download inputs. False when the message was dealt with here."""
+        started = time.monotonic()
+        try:
+            parsed = parse_queue_message(held.body, self.runtime_info)
+        except PoisonMessage as exc:
+            self.completion.poison(held, exc)
+            return False
+        held.task = parsed.task
+        wait = queue_wait_ms(parsed.published_at, None)
+        if wait is not None:
+            held.queue_wait_ms = wait
+        meta = parsed.task.metadata
+        held.span = self.tracing.start_task_span(
+            held.trace_header,
+            {
+                "sdfleet.task.id": meta.id,
+                "sdfleet.runtime": meta.runtime,
+                "sdfleet.tasktype": meta.tasktype,
+                "messaging.message.id": held.message_id,
+            },
+        )
+        self.book.log_state(
+            held, "received", receive_count=held.receive_count, queue_wait_ms=held.queue_wait_ms
+        )
+        log.debug("task content", extra={"fields": {"id": meta.id, "content": parsed.task.content}})
+        stored = self.completion.stored_result(parsed.task)
+        if stored is not None:
+            # Already run and stored (the notification or the delete failed last time).
+            self._enqueue_upload(Republish(held=held, document=stored))
+            return False
+        try:
+            if parsed.task.content_ref is not None:
+                held.task = self._resolve_content_ref(parsed.task)
+            held.prepared = self.server.prepare(held.task)
+        except TaskError as exc:
+            held.timings["download_ms"] = ms(time.monotonic() - started)
+            self._enqueue_upload(Finished(held=held, error=exc))
+            return False
+        except ServerUnavailable as exc:
+            log.warning("server unavailable while preparing", extra={"fields": {"error": str(exc)}})
+            self.book.release(held, "server unavailable")
+            self.shutdown.stopping.wait(1.0)
+            return False
+        except Exception as exc:
+            log.exception("unexpected error while preparing", extra={"fields": {"id": meta.id}})
+            self._enqueue_upload(
+                Finished(held=held, error=TaskError(errors.INPUT_DOWNLOAD_FAILED, str(exc)))
+            )
+            return False
+        held.timings["download_ms"] = ms(time.monotonic() - started)
+        return True
+
+    def _resolve_content_ref(self, task: Task) -> Task:
+        ref = task.content_ref or ""
+        try:
+            bucket, key = parse_s3_uri(ref)
+            if bucket != self.config.s3_bucket:
+                # Only the API offloads content, into the output bucket: refuse anything else.
+                raise ValueError(f"content_ref must be in s3://{self.config.s3_bucket}/")
+            obj = self.s3.get_object(Bucket=bucket, Key=key)
+            content = json.loads(obj["Body"].read())
+        except Exception as exc:
+            raise TaskError(
+                errors.CONTENT_REF_FAILED,
+                f"cannot read content_ref {ref}: {exc}",
+                {"content_ref": ref},
+            ) from exc
+        try:
+            content = validate_content(
+                self.config.runtime_type,
+                task.metadata.tasktype,
+                content,
+                "content_ref",
+                self.runtime_info.limits,
+            )
+        except ContractError as exc:
+            raise TaskError(errors.INVALID_TASK, str(exc), exc.to_body()["error"]) from exc
+        return Task(metadata=task.metadata, content=content, api_version=task.api_version)
