@@ -110,7 +110,7 @@ class BlobServer:
         return f"http://127.0.0.1:{self.port}{path}"
 
     def __enter__(self) -> BlobServer:
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
         return self
 
     def __exit__(self, *exc: object) -> None:
