@@ -292,3 +292,219 @@ def test_every_config_key_is_documented() -> None:
 
     missing = sorted(k for k in keys(StackConfig) if k not in readme)
     assert missing == []
+
+
+# ------------------------------------------------------------------------------------------
+# Issue 8: limits, s3 inputs, pass-through, API endpoint
+
+
+def test_new_defaults() -> None:
+    from agent.contract import Limits
+
+    config = parse(minimal())
+    rt = config.runtimes[0]
+    assert rt.limits.to_contract() == Limits()
+    assert (rt.limits.max_steps, rt.limits.max_pixels) == (150, 2048 * 2048)
+    assert (rt.limits.max_images, rt.limits.max_inputs) == (8, 8)
+    assert config.inputs.s3_buckets == []
+    assert rt.scaling.min_replicas == 0
+    assert (rt.server.extra_args, rt.server.extra_env, rt.agent.extra_env) == ([], {}, {})
+    assert (rt.pod_labels, rt.pod_annotations) == ({}, {})
+    assert (rt.node_requirements, rt.node_taints, rt.image_pull_policy) == ([], [], None)
+    # Today's endpoint behaviour: private on, public open to the internet.
+    cl = config.cluster
+    assert (cl.endpoint_private_access, cl.endpoint_public_access) == (True, True)
+    assert cl.public_access_cidrs == ["0.0.0.0/0"]
+
+
+def test_pass_through_and_limits_parse() -> None:
+    raw = minimal(inputs={"s3Buckets": ["team-inputs", "shared.assets"]})
+    raw["sdfleet:runtimes"][0].update(
+        limits={"maxSteps": "60", "maxPixels": 1048576, "maxImages": 4, "maxInputs": 2},
+        server={"extraArgs": ["--medvram"], "extraEnv": {"HF_HUB_OFFLINE": "1"}},
+        agent={"extraEnv": {"EXP_CALLBACK_WHEN_RUNNING": "true"}},
+        podLabels={"team": "imaging", "app.kubernetes.io/component": "gpu"},
+        podAnnotations={"example.com/owner": "imaging@example.com"},
+        nodeRequirements=[
+            {
+                "key": "karpenter.k8s.aws/instance-gpu-memory",
+                "operator": "Gte",
+                "values": ["24000"],
+            },
+            {"key": "example.com/ok", "operator": "Exists"},
+        ],
+        nodeTaints=[{"key": "example.com/dedicated", "value": "imaging", "effect": "NoSchedule"}],
+        imagePullPolicy="IfNotPresent",
+        scaling={"minReplicas": "1", "maxReplicas": 3},
+    )
+    config = parse(raw)
+    rt = config.runtimes[0]
+    assert config.inputs.s3_buckets == ["team-inputs", "shared.assets"]
+    assert rt.limits.to_contract().to_json() == {
+        "maxSteps": 60,
+        "maxPixels": 1048576,
+        "maxImages": 4,
+        "maxInputs": 2,
+    }
+    assert rt.server.extra_args == ["--medvram"]
+    assert rt.server.extra_env == {"HF_HUB_OFFLINE": "1"}
+    assert rt.agent.extra_env == {"EXP_CALLBACK_WHEN_RUNNING": "true"}
+    assert rt.node_requirements[0].values == ["24000"]
+    assert rt.node_taints[0].effect == "NoSchedule"
+    assert (rt.scaling.min_replicas, rt.image_pull_policy) == (1, "IfNotPresent")
+
+
+@pytest.mark.parametrize(
+    ("runtime_extra", "expected"),
+    [
+        ({"limits": {"maxSteps": 0}}, "sdfleet:runtimes[0].limits.maxSteps: 0 must be between"),
+        ({"limits": {"maxPixels": 10**12}}, "sdfleet:runtimes[0].limits.maxPixels: 1000000000000"),
+        ({"limits": {"maxSteps": 1e9 + 0.5}}, "sdfleet:runtimes[0].limits.maxSteps:"),
+        ({"limits": {"maxFrames": 3}}, "sdfleet:runtimes[0].limits.maxFrames: unknown key"),
+        (
+            {"server": {"extraEnv": {"AWS_ACCESS_KEY_ID": "x"}}},
+            "sdfleet:runtimes[0].server.extraEnv: {'AWS_ACCESS_KEY_ID': 'x'} has name "
+            "'AWS_ACCESS_KEY_ID': no AWS_* variables",
+        ),
+        (
+            {"server": {"extraEnv": {"PORT": 8080}}},
+            "sdfleet:runtimes[0].server.extraEnv.PORT: 8080 must be a string",
+        ),
+        ({"server": {"extraArgs": "--a"}}, None),
+        ({"server": {"extraArgs": [""]}}, "sdfleet:runtimes[0].server.extraArgs: [''] has ''"),
+        (
+            {"agent": {"extraEnv": {"SQS_QUEUE_URL": "https://elsewhere"}}},
+            "sdfleet:runtimes[0].agent.extraEnv: {'SQS_QUEUE_URL': 'https://elsewhere'} has "
+            "name 'SQS_QUEUE_URL': one of the agent's other settings",
+        ),
+        (
+            {"agent": {"extraEnv": {"AWS_SECRET_ACCESS_KEY": "x"}}},
+            "sdfleet:runtimes[0].agent.extraEnv: {'AWS_SECRET_ACCESS_KEY': 'x'} has name",
+        ),
+        (
+            {"agent": {"extraEnv": {"EXP_CALLBACK_WHEN_RUNNING": "maybe"}}},
+            "sdfleet:runtimes[0].agent.extraEnv: {'EXP_CALLBACK_WHEN_RUNNING': 'maybe'} has "
+            "EXP_CALLBACK_WHEN_RUNNING='maybe'",
+        ),
+        (
+            {"podLabels": {"app.kubernetes.io/name": "x"}},
+            "sdfleet:runtimes[0].podLabels: {'app.kubernetes.io/name': 'x'} has key "
+            "'app.kubernetes.io/name': a label sdfleet does not set itself",
+        ),
+        ({"podLabels": {"team": "a b"}}, "sdfleet:runtimes[0].podLabels: {'team': 'a b'} has"),
+        (
+            {"podAnnotations": {"controller.kubernetes.io/pod-deletion-cost": "-5"}},
+            "sdfleet:runtimes[0].podAnnotations: {'controller.kubernetes.io/pod-deletion-cost': "
+            "'-5'} has key 'controller.kubernetes.io/pod-deletion-cost': an annotation",
+        ),
+        (
+            {"podAnnotations": {"eks.amazonaws.com/skip-containers": ""}},
+            "sdfleet:runtimes[0].podAnnotations: {'eks.amazonaws.com/skip-containers': ''} has",
+        ),
+        (
+            {"nodeRequirements": [{"key": "karpenter.sh/capacity-type", "operator": "In"}]},
+            "sdfleet:runtimes[0].nodeRequirements[0]: key 'karpenter.sh/capacity-type'",
+        ),
+        (
+            {"nodeRequirements": [{"key": "a", "operator": "Near", "values": ["b"]}]},
+            "sdfleet:runtimes[0].nodeRequirements[0].operator: 'Near' is not one of In, NotIn",
+        ),
+        (
+            {"nodeRequirements": [{"key": "a", "operator": "Gt", "values": ["x"]}]},
+            "sdfleet:runtimes[0].nodeRequirements[0]: a Gt: exactly one non-negative integer",
+        ),
+        (
+            {"nodeRequirements": [{"operator": "Exists"}]},
+            "sdfleet:runtimes[0].nodeRequirements[0].key: is required",
+        ),
+        (
+            {"nodeTaints": [{"key": "nvidia.com/gpu", "effect": "NoSchedule"}]},
+            "sdfleet:runtimes[0].nodeTaints[0]: key 'nvidia.com/gpu'",
+        ),
+        (
+            {"nodeTaints": [{"key": "a", "effect": "NoRun"}]},
+            "sdfleet:runtimes[0].nodeTaints[0].effect: 'NoRun' is not one of NoSchedule",
+        ),
+        (
+            {
+                "nodeTaints": [
+                    {"key": "a", "value": "x", "effect": "NoSchedule"},
+                    {"key": "a", "value": "y", "effect": "NoSchedule"},
+                ]
+            },
+            "sdfleet:runtimes[0].nodeTaints: [('a', 'NoSchedule'), ('a', 'NoSchedule')] must not",
+        ),
+        (
+            {"imagePullPolicy": "always"},
+            "sdfleet:runtimes[0].imagePullPolicy: 'always' is not one of Always, IfNotPresent, "
+            "Never",
+        ),
+        (
+            {"scaling": {"minReplicas": 5, "maxReplicas": 2}},
+            "sdfleet:runtimes[0].scaling.minReplicas: 5 must be at most maxReplicas (2)",
+        ),
+    ],
+)
+def test_pass_through_errors(runtime_extra: dict[str, Any], expected: str | None) -> None:
+    raw = minimal()
+    raw["sdfleet:runtimes"][0].update(runtime_extra)
+    if expected is None:  # a comma-separated string is a list, as for other lists
+        assert parse(raw).runtimes[0].server.extra_args == ["--a"]
+        return
+    errors = errors_of(raw)
+    assert len(errors) == 1, errors
+    assert errors[0].startswith(expected), errors
+
+
+@pytest.mark.parametrize(
+    ("buckets", "expected"),
+    [
+        (["Bad_Bucket"], "sdfleet:inputs.s3Buckets: ['Bad_Bucket'] has 'Bad_Bucket': each must"),
+        (["arn:aws:s3:::x"], "sdfleet:inputs.s3Buckets: ['arn:aws:s3:::x'] has"),
+        (["a-bucket", "a-bucket"], "sdfleet:inputs.s3Buckets: ['a-bucket', 'a-bucket'] must not"),
+        ({"a": 1}, "sdfleet:inputs.s3Buckets: {'a': 1} must be a list"),
+    ],
+)
+def test_input_buckets_are_validated(buckets: Any, expected: str) -> None:
+    errors = errors_of(minimal(inputs={"s3Buckets": buckets}))
+    assert len(errors) == 1 and errors[0].startswith(expected), errors
+
+
+@pytest.mark.parametrize(
+    ("cluster", "expected"),
+    [
+        (
+            {"publicAccessCidrs": ["203.0.113.7/24"]},
+            "sdfleet:cluster.publicAccessCidrs: ['203.0.113.7/24'] has '203.0.113.7/24': each "
+            "must be an IPv4 network",
+        ),
+        (
+            {"publicAccessCidrs": ["10.0.0.0/8"]},
+            "sdfleet:cluster.publicAccessCidrs: ['10.0.0.0/8'] has '10.0.0.0/8': each must be "
+            "internet address space",
+        ),
+        ({"publicAccessCidrs": []}, "sdfleet:cluster.publicAccessCidrs: [] must list at least"),
+        (
+            {"endpointPublicAccess": False, "endpointPrivateAccess": False},
+            "sdfleet:cluster.endpointPrivateAccess: False with endpointPublicAccess False",
+        ),
+        (
+            {"endpointPublicAccess": False, "publicAccessCidrs": ["203.0.113.0/24"]},
+            "sdfleet:cluster.publicAccessCidrs: ['203.0.113.0/24'] has no effect",
+        ),
+        (
+            {"endpointPrivateAccess": "false", "publicAccessCidrs": ["203.0.113.0/24"]},
+            "sdfleet:cluster.endpointPrivateAccess: False with restricted publicAccessCidrs",
+        ),
+    ],
+)
+def test_api_endpoint_access(cluster: dict[str, Any], expected: str) -> None:
+    errors = errors_of(minimal(cluster=cluster))
+    assert len(errors) == 1 and errors[0].startswith(expected), errors
+
+
+def test_restricted_public_endpoint_and_private_only_are_valid() -> None:
+    config = parse(minimal(cluster={"publicAccessCidrs": ["203.0.113.0/24", "198.51.100.7/32"]}))
+    assert config.cluster.public_access_cidrs == ["203.0.113.0/24", "198.51.100.7/32"]
+    private_only = parse(minimal(cluster={"endpointPublicAccess": False}))
+    assert private_only.cluster.endpoint_public_access is False
