@@ -93,7 +93,11 @@ class EksCluster(pulumi.ComponentResource):
             public_access_cidrs=args.public_access_cidrs if args.endpoint_public_access else None,
             enabled_cluster_log_types=list(CONTROL_PLANE_LOGS),
             encryption_config_key_arn=secrets_key.arn,
-            vpc_cni_options=eks.VpcCniOptionsArgs(addon_version=_addon_version("vpc-cni", version)),
+            # Network policy enforcement (the node agent in aws-node) for the runtimes'
+            # NetworkPolicies; the addon configuration value is enableNetworkPolicy: "true".
+            vpc_cni_options=eks.VpcCniOptionsArgs(
+                addon_version=_addon_version("vpc-cni", version), enable_network_policy=True
+            ),
             kube_proxy_addon_options=eks.KubeProxyAddonOptionsArgs(
                 enabled=True, version=_addon_version("kube-proxy", version)
             ),

@@ -4,7 +4,7 @@ applies them without knowing how the ratio is built."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +32,10 @@ class GpuNodePoolArgs:
     instance_store_policy: str | None = None
     ami_alias: str = versions.BOTTLEROCKET_ALIAS
     tags: dict[str, str] = field(default_factory=dict)
+    # Extra NodePool requirements ({key, operator, values}) and node taints ({key, value,
+    # effect}); the runtime's pods get matching tolerations through ``scheduling``.
+    node_requirements: Sequence[Mapping[str, Any]] = ()
+    node_taints: Sequence[Mapping[str, Any]] = ()
     # Karpenter's CRDs must exist first: pass its Helm release.
     depends_on: list[pulumi.Resource] = field(default_factory=list)
 
@@ -83,6 +87,8 @@ class GpuNodePool(pulumi.ComponentResource):
             max_gpus=args.max_gpus,
             consolidate_after=args.consolidate_after,
             expire_after=args.expire_after,
+            extra_requirements=args.node_requirements,
+            extra_taints=args.node_taints,
         )
         self.node_pool_names = []
         for pool in pools:
@@ -100,7 +106,9 @@ class GpuNodePool(pulumi.ComponentResource):
                     depends_on=[node_class_resource, *args.depends_on],
                 ),
             )
-        self.scheduling = kb.pod_scheduling(runtime_name=args.runtime_name, split=self.split)
+        self.scheduling = kb.pod_scheduling(
+            runtime_name=args.runtime_name, split=self.split, extra_taints=args.node_taints
+        )
         self.pod_labels = kb.runtime_selector_labels(args.runtime_name)
         self.manifests = node_class.apply(lambda m: [m, *pools])
         self.register_outputs(

@@ -37,6 +37,7 @@ def runtime_catalogue(config: StackConfig) -> list[RuntimeInfo]:
             type=rt.type,
             model_filename=rt.model_filename,
             dynamic_model=rt.dynamic_model,
+            limits=rt.limits.to_contract(),
         )
         for rt in config.runtimes
     ]
@@ -240,6 +241,13 @@ class SdPipeline(pulumi.ComponentResource):
                     spot_fallback=gpu.spot_fallback,
                     instance_store_policy=gpu.instance_store_policy,
                     ami_alias=cl.bottlerocket_alias or versions.BOTTLEROCKET_ALIAS,
+                    node_requirements=[
+                        {"key": r.key, "operator": r.operator, "values": list(r.values)}
+                        for r in rt.node_requirements
+                    ],
+                    node_taints=[
+                        {"key": t.key, "value": t.value, "effect": t.effect} for t in rt.node_taints
+                    ],
                     depends_on=[self.karpenter.release],
                 ),
                 child,
@@ -270,9 +278,9 @@ class SdPipeline(pulumi.ComponentResource):
                     output_bucket_name=self.fanout.output_bucket_name,
                     output_bucket_arn=self.fanout.output_bucket_arn,
                     model_bucket_name=self.models.bucket_name,
-                    model_bucket_arn=self.models.bucket_arn,
                     agent_image=self.agent_image.ref,
                     scheduling=pool.scheduling,
+                    input_s3_buckets=tuple(cfg.inputs.s3_buckets),
                     depends_on=[self.keda.release, *self.cluster.addons, pool],
                 ),
                 child,

@@ -22,9 +22,11 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
+from agent.contract import Limits
 from components import versions
 from components._iam import pod_identity_role
 from components.builders import iam_platform as iamp
+from components.builders import isolation as iso
 from components.builders import keda as kb
 from components.builders import workload as wl
 from components.config import RuntimeConfig
@@ -44,7 +46,6 @@ _PLACEHOLDERS: dict[str, str] = {
     "output_bucket_name": "placeholder-outputs",
     "output_bucket_arn": "arn:aws:s3:::placeholder-outputs",
     "model_bucket_name": "placeholder-models",
-    "model_bucket_arn": "arn:aws:s3:::placeholder-models",
     "agent_image": f"placeholder.invalid/agent@sha256:{'0' * 64}",
 }
 _WIRED = tuple(_PLACEHOLDERS)
@@ -64,7 +65,6 @@ class SdRuntimeArgs:
     output_bucket_name: pulumi.Input[str]
     output_bucket_arn: pulumi.Input[str]
     model_bucket_name: pulumi.Input[str]
-    model_bucket_arn: pulumi.Input[str]
     # Digest-pinned agent image (AgentImage.ref).
     agent_image: pulumi.Input[str]
     # Pod spec fields from karpenter.pod_scheduling / GpuNodePool.scheduling.
@@ -77,6 +77,19 @@ class SdRuntimeArgs:
     # server's flags (e.g. ones that start a process supervisor).
     server_command: Sequence[str] | None = None
     server_env: Mapping[str, str] = field(default_factory=dict)
+    # Appended to the server's arguments (the defaults or server_args).
+    server_extra_args: Sequence[str] = ()
+    # Extra agent variables (never its own settings nor AWS_*).
+    agent_extra_env: Mapping[str, str] = field(default_factory=dict)
+    # Extra pod labels/annotations (never keys sdfleet sets).
+    pod_labels: Mapping[str, str] = field(default_factory=dict)
+    pod_annotations: Mapping[str, str] = field(default_factory=dict)
+    # The server container's; None: the Kubernetes default.
+    image_pull_policy: str | None = None
+    # Buckets s3:// task inputs may name; the pod role may read exactly these.
+    input_s3_buckets: Sequence[str] = ()
+    # What one task may ask (the agent enforces it too); None: the contract's defaults.
+    task_limits: Limits | None = None
     # None: workload.DEFAULT_MODEL_PATHS for the type.
     model_path: str | None = None
     model_prefix: str | None = None
@@ -92,6 +105,7 @@ class SdRuntimeArgs:
     startup_failure_threshold: int = 90
     cpu: str = "4"
     memory: str = "24Gi"
+    min_replicas: int = 0
     max_replicas: int = 4
     queue_length: int = kb.DEFAULT_QUEUE_LENGTH
     activation_queue_length: int = 0
@@ -99,6 +113,9 @@ class SdRuntimeArgs:
     cooldown_period: int = kb.DEFAULT_COOLDOWN_PERIOD
     scale_down_pods: int = 1
     scale_down_period_seconds: int = 60
+    # Unused, accepted for older callers: the pods get no model bucket access (models come
+    # through the Mountpoint driver's own role).
+    model_bucket_arn: pulumi.Input[str] | None = None
     # Only when the queue/bucket/topic use customer-managed KMS keys.
     kms_key_arns: Sequence[str] = ()
     # False: the namespace exists already (bring your own cluster).
@@ -126,6 +143,14 @@ def runtime_args(runtime: RuntimeConfig, **wiring: Any) -> SdRuntimeArgs:
         termination_grace_period_seconds=runtime.termination_grace_period_seconds,
         cpu=runtime.resources.cpu,
         memory=runtime.resources.memory,
+        server_extra_args=tuple(runtime.server.extra_args),
+        server_env=dict(runtime.server.extra_env),
+        agent_extra_env=dict(runtime.agent.extra_env),
+        pod_labels=dict(runtime.pod_labels),
+        pod_annotations=dict(runtime.pod_annotations),
+        image_pull_policy=runtime.image_pull_policy,
+        task_limits=runtime.limits.to_contract(),
+        min_replicas=scaling.min_replicas,
         max_replicas=scaling.max_replicas,
         queue_length=scaling.queue_length,
         activation_queue_length=scaling.activation_queue_length,
@@ -149,6 +174,8 @@ class RuntimeNames:
     volume_handle: str
     trigger_authentication: str
     scaled_object: str
+    network_policy: str
+    deletion_cost_role: str
 
     @classmethod
     def of(cls, runtime_name: str, namespace: str) -> RuntimeNames:
@@ -165,6 +192,8 @@ class RuntimeNames:
             volume_handle=f"sdfleet-{volume}",
             trigger_authentication=f"{runtime_name}-keda-aws",
             scaled_object=runtime_name,
+            network_policy=f"{runtime_name}-isolation",
+            deletion_cost_role=f"{runtime_name}-pod-deletion-cost",
         )
 
 
@@ -185,6 +214,12 @@ def build_manifests(args: SdRuntimeArgs, wired: Mapping[str, str]) -> dict[str, 
         drain_seconds=args.drain_seconds,
         dynamic_sd_model=args.dynamic_model,
         model_filename=args.model_filename,
+        task_limits=(args.task_limits or Limits()).to_json(),
+        input_s3_buckets=tuple(args.input_s3_buckets),
+        extra=dict(args.agent_extra_env),
+    )
+    server_args = (
+        wl.DEFAULT_SERVER_ARGS[args.runtime_type] if args.server_args is None else args.server_args
     )
     deployment = wl.runtime_deployment(
         name=names.deployment,
@@ -198,12 +233,15 @@ def build_manifests(args: SdRuntimeArgs, wired: Mapping[str, str]) -> dict[str, 
         model_claim_name=names.claim,
         scheduling=args.scheduling,
         server_resources=wl.Resources(cpu=args.cpu, memory=args.memory),
-        server_args=args.server_args,
+        server_args=(*server_args, *args.server_extra_args),
         server_env=args.server_env,
         model_mount_path=args.model_path,
         startup_failure_threshold=args.startup_failure_threshold,
         termination_grace_period_seconds=args.termination_grace_period_seconds,
         labels=PART_OF_LABEL,
+        pod_labels=args.pod_labels,
+        pod_annotations=args.pod_annotations,
+        image_pull_policy=args.image_pull_policy,
     )
     deployment["metadata"]["annotations"] = dict(SKIP_AWAIT)
     if args.server_command is not None:
@@ -234,6 +272,7 @@ def build_manifests(args: SdRuntimeArgs, wired: Mapping[str, str]) -> dict[str, 
         name=names.claim, namespace=names.namespace, volume_name=names.volume
     )
     manifests["deployment"] = deployment
+    manifests.update(_isolation_manifests(names, deployment["spec"]["selector"]["matchLabels"]))
     manifests["trigger_authentication"] = kb.trigger_authentication(
         names.trigger_authentication, names.namespace
     )
@@ -244,6 +283,7 @@ def build_manifests(args: SdRuntimeArgs, wired: Mapping[str, str]) -> dict[str, 
         queue_url=wired["queue_url"],
         region=region,
         trigger_authentication_name=names.trigger_authentication,
+        min_replicas=args.min_replicas,
         max_replicas=args.max_replicas,
         queue_length=args.queue_length,
         activation_queue_length=args.activation_queue_length,
@@ -255,13 +295,32 @@ def build_manifests(args: SdRuntimeArgs, wired: Mapping[str, str]) -> dict[str, 
     return manifests
 
 
+def _isolation_manifests(
+    names: RuntimeNames, pod_selector: Mapping[str, str]
+) -> dict[str, dict[str, Any]]:
+    """The runtime's NetworkPolicy (selecting the Deployment's pods) and the agent's
+    pod-deletion-cost Role and binding."""
+    ns = names.namespace
+    return {
+        "network_policy": iso.runtime_network_policy(
+            name=names.network_policy, namespace=ns, pod_labels=pod_selector
+        ),
+        "role": iso.deletion_cost_role(name=names.deletion_cost_role, namespace=ns),
+        "role_binding": iso.role_binding(
+            name=names.deletion_cost_role,
+            namespace=ns,
+            role_name=names.deletion_cost_role,
+            service_accounts=[names.service_account],
+        ),
+    }
+
+
 def build_pod_policy(args: SdRuntimeArgs, wired: Mapping[str, str]) -> dict[str, Any]:
     return iamp.runtime_pod_policy(
         queue_arn=wired["queue_arn"],
         output_bucket_arn=wired["output_bucket_arn"],
         output_topic_arn=wired["output_topic_arn"],
-        model_bucket_arn=wired["model_bucket_arn"],
-        model_prefix=args.model_prefix,
+        input_s3_buckets=list(args.input_s3_buckets),
         kms_key_arns=list(args.kms_key_arns),
     )
 
@@ -341,13 +400,14 @@ class SdRuntime(pulumi.ComponentResource):
             spec=plain["claim"]["spec"],
             opts=k8s_opts(pv, *namespace_deps),
         )
+        fences = self._isolation(name, plain, k8s_opts(sa, *namespace_deps))
         # Pods get their AWS credentials at admission: the association (and its permissions)
-        # must exist before the first pod is created.
+        # must exist before the first pod is created; the fences too, so no pod runs without.
         deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
             metadata=plain["deployment"]["metadata"],
             spec=_part(manifests, "deployment", "spec"),
-            opts=k8s_opts(sa, pvc, association, role_policy, *namespace_deps),
+            opts=k8s_opts(sa, pvc, association, role_policy, *fences, *namespace_deps),
         )
         trigger_auth = k8s.apiextensions.CustomResource(
             f"{name}-trigger-auth",
@@ -380,6 +440,31 @@ class SdRuntime(pulumi.ComponentResource):
                 "scaled_object_name": self.scaled_object_name,
             }
         )
+
+    def _isolation(
+        self, name: str, plain: Mapping[str, dict[str, Any]], opts: pulumi.ResourceOptions
+    ) -> list[pulumi.Resource]:
+        """NetworkPolicy, and the Role and RoleBinding for the pod-deletion-cost annotation."""
+        policy = k8s.networking.v1.NetworkPolicy(
+            f"{name}-network-policy",
+            metadata=plain["network_policy"]["metadata"],
+            spec=plain["network_policy"]["spec"],
+            opts=opts,
+        )
+        role = k8s.rbac.v1.Role(
+            f"{name}-deletion-cost-role",
+            metadata=plain["role"]["metadata"],
+            rules=plain["role"]["rules"],
+            opts=opts,
+        )
+        binding = k8s.rbac.v1.RoleBinding(
+            f"{name}-deletion-cost-binding",
+            metadata=plain["role_binding"]["metadata"],
+            role_ref=plain["role_binding"]["roleRef"],
+            subjects=plain["role_binding"]["subjects"],
+            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[role])),
+        )
+        return [policy, role, binding]
 
     def _identity(
         self, name: str, args: SdRuntimeArgs, wired: pulumi.Output[dict[str, Any]]

@@ -16,6 +16,7 @@ import pulumi_kubernetes as k8s
 import pytest
 from pulumi.output import Unknown
 
+from agent.contract import Limits
 from components import versions
 from components.builders import karpenter as kp
 from components.builders import workload as wl
@@ -105,7 +106,6 @@ def make_args(runtime: str, provider: pulumi.ProviderResource, **over: Any) -> S
         "output_bucket_name": OUTPUT_BUCKET,
         "output_bucket_arn": f"arn:aws:s3:::{OUTPUT_BUCKET}",
         "model_bucket_name": MODEL_BUCKET,
-        "model_bucket_arn": f"arn:aws:s3:::{MODEL_BUCKET}",
         # An Output, as AgentImage.ref is: the manifests are built inside an apply.
         "agent_image": pulumi.Output.from_input(AGENT_IMAGE),
         "scheduling": scheduling(runtime),
@@ -232,7 +232,18 @@ def test_agent_env_is_exactly_the_wired_outputs(run: Run, runtime: str) -> None:
     ]
     if "model_filename" in extra:
         expected.append(("MODEL_FILENAME", extra["model_filename"]))
-    assert agent["env"] == [{"name": k, "value": v} for k, v in expected]
+    # Default task limits; no s3:// input buckets; the pod's own name from the downward API.
+    expected.append(
+        ("TASK_LIMITS", json.dumps(Limits().to_json(), separators=(",", ":"), sort_keys=True))
+    )
+    env = {e["name"]: e for e in agent["env"]}
+    assert len(env) == len(agent["env"])
+    for name, value in expected:
+        assert env[name] == {"name": name, "value": value}, name
+    assert "INPUT_S3_BUCKETS" not in env
+    assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert set(env) <= set(wl.AgentEnv.names())
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
@@ -282,7 +293,10 @@ def test_scheduling_annotation_and_grace_period(run: Run, runtime: str) -> None:
     else:
         assert "topologySpreadConstraints" not in pod
     assert template["metadata"]["labels"]["sdfleet.io/runtime"] == runtime
-    assert template["metadata"]["annotations"] == {"karpenter.sh/do-not-disrupt": "true"}
+    assert template["metadata"]["annotations"] == {
+        "karpenter.sh/do-not-disrupt": "true",
+        "eks.amazonaws.com/skip-containers": "inference-server",
+    }
     drain = CASES[runtime][2]["drain_seconds"]
     grace = pod["terminationGracePeriodSeconds"]
     # Above the agent's drain, inside the 2-minute spot notice.
@@ -411,8 +425,7 @@ def test_pod_identity_role_is_least_privilege(run: Run, runtime: str) -> None:
     assert policy.inputs["role"] == role.state["id"]
     statements = json.loads(policy.inputs["policy"])["Statement"]
     grants = [(s["Action"], s["Resource"], s.get("Condition")) for s in statements]
-    prefix = CASES[runtime][2].get("model_prefix") or ""
-    list_condition = {"StringLike": {"s3:prefix": [f"{prefix}*"]}} if prefix else None
+    # Nothing on the model bucket (the Mountpoint driver's role reads it), no input buckets.
     assert grants == [
         (
             [
@@ -427,9 +440,8 @@ def test_pod_identity_role_is_least_privilege(run: Run, runtime: str) -> None:
         (["s3:PutObject"], f"arn:aws:s3:::{OUTPUT_BUCKET}/*", None),
         (["s3:GetObject"], f"arn:aws:s3:::{OUTPUT_BUCKET}/*request.json", None),
         ("sns:Publish", OUTPUT_TOPIC, None),
-        ("s3:ListBucket", f"arn:aws:s3:::{MODEL_BUCKET}", list_condition),
-        ("s3:GetObject", f"arn:aws:s3:::{MODEL_BUCKET}/{prefix}*", None),
     ]
+    assert MODEL_BUCKET not in policy.inputs["policy"]
     assert all(s["Effect"] == "Allow" for s in statements)
 
 
@@ -462,13 +474,16 @@ def test_every_manifest_validates(run: Run) -> None:
     assert kinds == [
         "Deployment",
         "Namespace",
+        "NetworkPolicy",
         "PersistentVolume",
         "PersistentVolumeClaim",
+        "Role",
+        "RoleBinding",
         "ScaledObject",
         "ServiceAccount",
         "TriggerAuthentication",
     ]
-    assert len(kube) == 14
+    assert len(kube) == 20
     for rec in kube:
         manifest = kubernetes_manifest(rec.type, int_numbers(rec.inputs))
         assert manifest is not None
@@ -535,7 +550,7 @@ def test_preview_with_unknown_wiring() -> None:
         )
 
     graph = run_program(program, {"aws:region": REGION}, preview=True)
-    assert len([r for r in graph.resources if r.type.startswith("kubernetes:")]) == 7
+    assert len([r for r in graph.resources if r.type.startswith("kubernetes:")]) == 10
     deployment = graph.one("kubernetes:apps/v1:Deployment", "rt-sd15-deployment")
     assert isinstance(deployment.inputs["spec"], Unknown)
     assert deployment.inputs["metadata"]["name"] == "sd15"
@@ -585,7 +600,7 @@ def test_creation_order_and_provider(monkeypatch: pytest.MonkeyPatch) -> None:
     graph = run_program(program, {"aws:region": REGION})
     deps = _DependencyMonitor.dependencies
     kube = [r.name for r in graph.resources if r.type.startswith("kubernetes:")]
-    assert len(kube) == 7
+    assert len(kube) == 10
     for name in kube:
         assert "prerequisite" in deps[name], name
         provider_urn = _DependencyMonitor.providers[name].rsplit("::", 1)[0]
@@ -597,7 +612,12 @@ def test_creation_order_and_provider(monkeypatch: pytest.MonkeyPatch) -> None:
         "rt-sd15-models-pvc",
         "rt-sd15-sa",
         "rt-sd15-namespace",
+        # No pod runs before its NetworkPolicy and the agent's RBAC exist.
+        "rt-sd15-network-policy",
+        "rt-sd15-deletion-cost-role",
+        "rt-sd15-deletion-cost-binding",
     }
+    assert deps["rt-sd15-deletion-cost-binding"] >= {"rt-sd15-deletion-cost-role", "rt-sd15-sa"}
     assert deps["rt-sd15-models-pvc"] >= {"rt-sd15-models-pv", "rt-sd15-namespace"}
     assert deps["rt-sd15-scaled-object"] >= {"rt-sd15-deployment", "rt-sd15-trigger-auth"}
     assert deps["rt-sd15-sa"] >= {"rt-sd15-namespace"}
@@ -705,7 +725,6 @@ def test_runtime_args_from_config() -> None:
         output_bucket_name=OUTPUT_BUCKET,
         output_bucket_arn=f"arn:aws:s3:::{OUTPUT_BUCKET}",
         model_bucket_name=MODEL_BUCKET,
-        model_bucket_arn=f"arn:aws:s3:::{MODEL_BUCKET}",
         agent_image=AGENT_IMAGE,
         scheduling=scheduling("sd15"),
     )
@@ -746,7 +765,7 @@ def test_byo_cluster_example_synthesizes() -> None:
     deployment = graph.of_type("kubernetes:apps/v1:Deployment")[0]
     pod = deployment.inputs["spec"]["template"]["spec"]
     assert pod["containers"][0]["image"] == AGENT_IMAGE
-    env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
     assert env["SQS_QUEUE_URL"] == queue_url("sd15")
     assoc = graph.of_type("aws:eks/podIdentityAssociation:PodIdentityAssociation")[0]
     assert assoc.inputs["clusterName"] == CLUSTER
@@ -755,3 +774,168 @@ def test_byo_cluster_example_synthesizes() -> None:
         if manifest is not None:
             assert_valid(manifest, K8S_VERSION)
     assert check_all(graph) == []
+
+
+# ------------------------------------------------------------------------------------------
+# Who holds which credentials, and the network fences
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_only_the_agent_gets_aws_and_kubernetes_credentials(run: Run, runtime: str) -> None:
+    deployment = run.deployment(runtime)
+    template = deployment["spec"]["template"]
+    pod = template["spec"]
+    (server,) = pod["initContainers"]
+    (agent,) = pod["containers"]
+    # Pod Identity's webhook mutates every container and init container except these.
+    assert (
+        template["metadata"]["annotations"]["eks.amazonaws.com/skip-containers"] == (server["name"])
+    )
+    assert not any(e["name"].startswith("AWS_") for e in server.get("env", []))
+    # No API token for the pod as a whole; the agent mounts an explicit projection.
+    assert pod["automountServiceAccountToken"] is False
+    token_volume = next(v for v in pod["volumes"] if "projected" in v)
+    sources = token_volume["projected"]["sources"]
+    assert sources[0]["serviceAccountToken"]["path"] == "token"
+    assert sources[1]["configMap"]["name"] == "kube-root-ca.crt"
+    assert sources[2]["downwardAPI"]["items"][0]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    assert [m["name"] for m in server["volumeMounts"]] == ["models"]
+    assert {
+        "name": token_volume["name"],
+        "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
+        "readOnly": True,
+    } in agent["volumeMounts"]
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_network_policy_denies_ingress_and_imds(run: Run, runtime: str) -> None:
+    namespace = CASES[runtime][1]
+    policy = run.manifest(
+        "kubernetes:networking.k8s.io/v1:NetworkPolicy", runtime, "network-policy"
+    )
+    deployment = run.deployment(runtime)
+    assert policy["metadata"] == {"name": f"{runtime}-isolation", "namespace": namespace}
+    spec = policy["spec"]
+    # Exactly the Deployment's pods.
+    assert spec["podSelector"] == {"matchLabels": deployment["spec"]["selector"]["matchLabels"]}
+    assert spec["policyTypes"] == ["Ingress", "Egress"]
+    assert spec.get("ingress", []) == []
+    (egress,) = spec["egress"]
+    blocks = [peer["ipBlock"] for peer in egress["to"] if "ipBlock" in peer]
+    assert blocks == [
+        {"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32"]},
+        {"cidr": "::/0", "except": ["fd00:ec2::254/128"]},
+    ]
+    assert "ports" not in egress
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_agent_may_only_get_and_patch_pods_in_its_namespace(run: Run, runtime: str) -> None:
+    namespace = CASES[runtime][1]
+    names = RuntimeNames.of(runtime, namespace)
+    role = run.manifest(
+        "kubernetes:rbac.authorization.k8s.io/v1:Role", runtime, "deletion-cost-role"
+    )
+    binding = run.manifest(
+        "kubernetes:rbac.authorization.k8s.io/v1:RoleBinding", runtime, "deletion-cost-binding"
+    )
+    assert role["metadata"]["namespace"] == namespace
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "patch"]}]
+    assert binding["metadata"]["namespace"] == namespace
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": names.service_account, "namespace": namespace}
+    ]
+    # No cluster-wide grants anywhere.
+    assert not [r for r in run.graph.resources if "ClusterRole" in r.type]
+
+
+# ------------------------------------------------------------------------------------------
+# Pass-through settings
+
+PASS_THROUGH: dict[str, Any] = {
+    "server_extra_args": ["--medvram", "--xformers"],
+    "server_env": {"HF_HUB_OFFLINE": "1"},
+    "agent_extra_env": {"EXP_CALLBACK_WHEN_RUNNING": "true"},
+    "pod_labels": {"team": "imaging"},
+    "pod_annotations": {"example.com/owner": "imaging@example.com"},
+    "image_pull_policy": "Always",
+    "min_replicas": 1,
+    "input_s3_buckets": ["team-inputs", "shared.assets"],
+    "task_limits": Limits(max_steps=60, max_pixels=1024 * 1024, max_images=4, max_inputs=2),
+}
+
+
+@pytest.fixture(scope="module")
+def custom() -> Run:
+    return run_runtimes(**PASS_THROUGH)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_pass_through_reaches_the_pods(custom: Run, runtime: str) -> None:
+    rtype = CASES[runtime][0]
+    deployment = custom.deployment(runtime)
+    template = deployment["spec"]["template"]
+    (server,) = template["spec"]["initContainers"]
+    (agent,) = template["spec"]["containers"]
+    assert server["args"] == [*wl.DEFAULT_SERVER_ARGS[rtype], "--medvram", "--xformers"]
+    assert server["env"] == [{"name": "HF_HUB_OFFLINE", "value": "1"}]
+    assert server["imagePullPolicy"] == "Always"
+    assert "imagePullPolicy" not in agent
+    env = {e["name"]: e.get("value") for e in agent["env"]}
+    assert env["EXP_CALLBACK_WHEN_RUNNING"] == "true"
+    assert env["INPUT_S3_BUCKETS"] == "team-inputs,shared.assets"
+    assert json.loads(env["TASK_LIMITS"]) == {
+        "maxSteps": 60,
+        "maxPixels": 1024 * 1024,
+        "maxImages": 4,
+        "maxInputs": 2,
+    }
+    assert template["metadata"]["labels"]["team"] == "imaging"
+    assert template["metadata"]["labels"]["sdfleet.io/runtime"] == runtime
+    annotations = template["metadata"]["annotations"]
+    assert annotations["example.com/owner"] == "imaging@example.com"
+    assert annotations["eks.amazonaws.com/skip-containers"] == "inference-server"
+    so = custom.manifest("kubernetes:keda.sh/v1alpha1:ScaledObject", runtime, "scaled-object")
+    assert so["spec"]["minReplicaCount"] == 1
+    assert_valid(deployment, K8S_VERSION)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_pod_role_reads_exactly_the_input_buckets(custom: Run, runtime: str) -> None:
+    policy = custom.res("aws:iam/rolePolicy:RolePolicy", runtime, "policy")
+    statements = json.loads(policy.inputs["policy"])["Statement"]
+    reads = [s for s in statements if s.get("Sid") == "ReadTaskInputs"]
+    assert reads == [
+        {
+            "Sid": "ReadTaskInputs",
+            "Effect": "Allow",
+            "Action": "s3:GetObject",
+            "Resource": ["arn:aws:s3:::team-inputs/*", "arn:aws:s3:::shared.assets/*"],
+        }
+    ]
+    assert check_all(custom.graph) == []
+
+
+@pytest.mark.parametrize(
+    ("over", "message"),
+    [
+        ({"server_env": {"AWS_ACCESS_KEY_ID": "x"}}, r"server_env: .*no AWS_\* variables"),
+        (
+            {"pod_annotations": {"controller.kubernetes.io/pod-deletion-cost": "0"}},
+            r"pod_annotations: .*pod-deletion-cost",
+        ),
+        ({"pod_labels": {"app.kubernetes.io/name": "x"}}, r"pod_labels: .*app.kubernetes.io/name"),
+        ({"image_pull_policy": "Sometimes"}, r"image_pull_policy: got 'Sometimes'"),
+        ({"min_replicas": 5, "max_replicas": 2}, r"minReplicas: got 5"),
+        ({"input_s3_buckets": ["arn:aws:s3:::x"]}, r"input_s3_buckets\[0\]: got 'arn:aws:s3:::x'"),
+        ({"agent_extra_env": {"SQS_QUEUE_URL": "x"}}, r"agent_env.extra.SQS_QUEUE_URL"),
+    ],
+)
+def test_bad_pass_through_names_the_field(over: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        _construct(**over)

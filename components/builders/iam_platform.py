@@ -14,10 +14,13 @@ trusts EC2 only (pods never get the node role: Pod Identity roles are separate).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
 from components.builders.s3 import output_writer_statements
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 VERSION = "2012-10-17"
 
@@ -400,20 +403,28 @@ def mountpoint_driver_policy(
     return _doc(*model_read_statements(model_bucket_arn, model_prefix))
 
 
+def _input_bucket_objects(index: int, bucket: Any, partition: str) -> str:
+    if not isinstance(bucket, str) or not _BUCKET.match(bucket) or ".." in bucket:
+        raise _fail(f"input_s3_buckets[{index}]", bucket, "an S3 bucket name (not an ARN)")
+    return f"arn:{partition}:s3:::{bucket}/*"
+
+
 def runtime_pod_policy(
     *,
     queue_arn: str,
     output_bucket_arn: str,
     output_topic_arn: str,
-    model_bucket_arn: str,
-    model_prefix: str | None = None,
+    input_s3_buckets: Sequence[str] = (),
     kms_key_arns: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Least privilege for a runtime's pods (the queue agent): its own queue, writing results
-    and reading offloaded requests in the output bucket, publishing completions, reading
-    models. ``kms_key_arns`` only when the queue/bucket/topic use customer-managed keys."""
+    and reading offloaded requests in the output bucket, publishing completions, and reading
+    objects (never listing) in the buckets ``s3://`` task inputs may name. No model access:
+    models reach the server through the Mountpoint driver's own role. ``kms_key_arns`` only
+    when the queue/bucket/topic use customer-managed keys."""
     _arn("queue_arn", queue_arn, "sqs")
     out = _arn("output_bucket_arn", output_bucket_arn, "s3")
+    partition = out.split(":")[1]
     _arn("output_topic_arn", output_topic_arn, "sns")
     statements = [
         _stmt(
@@ -428,8 +439,10 @@ def runtime_pod_policy(
         ),
         *output_writer_statements(out),
         _stmt("PublishCompletions", "sns:Publish", output_topic_arn),
-        *model_read_statements(model_bucket_arn, model_prefix),
     ]
+    if input_s3_buckets:
+        arns = [_input_bucket_objects(i, b, partition) for i, b in enumerate(input_s3_buckets)]
+        statements.append(_stmt("ReadTaskInputs", "s3:GetObject", arns))
     if kms_key_arns:
         keys = [_arn(f"kms_key_arns[{i}]", k, "kms") for i, k in enumerate(kms_key_arns)]
         statements.append(_stmt("UseEncryptionKeys", ["kms:Decrypt", "kms:GenerateDataKey"], keys))

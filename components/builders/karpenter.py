@@ -394,6 +394,7 @@ def _node_pool(
     expire_after: str,
     termination_grace_period: str,
     weight: int,
+    extra_taints: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     template_spec: dict[str, Any] = {
         "nodeClassRef": {
@@ -402,7 +403,7 @@ def _node_pool(
             "name": node_class_name,
         },
         "requirements": requirements,
-        "taints": runtime_taints(runtime_name),
+        "taints": [*runtime_taints(runtime_name), *extra_taints],
         "startupTaints": [{"key": MOUNTPOINT_STARTUP_TAINT_KEY, "effect": "NoExecute"}],
         "expireAfter": expire_after,
         "terminationGracePeriod": termination_grace_period,
@@ -419,6 +420,25 @@ def _node_pool(
             "weight": weight,
         },
     }
+
+
+def _extra_requirements(items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    # Imported here: pod_extras reads this module's label and taint names.
+    from components.builders import pod_extras as px
+
+    return [
+        px.requirement(r.get("key"), r.get("operator"), list(r.get("values") or ())) for r in items
+    ]
+
+
+def _extra_taints(items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    from components.builders import pod_extras as px
+
+    taints = [px.taint(t.get("key"), t.get("value"), t.get("effect")) for t in items]
+    seen = [(t["key"], t["effect"]) for t in taints]
+    if len(set(seen)) != len(seen):
+        raise _fail("nodeTaints", seen, "each key and effect at most once")
+    return taints
 
 
 def node_pool_names(runtime_name: str, split: CapacitySplit) -> list[str]:
@@ -446,9 +466,15 @@ def node_pools(
     termination_grace_period: str = "1h",
     arch: str = "amd64",
     labels: Mapping[str, str] | None = None,
+    extra_requirements: Sequence[Mapping[str, Any]] = (),
+    extra_taints: Sequence[Mapping[str, Any]] = (),
 ) -> list[dict[str, Any]]:
     """The NodePools of one runtime, as the split asks: spot and/or on-demand, plus the
     lower-weight on-demand fallback pool (ratio 1 with spot fallback).
+
+    ``extra_requirements`` (``{key, operator, values}``) and ``extra_taints`` (``{key, value,
+    effect}``) are added to every pool; the pods must tolerate the taints
+    (``pod_scheduling(extra_taints=...)``).
 
     ``max_gpus`` is a per-NodePool limit on ``nvidia.com/gpu`` (Karpenter has no cross-pool
     limit); the runtime's KEDA ``maxReplicaCount`` bounds the pods, hence the GPUs in use.
@@ -475,7 +501,9 @@ def node_pools(
         raise _fail("disruptionBudgetNodes", disruption_budget_nodes, "'N' or 'N%' as a string")
     if arch not in ("amd64", "arm64"):
         raise _fail("arch", arch, "'amd64' or 'arm64'")
+    extra_reqs = _extra_requirements(extra_requirements)
     common: dict[str, Any] = {
+        "extra_taints": _extra_taints(extra_taints),
         "runtime_name": runtime_name,
         "node_class_name": node_class_name,
         "labels": dict(labels or {}),
@@ -495,7 +523,7 @@ def node_pools(
             continue
         requirements = _requirements(
             capacity, instance_types, instance_families, arch, values if spread else ()
-        )
+        ) + list(extra_reqs)
         pools.append(
             _node_pool(
                 name=f"{runtime_name}-{suffix}",
@@ -508,7 +536,8 @@ def node_pools(
         pools.append(
             _node_pool(
                 name=f"{runtime_name}-ondemand-fallback",
-                requirements=_requirements(ON_DEMAND, instance_types, instance_families, arch, ()),
+                requirements=_requirements(ON_DEMAND, instance_types, instance_families, arch, ())
+                + list(extra_reqs),
                 weight=FALLBACK_WEIGHT,
                 **common,
             )
@@ -530,6 +559,12 @@ def _tolerations(runtime_name: str) -> list[dict[str, Any]]:
         {"key": GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"},
         {"key": RUNTIME_LABEL, "operator": "Equal", "value": runtime_name, "effect": "NoSchedule"},
     ]
+
+
+def _toleration(taint: Mapping[str, Any]) -> dict[str, Any]:
+    from components.builders import pod_extras as px
+
+    return px.toleration(px.taint(taint.get("key"), taint.get("value"), taint.get("effect")))
 
 
 def _spread_constraints(runtime_name: str) -> list[dict[str, Any]]:
@@ -561,8 +596,11 @@ def _node_affinity(split: CapacitySplit) -> dict[str, Any]:
     }
 
 
-def pod_scheduling(*, runtime_name: str, split: CapacitySplit) -> dict[str, Any]:
-    """Pod spec fields (camelCase) a runtime's pods need to land on its GPU NodePools.
+def pod_scheduling(
+    *, runtime_name: str, split: CapacitySplit, extra_taints: Sequence[Mapping[str, Any]] = ()
+) -> dict[str, Any]:
+    """Pod spec fields (camelCase) a runtime's pods need to land on its GPU NodePools
+    (``extra_taints``: the pools' extra taints, tolerated exactly).
 
     Merge the returned keys into the pod spec: ``tolerations``, ``nodeSelector``,
     ``affinity`` and, when the ratio mixes capacity types, ``topologySpreadConstraints``.
@@ -570,7 +608,7 @@ def pod_scheduling(*, runtime_name: str, split: CapacitySplit) -> dict[str, Any]
     """
     _check_name("runtime_name", runtime_name, max_len=40)
     result: dict[str, Any] = {
-        "tolerations": _tolerations(runtime_name),
+        "tolerations": _tolerations(runtime_name) + [_toleration(t) for t in extra_taints],
         "nodeSelector": {RUNTIME_LABEL: runtime_name},
         "affinity": _node_affinity(split),
     }

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from agent import settings as agent_settings
+from components.builders import isolation
+from components.builders import pod_extras as px
 from components.builders.karpenter import GPU_RESOURCE, runtime_selector_labels
 from components.patterns import DNS_LABEL as _DNS_LABEL
 from components.patterns import QUANTITY as _QUANTITY
@@ -118,8 +120,9 @@ def service_account(
     name: str, namespace: str, labels: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
     """The runtime's service account; its AWS role comes from a Pod Identity association (no
-    annotation). The token is left automounted: reports show Pod Identity credentials failing
-    with ``automountServiceAccountToken: false``."""
+    annotation). Its pods turn the API token automount off and mount it into the agent only
+    (:func:`runtime_deployment`); Pod Identity's own token is a separate projected volume that
+    its webhook adds whatever the automount setting."""
     _check_name("service_account", name)
     return {
         "apiVersion": "v1",
@@ -393,6 +396,24 @@ class AgentEnv:
         return entries
 
 
+def _check_pass_through(
+    server_env: Mapping[str, str] | None,
+    pod_labels: Mapping[str, str] | None,
+    pod_annotations: Mapping[str, str] | None,
+    image_pull_policy: str | None,
+) -> None:
+    for field_name, items, problem in (
+        ("server_env", server_env, px.env_problem),
+        ("pod_labels", pod_labels, px.label_problem),
+        ("pod_annotations", pod_annotations, px.annotation_problem),
+    ):
+        found = px.map_problem(items or {}, problem)
+        if found:
+            raise ValueError(f"{field_name}: {found}")
+    if image_pull_policy is not None and image_pull_policy not in px.IMAGE_PULL_POLICIES:
+        raise _fail("image_pull_policy", image_pull_policy, ", ".join(px.IMAGE_PULL_POLICIES))
+
+
 def default_termination_grace_seconds(
     drain_seconds: int = int(agent_settings.default("DRAIN_SECONDS")),
 ) -> int:
@@ -422,6 +443,7 @@ def _server_container(
     model_mount_path: str,
     startup_period_seconds: int,
     startup_failure_threshold: int,
+    image_pull_policy: str | None = None,
 ) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": SERVER_CONTAINER,
@@ -448,6 +470,8 @@ def _server_container(
         container["args"] = list(args)
     if env:
         container["env"] = [{"name": k, "value": v} for k, v in env.items()]
+    if image_pull_policy is not None:
+        container["imagePullPolicy"] = image_pull_policy
     return container
 
 
@@ -473,8 +497,9 @@ def _agent_container(
         "livenessProbe": _http_probe("/healthz", port, 15, 4),
         "readinessProbe": _http_probe("/readyz", port, 5, 3),
         "resources": resources.to_manifest("agentResources"),
-        # Read-only root: temporary files (downloads, encoded images) go to /tmp.
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        # Read-only root: temporary files (downloads, encoded images) go to /tmp. Only the
+        # agent gets a Kubernetes API token (see isolation).
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, isolation.agent_api_mount()],
         "securityContext": security,
     }
 
@@ -503,6 +528,9 @@ def runtime_deployment(
     tmp_size_limit: str = "2Gi",
     agent_uid: int = AGENT_UID,
     labels: Mapping[str, str] | None = None,
+    pod_labels: Mapping[str, str] | None = None,
+    pod_annotations: Mapping[str, str] | None = None,
+    image_pull_policy: str | None = None,
 ) -> dict[str, Any]:
     """The runtime's Deployment (no ``replicas``: KEDA owns it).
 
@@ -510,8 +538,11 @@ def runtime_deployment(
     the pod spec as-is. The startup budget is ``startup_period_seconds *
     startup_failure_threshold`` (15 minutes by default) for the server to load its model.
     ``termination_grace_period_seconds`` defaults to drain + 30 s capped at 120 s (the spot
-    notice) and must leave at least 10 s after the agent's drain.
+    notice) and must leave at least 10 s after the agent's drain. ``pod_labels`` and
+    ``pod_annotations`` are extra (never keys sdfleet sets, see pod_extras);
+    ``image_pull_policy`` applies to the server container.
     """
+    _check_pass_through(server_env, pod_labels, pod_annotations, image_pull_policy)
     _check_name("name", name)
     _check_name("namespace", namespace)
     _check_type(runtime_type)
@@ -549,7 +580,12 @@ def runtime_deployment(
     if not mount_path.startswith("/"):
         raise _fail("model_mount_path", mount_path, "an absolute path")
     selector = runtime_selector_labels(runtime_name)
-    pod_labels = {**dict(labels or {}), **selector, "app.kubernetes.io/name": name}
+    all_pod_labels = {
+        **dict(pod_labels or {}),
+        **dict(labels or {}),
+        **selector,
+        "app.kubernetes.io/name": name,
+    }
     server = _server_container(
         runtime_type=runtime_type,
         image=server_image,
@@ -560,6 +596,7 @@ def runtime_deployment(
         model_mount_path=mount_path,
         startup_period_seconds=startup_period_seconds,
         startup_failure_threshold=startup_failure_threshold,
+        image_pull_policy=image_pull_policy,
     )
     agent = _agent_container(
         image=agent_image,
@@ -570,6 +607,8 @@ def runtime_deployment(
     )
     pod_spec: dict[str, Any] = {
         "serviceAccountName": service_account_name,
+        # The server must not reach the API as the pod; the agent mounts its own token.
+        "automountServiceAccountToken": False,
         "terminationGracePeriodSeconds": grace,
         "initContainers": [server],
         "containers": [agent],
@@ -579,14 +618,20 @@ def runtime_deployment(
                 "persistentVolumeClaim": {"claimName": model_claim_name, "readOnly": True},
             },
             {"name": "tmp", "emptyDir": {"sizeLimit": tmp_size_limit}},
+            isolation.agent_api_volume(),
         ],
         **{k: v for k, v in scheduling.items()},
     }
     template = {
         "metadata": {
-            "labels": pod_labels,
-            # Karpenter must not consolidate a node under a pod mid-task; scale-in is KEDA's.
-            "annotations": {"karpenter.sh/do-not-disrupt": "true"},
+            "labels": all_pod_labels,
+            "annotations": {
+                **dict(pod_annotations or {}),
+                # Karpenter must not consolidate a node under a pod mid-task; scale-in is KEDA's.
+                px.DO_NOT_DISRUPT: "true",
+                # Pod Identity credentials go to every container not named here.
+                px.SKIP_CONTAINERS: SERVER_CONTAINER,
+            },
         },
         "spec": pod_spec,
     }

@@ -229,10 +229,10 @@ def test_runtime_pod_policy_exact_actions_and_resources() -> None:
         queue_arn=queue,
         output_bucket_arn="arn:aws:s3:::sdfleet-output",
         output_topic_arn=topic,
-        model_bucket_arn="arn:aws:s3:::sdfleet-models",
     )
     grants = {(a, r) for s in doc["Statement"] for a in _actions(s) for r in _resources(s)}
     assert all(s["Effect"] == "Allow" for s in doc["Statement"])
+    # No model bucket access (models come through the Mountpoint driver's role), no inputs.
     assert grants == {
         ("sqs:ReceiveMessage", queue),
         ("sqs:DeleteMessage", queue),
@@ -241,25 +241,45 @@ def test_runtime_pod_policy_exact_actions_and_resources() -> None:
         ("s3:PutObject", "arn:aws:s3:::sdfleet-output/*"),
         ("s3:GetObject", "arn:aws:s3:::sdfleet-output/*request.json"),
         ("sns:Publish", topic),
-        ("s3:GetObject", "arn:aws:s3:::sdfleet-models/*"),
-        ("s3:ListBucket", "arn:aws:s3:::sdfleet-models"),
     }
     assert not any("Condition" in s for s in doc["Statement"])
 
 
-def test_runtime_pod_policy_model_prefix_and_kms() -> None:
+def test_runtime_pod_policy_input_buckets_and_kms() -> None:
     doc = iam.runtime_pod_policy(
-        queue_arn=f"arn:aws:sqs:{REGION}:{ACCOUNT}:q",
-        output_bucket_arn="arn:aws:s3:::out",
-        output_topic_arn=f"arn:aws:sns:{REGION}:{ACCOUNT}:t",
-        model_bucket_arn="arn:aws:s3:::models",
-        model_prefix="sd15/",
-        kms_key_arns=[f"arn:aws:kms:{REGION}:{ACCOUNT}:key/k1"],
+        queue_arn=f"arn:aws-cn:sqs:cn-north-1:{ACCOUNT}:q",
+        output_bucket_arn="arn:aws-cn:s3:::out",
+        output_topic_arn=f"arn:aws-cn:sns:cn-north-1:{ACCOUNT}:t",
+        input_s3_buckets=["team-inputs", "shared.assets"],
+        kms_key_arns=[f"arn:aws-cn:kms:cn-north-1:{ACCOUNT}:key/k1"],
     )
+    s = {st["Sid"]: st for st in doc["Statement"]}
+    # Objects only (no ListBucket), in the output bucket's partition.
+    assert s["ReadTaskInputs"]["Action"] == "s3:GetObject"
+    assert s["ReadTaskInputs"]["Resource"] == [
+        "arn:aws-cn:s3:::team-inputs/*",
+        "arn:aws-cn:s3:::shared.assets/*",
+    ]
+    assert s["UseEncryptionKeys"]["Resource"] == [f"arn:aws-cn:kms:cn-north-1:{ACCOUNT}:key/k1"]
+    assert not any("ListBucket" in str(st["Action"]) for st in doc["Statement"])
+
+
+@pytest.mark.parametrize("bucket", ["*", "arn:aws:s3:::x", "Bad_Bucket", "a..b", ""])
+def test_runtime_pod_policy_refuses_bad_input_buckets(bucket: str) -> None:
+    with pytest.raises(ValueError, match=r"^input_s3_buckets\[1\]: got"):
+        iam.runtime_pod_policy(
+            queue_arn=f"arn:aws:sqs:{REGION}:{ACCOUNT}:q",
+            output_bucket_arn="arn:aws:s3:::out",
+            output_topic_arn=f"arn:aws:sns:{REGION}:{ACCOUNT}:t",
+            input_s3_buckets=["ok-bucket", bucket],
+        )
+
+
+def test_mountpoint_driver_policy_prefix() -> None:
+    doc = iam.mountpoint_driver_policy("arn:aws:s3:::models", "sd15/")
     s = {st["Sid"]: st for st in doc["Statement"]}
     assert s["ModelRead"]["Resource"] == "arn:aws:s3:::models/sd15/*"
     assert s["ModelList"]["Condition"] == {"StringLike": {"s3:prefix": ["sd15/*"]}}
-    assert s["UseEncryptionKeys"]["Resource"] == [f"arn:aws:kms:{REGION}:{ACCOUNT}:key/k1"]
     with pytest.raises(ValueError, match=r"^model_prefix: got"):
         iam.mountpoint_driver_policy("arn:aws:s3:::models", "sd15")
 

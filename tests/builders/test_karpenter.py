@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import pytest
@@ -369,4 +370,115 @@ def test_karpenter_values_rejects_queue_url() -> None:
             cluster_name="c",
             interruption_queue_name="https://sqs.us-west-2.amazonaws.com/1/c",
             region="us-west-2",
+        )
+
+
+# ------------------------------------------------------------------------------------------
+# Extra node requirements and taints (stack-config pass-through)
+
+EXTRA_REQUIREMENTS: list[dict[str, Any]] = [
+    {"key": "karpenter.k8s.aws/instance-gpu-memory", "operator": "Gte", "values": ["24000"]},
+    {"key": "topology.kubernetes.io/zone", "operator": "NotIn", "values": ["us-west-2d"]},
+    {"key": "example.com/accelerated", "operator": "Exists"},
+]
+EXTRA_TAINTS: list[dict[str, Any]] = [
+    {"key": "example.com/dedicated", "value": "imaging", "effect": "NoSchedule"},
+    {"key": "example.com/gpu-only", "value": None, "effect": "NoExecute"},
+]
+
+
+def test_extra_requirements_and_taints_reach_every_pool_and_validate() -> None:
+    split = k.capacity_split(1, spot_fallback=True)
+    pools = k.node_pools(
+        runtime_name="sd15",
+        node_class_name="sd15",
+        split=split,
+        instance_types=["g6.2xlarge"],
+        max_gpus=4,
+        extra_requirements=EXTRA_REQUIREMENTS,
+        extra_taints=EXTRA_TAINTS,
+    )
+    assert len(pools) == 2
+    for pool in pools:
+        spec = pool["spec"]["template"]["spec"]
+        assert spec["requirements"][-3:] == EXTRA_REQUIREMENTS
+        assert spec["taints"][:2] == k.runtime_taints("sd15")
+        assert spec["taints"][2:] == [
+            {"key": "example.com/dedicated", "value": "imaging", "effect": "NoSchedule"},
+            {"key": "example.com/gpu-only", "effect": "NoExecute"},
+        ]
+        assert_valid(pool, K8S)
+    tolerations = k.pod_scheduling(runtime_name="sd15", split=split, extra_taints=EXTRA_TAINTS)[
+        "tolerations"
+    ]
+    assert tolerations[2:] == [
+        {
+            "key": "example.com/dedicated",
+            "operator": "Equal",
+            "value": "imaging",
+            "effect": "NoSchedule",
+        },
+        {"key": "example.com/gpu-only", "operator": "Exists", "effect": "NoExecute"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("requirement", "message"),
+    [
+        (
+            {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["spot"]},
+            "capacity-type",
+        ),
+        (
+            {"key": "kubernetes.io/arch", "operator": "In", "values": ["arm64"]},
+            "kubernetes.io/arch",
+        ),
+        ({"key": "karpenter.k8s.aws/made-up", "operator": "Exists"}, "made-up"),
+        ({"key": "karpenter.sh/nodepool", "operator": "Exists"}, "nodepool"),
+        ({"key": "example.com/x", "operator": "Matches", "values": ["a"]}, "Matches"),
+        ({"key": "example.com/x", "operator": "In"}, "at least one value"),
+        ({"key": "example.com/x", "operator": "Exists", "values": ["a"]}, "no values"),
+        ({"key": "example.com/x", "operator": "Gt", "values": ["1", "2"]}, "one non-negative"),
+        ({"key": "example.com/x", "operator": "Lt", "values": ["-1"]}, "-1"),
+        ({"key": "Bad Key", "operator": "Exists"}, "Bad Key"),
+        ({"key": "example.com/x", "operator": "In", "values": ["a b"]}, "a b"),
+    ],
+)
+def test_extra_requirements_refused(requirement: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=rf"^nodeRequirements: got .*{re.escape(message)}"):
+        k.node_pools(
+            runtime_name="sd15",
+            node_class_name="sd15",
+            split=k.capacity_split(0),
+            instance_types=["g6.2xlarge"],
+            max_gpus=1,
+            extra_requirements=[requirement],
+        )
+
+
+@pytest.mark.parametrize(
+    ("taints", "message"),
+    [
+        ([{"key": "nvidia.com/gpu", "value": "x", "effect": "NoSchedule"}], "nvidia.com/gpu"),
+        ([{"key": "sdfleet.io/runtime", "value": "x", "effect": "NoSchedule"}], "sdfleet.io"),
+        ([{"key": "example.com/a", "value": "x", "effect": "Sometimes"}], "Sometimes"),
+        ([{"key": "example.com/a", "value": "a b", "effect": "NoSchedule"}], "a b"),
+        (
+            [
+                {"key": "example.com/a", "value": "x", "effect": "NoSchedule"},
+                {"key": "example.com/a", "value": "y", "effect": "NoSchedule"},
+            ],
+            "at most once",
+        ),
+    ],
+)
+def test_extra_taints_refused(taints: list[dict[str, Any]], message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        k.node_pools(
+            runtime_name="sd15",
+            node_class_name="sd15",
+            split=k.capacity_split(0),
+            instance_types=["g6.2xlarge"],
+            max_gpus=1,
+            extra_taints=taints,
         )

@@ -225,7 +225,10 @@ def test_deployment_scheduling_annotation_labels_and_grace() -> None:
     d = _deployment(scheduling=sched)
     pod = _pod(d)
     template_meta = d["spec"]["template"]["metadata"]
-    assert template_meta["annotations"] == {"karpenter.sh/do-not-disrupt": "true"}
+    assert template_meta["annotations"] == {
+        "karpenter.sh/do-not-disrupt": "true",
+        "eks.amazonaws.com/skip-containers": "inference-server",
+    }
     assert pod["tolerations"] == sched["tolerations"]
     assert pod["topologySpreadConstraints"] == sched["topologySpreadConstraints"]
     assert pod["nodeSelector"] == {"sdfleet.io/runtime": "sd15"}
@@ -307,3 +310,66 @@ def test_deployment_rejects_bad_input(overrides: dict[str, Any], field: str) -> 
 def test_agent_env_rejects_bad_input(overrides: dict[str, Any], field: str) -> None:
     with pytest.raises(ValueError, match=rf"^{field}: got .*allowed"):
         _env(**overrides).to_env()
+
+
+# ------------------------------------------------------------------------------------------
+# Credentials per container, pass-through settings
+
+
+def test_server_gets_no_aws_or_kubernetes_credentials() -> None:
+    d = _deployment(server_env={"HF_HOME": "/cache"})
+    meta = d["spec"]["template"]["metadata"]
+    pod = _pod(d)
+    (server,) = pod["initContainers"]
+    (agent,) = pod["containers"]
+    # EKS Pod Identity's webhook skips the containers named here (init containers too).
+    assert meta["annotations"]["eks.amazonaws.com/skip-containers"] == server["name"]
+    assert [e["name"] for e in server["env"]] == ["HF_HOME"]
+    assert pod["automountServiceAccountToken"] is False
+    api = next(v for v in pod["volumes"] if v["name"] == "agent-kube-api")
+    kinds = [next(iter(src)) for src in api["projected"]["sources"]]
+    assert kinds == ["serviceAccountToken", "configMap", "downwardAPI"]
+    sa_mount = "/var/run/secrets/kubernetes.io/serviceaccount"
+    assert all(m["mountPath"] != sa_mount for m in server["volumeMounts"])
+    assert {"name": "agent-kube-api", "mountPath": sa_mount, "readOnly": True} in agent[
+        "volumeMounts"
+    ]
+    assert_valid(d, K8S)
+
+
+def test_pass_through_labels_annotations_and_pull_policy() -> None:
+    d = _deployment(
+        pod_labels={"team": "imaging"},
+        pod_annotations={"example.com/owner": "me"},
+        image_pull_policy="IfNotPresent",
+    )
+    meta = d["spec"]["template"]["metadata"]
+    assert meta["labels"]["team"] == "imaging"
+    assert meta["annotations"]["example.com/owner"] == "me"
+    (server,) = _pod(d)["initContainers"]
+    assert server["imagePullPolicy"] == "IfNotPresent"
+    assert "team" not in d["spec"]["selector"]["matchLabels"]
+    assert_valid(d, K8S)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"server_env": {"AWS_CONTAINER_CREDENTIALS_FULL_URI": "x"}}, r"^server_env: .*AWS_"),
+        ({"server_env": {"1BAD": "x"}}, r"^server_env: name '1BAD'"),
+        ({"pod_labels": {"sdfleet.io/runtime": "other"}}, r"^pod_labels: key 'sdfleet.io/runtime'"),
+        ({"pod_labels": {"team": "a b"}}, r"^pod_labels: team='a b'"),
+        (
+            {"pod_annotations": {"eks.amazonaws.com/skip-containers": "queue-agent"}},
+            r"^pod_annotations: key 'eks.amazonaws.com/skip-containers'",
+        ),
+        (
+            {"pod_annotations": {"karpenter.sh/do-not-disrupt": "false"}},
+            r"^pod_annotations: key 'karpenter.sh/do-not-disrupt'",
+        ),
+        ({"image_pull_policy": "always"}, r"^image_pull_policy: got 'always'"),
+    ],
+)
+def test_pass_through_refuses_what_sdfleet_owns(overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        _deployment(**overrides)
