@@ -74,3 +74,8 @@ def test_least_privilege_patterns_are_accepted(
     data = copy.deepcopy(clean)
     plant(data)
     assert run_rules(from_resources_json(data)) == []
+
+
+def test_every_rule_is_documented() -> None:
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "policy-checks.md").read_text()
+    assert [rule for rule in RULE_IDS if f"| `{rule}` |" not in doc] == []
