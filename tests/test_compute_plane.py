@@ -45,6 +45,20 @@ def test_cluster_settings(dev_graph: Recorder) -> None:
     assert i["vpcCniOptions"]["addonVersion"] == versions.EKS_ADDON_VERSIONS["vpc-cni"]
     assert i["kubeProxyAddonOptions"]["version"] == versions.EKS_ADDON_VERSIONS["kube-proxy"]
     assert i["endpointPublicAccess"] is True and i["publicAccessCidrs"] == ["0.0.0.0/0"]
+    assert i["endpointPrivateAccess"] is True
+    # The VPC CNI's node agent enforces the runtimes' NetworkPolicies.
+    assert i["vpcCniOptions"]["enableNetworkPolicy"] is True
+
+
+def test_restricted_api_endpoint(synth: Any, dev_config: dict[str, Any]) -> None:
+    dev_config["sdfleet:cluster"] = {"publicAccessCidrs": ["203.0.113.0/24"]}
+    i = synth(dev_config).one("eks:index:Cluster", "sdfleet-cluster-eks").inputs
+    assert (i["endpointPublicAccess"], i["endpointPrivateAccess"]) == (True, True)
+    assert i["publicAccessCidrs"] == ["203.0.113.0/24"]
+    dev_config["sdfleet:cluster"] = {"endpointPublicAccess": False}
+    i = synth(dev_config).one("eks:index:Cluster", "sdfleet-cluster-eks").inputs
+    assert i["endpointPublicAccess"] is False and i["endpointPrivateAccess"] is True
+    assert "publicAccessCidrs" not in i
 
 
 def test_system_node_group(dev_graph: Recorder) -> None:
@@ -218,8 +232,15 @@ def test_gpu_node_classes(dev_graph: Recorder) -> None:
     assert spec["amiSelectorTerms"] == [{"alias": versions.BOTTLEROCKET_ALIAS}]
     assert spec["subnetSelectorTerms"] == [{"tags": {"karpenter.sh/discovery": CLUSTER}}]
     assert spec["securityGroupSelectorTerms"] == [{"tags": {"karpenter.sh/discovery": CLUSTER}}]
-    assert spec["metadataOptions"]["httpTokens"] == "required"
-    assert spec["metadataOptions"]["httpPutResponseHopLimit"] == 1
+    # IMDS unreachable from pods at node level too: IMDSv2 only, and its token response
+    # cannot cross the extra hop into a pod's network namespace.
+    for node_class in classes.values():
+        assert node_class["spec"]["metadataOptions"] == {
+            "httpEndpoint": "enabled",
+            "httpProtocolIPv6": "disabled",
+            "httpPutResponseHopLimit": 1,
+            "httpTokens": "required",
+        }
     devices = {d["deviceName"]: d["ebs"] for d in spec["blockDeviceMappings"]}
     assert devices["/dev/xvdb"]["volumeSize"] == "100Gi"
     assert classes["flux-gpu"]["spec"]["blockDeviceMappings"][1]["ebs"]["volumeSize"] == "200Gi"

@@ -12,7 +12,7 @@ import pytest
 
 from components.builders import karpenter as kb
 from sdfleet.mocking import Recorder
-from sdfleet.render import jsonable
+from sdfleet.render import jsonable, recorded_manifests
 
 GOLDEN = Path(__file__).parent / "golden" / "dev_summary.json"
 
@@ -136,3 +136,73 @@ def test_subscribe_example_is_a_ready_command() -> None:
     assert argv[argv.index("--topic-arn") + 1] == captured["topic"]
     attributes = json.loads(argv[argv.index("--attributes") + 1])
     assert json.loads(attributes["FilterPolicy"]) == {"status": ["completed", "failed"]}
+
+
+def test_pass_through_config_reaches_pools_pods_and_policies(
+    synth: Any, dev_config: dict[str, Any]
+) -> None:
+    """Stack config -> NodePools, pods, ScaledObject, the pod role and the API's catalogue."""
+    dev_config["sdfleet:inputs"] = {"s3Buckets": ["team-inputs"]}
+    sd15 = dev_config["sdfleet:runtimes"][0]
+    sd15.update(
+        limits={"maxSteps": 50, "maxImages": 2},
+        server={"extraArgs": ["--medvram"], "extraEnv": {"HF_HUB_OFFLINE": "1"}},
+        agent={"extraEnv": {"EXP_CALLBACK_WHEN_RUNNING": "true"}},
+        podLabels={"team": "imaging"},
+        podAnnotations={"example.com/owner": "imaging"},
+        nodeRequirements=[
+            {"key": "karpenter.k8s.aws/instance-gpu-memory", "operator": "Gte", "values": ["20000"]}
+        ],
+        nodeTaints=[{"key": "example.com/dedicated", "value": "imaging", "effect": "NoSchedule"}],
+        imagePullPolicy="Always",
+    )
+    sd15["scaling"]["minReplicas"] = 1
+    graph = synth(dev_config)
+    pools = [
+        m for _, m in recorded_manifests(graph) if m["kind"] == "NodePool" and "sd15" in str(m)
+    ]
+    assert pools
+    for pool in pools:
+        spec = pool["spec"]["template"]["spec"]
+        assert spec["requirements"][-1]["key"] == "karpenter.k8s.aws/instance-gpu-memory"
+        assert spec["taints"][-1] == {
+            "key": "example.com/dedicated",
+            "value": "imaging",
+            "effect": "NoSchedule",
+        }
+    deployment = jsonable(
+        graph.one("kubernetes:apps/v1:Deployment", "sdfleet-sd15-deployment").inputs
+    )
+    template = deployment["spec"]["template"]
+    assert {
+        "key": "example.com/dedicated",
+        "operator": "Equal",
+        "value": "imaging",
+        "effect": "NoSchedule",
+    } in template["spec"]["tolerations"]
+    (server,) = template["spec"]["initContainers"]
+    assert server["args"][-1] == "--medvram" and server["imagePullPolicy"] == "Always"
+    assert server["env"] == [{"name": "HF_HUB_OFFLINE", "value": "1"}]
+    env = _env(deployment)
+    assert env["EXP_CALLBACK_WHEN_RUNNING"] == "true"
+    assert env["INPUT_S3_BUCKETS"] == "team-inputs"
+    assert json.loads(env["TASK_LIMITS"])["maxSteps"] == 50
+    assert template["metadata"]["labels"]["team"] == "imaging"
+    assert template["metadata"]["annotations"]["example.com/owner"] == "imaging"
+    scaled = graph.one("kubernetes:keda.sh/v1alpha1:ScaledObject", "sdfleet-sd15-scaled-object")
+    assert scaled.inputs["spec"]["minReplicaCount"] == 1
+    policy = json.loads(
+        graph.one("aws:iam/rolePolicy:RolePolicy", "sdfleet-sd15-policy").inputs["policy"]
+    )
+    reads = [s for s in policy["Statement"] if s["Sid"] == "ReadTaskInputs"]
+    assert reads[0]["Resource"] == ["arn:aws:s3:::team-inputs/*"]
+    # The API sees the same limits as the agent.
+    function = graph.one("aws:lambda/function:Function", "sdfleet-api-task-fn")
+    runtimes = json.loads(function.inputs["environment"]["variables"]["RUNTIMES"])
+    assert runtimes[0]["limits"] == {
+        "maxSteps": 50,
+        "maxPixels": 2048 * 2048,
+        "maxImages": 2,
+        "maxInputs": 8,
+    }
+    assert runtimes[1]["limits"]["maxSteps"] == 150

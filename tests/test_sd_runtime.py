@@ -939,3 +939,48 @@ def test_pod_role_reads_exactly_the_input_buckets(custom: Run, runtime: str) -> 
 def test_bad_pass_through_names_the_field(over: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         _construct(**over)
+
+
+def test_runtime_args_carry_the_pass_through_settings() -> None:
+    from components.config import parse_config
+
+    config = parse_config(
+        {
+            "runtimes": [
+                {
+                    "name": "xl",
+                    "type": "comfyui",
+                    "limits": {"maxInputs": 3},
+                    "server": {"extraArgs": ["--lowvram"], "extraEnv": {"A": "1"}},
+                    "agent": {"extraEnv": {"EXP_CALLBACK_WHEN_RUNNING": "true"}},
+                    "podLabels": {"team": "x"},
+                    "podAnnotations": {"example.com/a": "b"},
+                    "imagePullPolicy": "Never",
+                    "scaling": {"minReplicas": 2},
+                }
+            ]
+        }
+    )
+    args = runtime_args(
+        config.runtimes[0],
+        k8s_provider=None,
+        cluster_name=CLUSTER,
+        region=REGION,
+        queue_url=queue_url("xl"),
+        queue_arn=queue_arn("xl"),
+        output_topic_arn=OUTPUT_TOPIC,
+        output_bucket_name=OUTPUT_BUCKET,
+        output_bucket_arn=f"arn:aws:s3:::{OUTPUT_BUCKET}",
+        model_bucket_name=MODEL_BUCKET,
+        agent_image=AGENT_IMAGE,
+        scheduling={},
+    )
+    assert tuple(args.server_extra_args) == ("--lowvram",)
+    assert dict(args.server_env) == {"A": "1"}
+    assert dict(args.agent_extra_env) == {"EXP_CALLBACK_WHEN_RUNNING": "true"}
+    assert (dict(args.pod_labels), dict(args.pod_annotations)) == (
+        {"team": "x"},
+        {"example.com/a": "b"},
+    )
+    assert (args.image_pull_policy, args.min_replicas) == ("Never", 2)
+    assert args.task_limits == Limits(max_inputs=3)
