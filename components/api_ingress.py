@@ -39,14 +39,13 @@ class ApiIngressArgs:
 
 
 def lambda_code() -> pulumi.AssetArchive:
-    """The handler plus the contract module it imports; nothing else is shipped."""
-    return pulumi.AssetArchive(
-        {
-            "task_api.py": pulumi.FileAsset(str(HANDLER_FILE)),
-            "agent/__init__.py": pulumi.StringAsset(""),
-            "agent/contract.py": pulumi.FileAsset(str(CONTRACT_FILE)),
-        }
-    )
+    """The handler plus the contract modules it imports; nothing else is shipped."""
+    files = apib.lambda_files(HANDLER_FILE, CONTRACT_FILE.parent)
+    assets: dict[str, pulumi.Asset | pulumi.Archive] = {
+        name: pulumi.FileAsset(str(path)) for name, path in files.items()
+    }
+    assets["agent/__init__.py"] = pulumi.StringAsset("")
+    return pulumi.AssetArchive(assets)
 
 
 class ApiIngress(pulumi.ComponentResource):

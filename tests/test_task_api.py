@@ -161,6 +161,7 @@ def make_event(
     b64: bool = False,
     raw: bool = False,
     encoded: bool = False,
+    request_id: str | None = None,
 ) -> dict[str, Any]:
     """An API Gateway REST proxy event; ``body`` is JSON-encoded unless ``raw``; bytes are
     always sent base64-encoded, as API Gateway does for binary media types. ``encoded``: the
@@ -178,7 +179,11 @@ def make_event(
         "httpMethod": method,
         "headers": {"x-api-key": API_KEY, "content-type": "application/json"},
         "multiValueHeaders": {"x-api-key": [API_KEY]},
-        "requestContext": {"stage": "v1", "identity": {"apiKey": API_KEY}},
+        "requestContext": {
+            "stage": "v1",
+            "identity": {"apiKey": API_KEY},
+            **({"requestId": request_id} if request_id is not None else {}),
+        },
         "body": text,
         "isBase64Encoded": b64,
     }
@@ -635,7 +640,7 @@ BAD: list[tuple[str, dict[str, Any], int, str, str | None]] = [
         {"body": v2("flux", "pipeline", {"prompt": {"3": {"inputs": {}}}})},
         400,
         "missing_field",
-        "task.content.prompt.3.class_type",
+        'task.content.prompt["3"].class_type',
     ),
     (
         "unknown-metadata-field",
@@ -878,7 +883,8 @@ def test_large_task_is_offloaded_and_resolves_to_the_original(fan: Fanout) -> No
     big = base64.b64encode(random.Random(1).randbytes(750_000)).decode()  # ~1 MB of base64
     content = {"prompt": PROMPT, "init_images": [big], "denoising_strength": 0.5}
     body = v2("sd15", "image-to-image", content, id="big-1", prefix="tenant-a")
-    status, response = call(make_event(body))
+    rid = "c6af9ac6-7b61-11e6-9a41-93e8deadbeef"
+    status, response = call(make_event(body, request_id=rid))
     assert status == 200, response
     assert response["output_location"] == f"s3://{BUCKET}/tenant-a/big-1"
     got = fan.drain_all()
@@ -886,7 +892,8 @@ def test_large_task_is_offloaded_and_resolves_to_the_original(fan: Fanout) -> No
     sqs_body = got["sd15"][0]["Body"]
     assert len(sqs_body) < 256 * 1024
     task = contract.parse_queue_message(sqs_body, BY_NAME["sd15"]).task
-    key = contract.request_key("tenant-a", "big-1")
+    key = contract.request_key("tenant-a", "big-1", rid)
+    assert key == f"tenant-a/big-1/{rid}.request.json"
     assert task.content is None
     assert task.content_ref == f"s3://{BUCKET}/{key}"
     assert contract.parse_s3_uri(task.content_ref) == (BUCKET, key)

@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from agent.contract import RuntimeInfo
 
 API_PATHS = ("v1alpha2", "v1alpha1")
+# The contract is split into stdlib-only modules, all named like this.
+CONTRACT_GLOB = "contract*.py"
+
+
+def lambda_files(handler_file: Path, agent_dir: Path) -> dict[str, Path]:
+    """Archive path -> source file of the task Lambda: the handler as ``task_api.py`` and every
+    contract module (``agent/contract*.py``), which import only each other and the standard
+    library. ``agent/__init__.py`` is added empty by the component."""
+    files = {"task_api.py": handler_file}
+    for module in sorted(agent_dir.glob(CONTRACT_GLOB)):
+        files[f"agent/{module.name}"] = module
+    return files
 
 
 def access_log_format() -> str:

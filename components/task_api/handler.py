@@ -7,7 +7,11 @@ Privacy: request content (prompts, images) is user data and the ``x-api-key`` he
 secret; neither is ever logged. One JSON log line per request carries only routing facts.
 
 Offloaded content is written with ``ServerSideEncryption=AES256`` explicitly, so the object is
-encrypted even if the bucket default were changed.
+encrypted even if the bucket default were changed. Its key is unique per request
+(``<prefix>/<id>/<API Gateway request id>.request.json``) and written with ``IfNoneMatch: *``,
+so two requests with the same task id never share or overwrite an object. The final message
+size is checked before anything is written, and an object whose task could not be published
+is deleted again (best effort, logged).
 """
 
 from __future__ import annotations
@@ -57,7 +61,9 @@ _LOG_FIELD_WORDS = frozenset(
         "task", "metadata", "content", "content_ref", "id", "runtime", "tasktype", "prefix",
         "context", "prompt", "negative_prompt", "override_settings", "alwayson_scripts",
         "sd_model_checkpoint", "init_images", "image", "imageList", "data", "class_type",
-        "inputs", "id_task", "save_dir", "image_link", "uid", "sd_vae",
+        "inputs", "id_task", "save_dir", "image_link", "uid", "sd_vae", "mask", "steps",
+        "width", "height", "batch_size", "n_iter", "hr_second_pass_steps", "hr_scale",
+        "hr_resize_x", "hr_resize_y", "args", "input_image", "mask_image",
     }
 )  # fmt: skip
 _INDEXES = re.compile(r"^(\[\d+\])*$")
@@ -207,25 +213,74 @@ def _raw_body(event: dict[str, Any]) -> str | bytes | None:
         ) from exc
 
 
-def _publish(task: contract.Task, settings: Settings, log: dict[str, Any]) -> None:
-    """Publish the task, first moving its content to S3 if the message would be too big."""
+class OffloadConflict(Exception):
+    """The request's offload key already exists (a replayed request id)."""
+
+
+def _plan(task: contract.Task, settings: Settings, request_id: str) -> contract.Task:
+    """The message to publish: inline, or with its content moved to a per-request key. Its
+    final size is checked here, before anything is written (a 413 names the field)."""
     message = task
     if contract.message_size(task.to_message()) > contract.OFFLOAD_THRESHOLD_BYTES:
-        key = contract.request_key(task.metadata.prefix, task.metadata.id)
-        _s3(settings).put_object(
-            Bucket=settings.bucket,
-            Key=key,
-            Body=json.dumps(task.content, separators=(",", ":")).encode("utf-8"),
-            ContentType="application/json",
-            ServerSideEncryption="AES256",
-        )
+        key = contract.request_key(task.metadata.prefix, task.metadata.id, request_id)
         message = replace(task, content=None, content_ref=f"s3://{settings.bucket}/{key}")
+    contract.check_message_fits(message)
+    return message
+
+
+def _publish(
+    task: contract.Task, settings: Settings, log: dict[str, Any], request_id: str = ""
+) -> None:
+    """Publish the task, first moving its content to S3 if the message would be too big."""
+    message = _plan(task, settings, request_id)
+    key = contract.parse_s3_uri(message.content_ref)[1] if message.content_ref else None
+    if key is not None:
+        try:
+            _s3(settings).put_object(
+                Bucket=settings.bucket,
+                Key=key,
+                Body=json.dumps(task.content, separators=(",", ":")).encode("utf-8"),
+                ContentType="application/json",
+                ServerSideEncryption="AES256",
+                IfNoneMatch="*",
+            )
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409"):
+                raise OffloadConflict(code) from exc  # not ours: leave it alone
+            _discard(settings, key, log)
+            raise
+        except BotoCoreError:
+            _discard(settings, key, log)  # a timed-out write may still have landed
+            raise
         log["offloaded"] = True
-    _sns(settings).publish(
-        TopicArn=settings.topic_arn,
-        Message=contract.encode_message(message),
-        MessageAttributes=message.message_attributes(),
-    )
+    try:
+        _sns(settings).publish(
+            TopicArn=settings.topic_arn,
+            Message=contract.encode_message(message),
+            MessageAttributes=message.message_attributes(),
+        )
+    except Exception:
+        if key is not None:
+            _discard(settings, key, log)
+        raise
+
+
+def _discard(settings: Settings, key: str, log: dict[str, Any]) -> None:
+    """Best effort: an offloaded object whose task was never queued must not stay behind."""
+    try:
+        _s3(settings).delete_object(Bucket=settings.bucket, Key=key)
+        log["offload_cleanup"] = "deleted"
+    except (ClientError, BotoCoreError) as exc:
+        error = exc.response.get("Error", {}) if isinstance(exc, ClientError) else {}
+        log["offload_cleanup"] = f"failed: {error.get('Code') or type(exc).__name__}"
+
+
+def _request_id(event: dict[str, Any]) -> str:
+    """API Gateway's request id when it is a safe key segment, else a fresh uuid4."""
+    context = event.get("requestContext")
+    raw = context.get("requestId") if isinstance(context, dict) else None
+    return contract.safe_request_id(raw)
 
 
 def _success_body(task: contract.Task, settings: Settings, version: str) -> dict[str, Any]:
@@ -280,7 +335,15 @@ def _handle(event: Any, log: dict[str, Any]) -> dict[str, Any]:
         return _error(400, "invalid_request", "the request could not be parsed")
     log.update(id=task.metadata.id, runtime=task.metadata.runtime, tasktype=task.metadata.tasktype)
     try:
-        _publish(task, settings, log)
+        _publish(task, settings, log, _request_id(event))
+    except contract.ContractError as exc:  # the final message would not fit in SNS
+        log.update(error_code=exc.code, error_field=_log_field(exc.field))
+        return _error(exc.status, exc.code, exc.message, exc.field)
+    except OffloadConflict as exc:
+        log.update(error_code="request_conflict", aws_error=str(exc))
+        return _error(
+            409, "request_conflict", "this request id was already used; send the request again"
+        )
     except ClientError as exc:
         code = str(exc.response.get("Error", {}).get("Code", "Unknown"))
         log.update(error_code="publish_failed", aws_error=code, aws_operation=exc.operation_name)
