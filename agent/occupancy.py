@@ -60,7 +60,7 @@ class OccupancyReporter:
             with self._cond:
                 while self._wanted == self._applied and not self._closed:
                     self._cond.wait()
-                if self._closed:
+                if self._wanted == self._applied:  # closed, nothing left to apply
                     return
                 wanted = self._wanted
             try:

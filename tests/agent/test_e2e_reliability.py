@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -154,3 +156,38 @@ def test_server_lost_mid_run_releases_and_waits(fleet: Fleet) -> None:
             notes = fleet.notifications(2, timeout=30)
     assert notes[1]["id"] == task.metadata.id and notes[1]["status"] == "completed"
     assert len(back.generation_calls()) == 1
+
+
+class SlowPuts:
+    """An S3 client whose put_object stalls for ``seconds`` (a degraded S3 endpoint)."""
+
+    def __init__(self, inner: Any, seconds: float) -> None:
+        self._inner = inner
+        self._seconds = seconds
+        self._never = threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def put_object(self, **kwargs: Any) -> Any:
+        self._never.wait(self._seconds)  # the stalled call itself, not a test wait
+        return self._inner.put_object(**kwargs)
+
+
+def test_slow_upload_never_lets_the_message_go_to_another_agent(fleet: Fleet) -> None:
+    # Each put stalls 2.5 s (image + result document: 5 s, beyond the 3 s extension): only
+    # the heartbeat, on its own thread and client, keeps the other agent from the task.
+    with (
+        FakeSdWebUI(inference_seconds=0.05) as gpu1,
+        FakeSdWebUI(inference_seconds=0.05) as gpu2,
+        AgentThread(fleet, gpu1.url, wrap_s3=lambda s3: SlowPuts(s3, 2.5)) as agent1,
+        AgentThread(fleet, gpu2.url, wrap_s3=lambda s3: SlowPuts(s3, 2.5)) as agent2,
+    ):
+        task = fleet.publish(fleet.task())
+        [note] = fleet.notifications(1, timeout=40)
+    assert note["id"] == task.metadata.id and note["attempt"] == 1
+    assert len(gpu1.generation_calls()) + len(gpu2.generation_calls()) == 1
+    worker = agent1 if gpu1.generation_calls() else agent2
+    assert worker.agent.heartbeat.beats >= 3
+    assert worker.agent.heartbeat.max_gap < worker.config.visibility_extension_seconds
+    assert fleet.queue_counts() == (0, 0)
