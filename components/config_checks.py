@@ -131,8 +131,16 @@ def unique(v: list[Any]) -> str | None:
     return None if len(set(v)) == len(v) else "must not repeat an entry"
 
 
-def bucket_names(v: list[str]) -> str | None:
-    bad = [b for b in v if not BUCKET_NAME.match(b) or ".." in b]
-    if bad:
-        return f"has {bad[0]!r}: each must be an S3 bucket name (3-63 of a-z 0-9 . -)"
+# A key prefix in an IAM resource: no wildcards (they would widen the grant), printable ASCII.
+_KEY_PREFIX = re.compile(r"^[!-)+->@-~]{1,512}$")
+
+
+def input_locations(v: list[str]) -> str | None:
+    """``bucket`` or ``bucket/prefix``: where s3:// task inputs may come from."""
+    for entry in v:
+        bucket, slash, prefix = entry.partition("/")
+        if not BUCKET_NAME.match(bucket) or ".." in bucket:
+            return f"has {entry!r}: each must be an S3 bucket name (3-63 of a-z 0-9 . -), optionally /prefix"
+        if slash and not _KEY_PREFIX.match(prefix):
+            return f"has {entry!r}: a prefix after the bucket must be 1-512 printable characters without * ? or spaces"
     return unique(v)

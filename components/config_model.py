@@ -24,11 +24,11 @@ from components.config_checks import (
     STAGE_NAME,
     SUBNET_ID,
     VPC_ID,
-    bucket_names,
     cfg,
     cidr_check,
     dns_label,
     in_range,
+    input_locations,
     matches,
     one_of,
     pinned_image,
@@ -264,8 +264,8 @@ class InputsConfig:
     s3_buckets: list[str] = cfg(
         "s3Buckets",
         factory=list,
-        check=bucket_names,
-        doc="buckets s3:// task inputs may name; the pods may read only these",
+        check=input_locations,
+        doc="bucket or bucket/prefix s3:// task inputs may name; the pods may read only these",
     )
 
 

@@ -318,7 +318,7 @@ def test_new_defaults() -> None:
 
 
 def test_pass_through_and_limits_parse() -> None:
-    raw = minimal(inputs={"s3Buckets": ["team-inputs", "shared.assets"]})
+    raw = minimal(inputs={"s3Buckets": ["team-inputs", "shared.assets/uploads/"]})
     raw["sdfleet:runtimes"][0].update(
         limits={"maxSteps": "60", "maxPixels": 1048576, "maxImages": 4, "maxInputs": 2},
         server={"extraArgs": ["--medvram"], "extraEnv": {"HF_HUB_OFFLINE": "1"}},
@@ -339,7 +339,7 @@ def test_pass_through_and_limits_parse() -> None:
     )
     config = parse(raw)
     rt = config.runtimes[0]
-    assert config.inputs.s3_buckets == ["team-inputs", "shared.assets"]
+    assert config.inputs.s3_buckets == ["team-inputs", "shared.assets/uploads/"]
     assert rt.limits.to_contract().to_json() == {
         "maxSteps": 60,
         "maxPixels": 1048576,
@@ -462,6 +462,12 @@ def test_pass_through_errors(runtime_extra: dict[str, Any], expected: str | None
         (["Bad_Bucket"], "sdfleet:inputs.s3Buckets: ['Bad_Bucket'] has 'Bad_Bucket': each must"),
         (["arn:aws:s3:::x"], "sdfleet:inputs.s3Buckets: ['arn:aws:s3:::x'] has"),
         (["a-bucket", "a-bucket"], "sdfleet:inputs.s3Buckets: ['a-bucket', 'a-bucket'] must not"),
+        # A wildcard in the prefix would widen the pods' IAM grant.
+        (
+            ["a-bucket/up*"],
+            "sdfleet:inputs.s3Buckets: ['a-bucket/up*'] has 'a-bucket/up*': a prefix",
+        ),
+        (["a-bucket/"], "sdfleet:inputs.s3Buckets: ['a-bucket/'] has 'a-bucket/': a prefix"),
         ({"a": 1}, "sdfleet:inputs.s3Buckets: {'a': 1} must be a list"),
     ],
 )

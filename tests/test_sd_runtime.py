@@ -865,7 +865,7 @@ PASS_THROUGH: dict[str, Any] = {
     "pod_annotations": {"example.com/owner": "imaging@example.com"},
     "image_pull_policy": "Always",
     "min_replicas": 1,
-    "input_s3_buckets": ["team-inputs", "shared.assets"],
+    "input_s3_buckets": ["team-inputs", "shared.assets/uploads/"],
     "task_limits": Limits(max_steps=60, max_pixels=1024 * 1024, max_images=4, max_inputs=2),
 }
 
@@ -888,7 +888,7 @@ def test_pass_through_reaches_the_pods(custom: Run, runtime: str) -> None:
     assert "imagePullPolicy" not in agent
     env = {e["name"]: e.get("value") for e in agent["env"]}
     assert env["EXP_CALLBACK_WHEN_RUNNING"] == "true"
-    assert env["INPUT_S3_BUCKETS"] == "team-inputs,shared.assets"
+    assert env["INPUT_S3_BUCKETS"] == "team-inputs,shared.assets/uploads/"
     assert json.loads(env["TASK_LIMITS"]) == {
         "maxSteps": 60,
         "maxPixels": 1024 * 1024,
@@ -915,7 +915,7 @@ def test_pod_role_reads_exactly_the_input_buckets(custom: Run, runtime: str) -> 
             "Sid": "ReadTaskInputs",
             "Effect": "Allow",
             "Action": "s3:GetObject",
-            "Resource": ["arn:aws:s3:::team-inputs/*", "arn:aws:s3:::shared.assets/*"],
+            "Resource": ["arn:aws:s3:::team-inputs/*", "arn:aws:s3:::shared.assets/uploads/*"],
         }
     ]
     assert check_all(custom.graph) == []

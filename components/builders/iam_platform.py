@@ -21,6 +21,8 @@ from typing import Any
 from components.builders.s3 import output_writer_statements
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+# Wildcards in a key prefix would widen an object ARN.
+_KEY_PREFIX = re.compile(r"^[!-)+->@-~]{0,512}$")
 
 VERSION = "2012-10-17"
 
@@ -403,10 +405,16 @@ def mountpoint_driver_policy(
     return _doc(*model_read_statements(model_bucket_arn, model_prefix))
 
 
-def _input_bucket_objects(index: int, bucket: Any, partition: str) -> str:
-    if not isinstance(bucket, str) or not _BUCKET.match(bucket) or ".." in bucket:
-        raise _fail(f"input_s3_buckets[{index}]", bucket, "an S3 bucket name (not an ARN)")
-    return f"arn:{partition}:s3:::{bucket}/*"
+def _input_bucket_objects(index: int, entry: Any, partition: str) -> str:
+    """``bucket`` or ``bucket/prefix`` -> the object ARN pattern (the agent allows the same)."""
+    bucket, _, prefix = entry.partition("/") if isinstance(entry, str) else ("", "", "")
+    if not _BUCKET.match(bucket) or ".." in bucket or not _KEY_PREFIX.match(prefix):
+        raise _fail(
+            f"input_s3_buckets[{index}]",
+            entry,
+            "an S3 bucket name, optionally /key-prefix without * or ? (not an ARN)",
+        )
+    return f"arn:{partition}:s3:::{bucket}/{prefix}*"
 
 
 def runtime_pod_policy(

@@ -250,7 +250,7 @@ def test_runtime_pod_policy_input_buckets_and_kms() -> None:
         queue_arn=f"arn:aws-cn:sqs:cn-north-1:{ACCOUNT}:q",
         output_bucket_arn="arn:aws-cn:s3:::out",
         output_topic_arn=f"arn:aws-cn:sns:cn-north-1:{ACCOUNT}:t",
-        input_s3_buckets=["team-inputs", "shared.assets"],
+        input_s3_buckets=["team-inputs", "shared.assets/uploads/"],
         kms_key_arns=[f"arn:aws-cn:kms:cn-north-1:{ACCOUNT}:key/k1"],
     )
     s = {st["Sid"]: st for st in doc["Statement"]}
@@ -258,13 +258,15 @@ def test_runtime_pod_policy_input_buckets_and_kms() -> None:
     assert s["ReadTaskInputs"]["Action"] == "s3:GetObject"
     assert s["ReadTaskInputs"]["Resource"] == [
         "arn:aws-cn:s3:::team-inputs/*",
-        "arn:aws-cn:s3:::shared.assets/*",
+        "arn:aws-cn:s3:::shared.assets/uploads/*",
     ]
     assert s["UseEncryptionKeys"]["Resource"] == [f"arn:aws-cn:kms:cn-north-1:{ACCOUNT}:key/k1"]
     assert not any("ListBucket" in str(st["Action"]) for st in doc["Statement"])
 
 
-@pytest.mark.parametrize("bucket", ["*", "arn:aws:s3:::x", "Bad_Bucket", "a..b", ""])
+@pytest.mark.parametrize(
+    "bucket", ["*", "arn:aws:s3:::x", "Bad_Bucket", "a..b", "", "ok/*", "ok/a?b", "ok/a b"]
+)
 def test_runtime_pod_policy_refuses_bad_input_buckets(bucket: str) -> None:
     with pytest.raises(ValueError, match=r"^input_s3_buckets\[1\]: got"):
         iam.runtime_pod_policy(
