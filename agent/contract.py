@@ -24,6 +24,16 @@ may not send ``content_ref`` (only the API offloads content). v1alpha1 bodies ar
 a plain SD WebUI request: the legacy routing keys leave ``alwayson_scripts``, the checkpoint,
 ``sd_vae`` and legacy ``override_settings`` go to ``override_settings``, and ``image_link`` URLs
 become the input images.
+
+The offloaded object's key is unique per request (:func:`request_key`). ComfyUI content is
+accepted as the workflow itself (the reference's shape) or as ``{"prompt": workflow}`` and is
+always queued in the second shape. Every task is held to its runtime's :class:`Limits`, by the
+API and again by the agent (:func:`parse_queue_message`).
+
+Modules: ``contract_base`` (the error type), ``contract_json`` (strict JSON),
+``contract_model`` (runtimes, tasks, keys), ``contract_limits`` (work limits),
+``contract_comfy`` (ComfyUI workflows), ``contract_content`` (content per runtime type),
+``contract_legacy`` (v1alpha1). Import everything from here.
 """
 
 from __future__ import annotations
