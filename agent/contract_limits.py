@@ -18,7 +18,10 @@ from agent.contract_base import MAX_URL_CHARS, ContractError, child_path, short,
 
 # Sides above this are refused whatever the pixel limit (ComfyUI's own MAX_RESOLUTION).
 MAX_SIDE = 16384
-_URL = re.compile(r"^(https?|s3)://", re.IGNORECASE)
+# As the agent recognises URLs: a scheme it fetches and no whitespace (so prose is not a URL).
+_URL = re.compile(r"^(https?|s3)://\S+\Z", re.IGNORECASE)
+# How pydantic (SD WebUI's request models) reads a boolean given as a string.
+_TRUE_STRINGS = frozenset({"1", "true", "t", "yes", "y", "on"})
 # Keys of an sdwebui ControlNet unit that hold an image (or an {image, mask} object).
 _CONTROLNET_IMAGE_KEYS = ("image", "input_image", "mask", "mask_image")
 
@@ -204,7 +207,7 @@ def check_sdwebui(content: Mapping[str, Any], path: str, limits: Limits) -> None
     width = _dimension(content, "width", path)
     height = _dimension(content, "height", path)
     check_size(width, height, f"{path}.width", limits)
-    if content.get("enable_hr"):
+    if _truthy(content.get("enable_hr")):
         check_size(*_hires_size(content, width, height, path), f"{path}.hr_scale", limits)
     batch = _count(content, "batch_size", path)
     iterations = _count(content, "n_iter", path)
@@ -216,6 +219,12 @@ def check_sdwebui(content: Mapping[str, Any], path: str, limits: Limits) -> None
         limits,
     )
     check_inputs(sdwebui_input_slots(content, path), limits)
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in _TRUE_STRINGS
+    return isinstance(value, (bool, int, float)) and bool(value)
 
 
 def _dimension(content: Mapping[str, Any], key: str, path: str) -> float:

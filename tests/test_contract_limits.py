@@ -404,3 +404,21 @@ def test_request_ids_are_used_only_when_safe() -> None:
     keys = {contract.request_key("p", "t1") for _ in range(20)}
     assert len(keys) == 20  # without a request id, every call gets its own key
     assert all(k.startswith("p/t1/") and k.endswith(".request.json") for k in keys)
+
+
+@pytest.mark.parametrize(
+    ("flag", "hires"), [(True, True), ("true", True), ("false", False), (0, False)]
+)
+def test_enable_hr_is_read_as_the_server_reads_it(flag: Any, hires: bool) -> None:
+    content = {"width": 2048, "height": 2048, "enable_hr": flag}  # hires x2 = 4096x4096
+    body = v2("sd15", "text-to-image", content)
+    if hires:
+        rejects("over_limit", "task.content.hr_scale", body)
+    else:
+        assert contract.parse_v1alpha2(body, RUNTIMES).content == content
+
+
+def test_prose_that_starts_like_a_url_is_not_an_input() -> None:
+    text = "https://example.com is where " + "the lighthouse stands " * 200
+    graph = {str(i): {"class_type": "CLIPTextEncode", "inputs": {"text": text}} for i in range(10)}
+    assert contract.parse_v1alpha2(v2("flux", "pipeline", {"prompt": graph}), RUNTIMES)
