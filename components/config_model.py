@@ -47,7 +47,11 @@ def _map_check(problem: Any) -> Any:
 def _agent_env_problem(name: Any, value: Any) -> str | None:
     """An agent setting (agent/settings.py) that no config key already sets, with a value the
     agent accepts."""
-    allowed = sorted(set(agent_settings.BY_NAME) - set(AgentEnv.names()))
+    allowed = sorted(
+        n
+        for n in set(agent_settings.BY_NAME) - set(AgentEnv.names())
+        if not n.startswith(px.RESERVED_ENV_PREFIXES)  # AWS settings come from the stack
+    )
     if name not in allowed:
         return f"name {name!r}: one of the agent's other settings: {', '.join(allowed)}"
     if not isinstance(value, str):

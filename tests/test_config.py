@@ -382,6 +382,10 @@ def test_pass_through_and_limits_parse() -> None:
             "sdfleet:runtimes[0].agent.extraEnv: {'AWS_SECRET_ACCESS_KEY': 'x'} has name",
         ),
         (
+            {"agent": {"extraEnv": {"AWS_DEFAULT_REGION": "eu-west-1"}}},
+            "sdfleet:runtimes[0].agent.extraEnv: {'AWS_DEFAULT_REGION': 'eu-west-1'} has name",
+        ),
+        (
             {"agent": {"extraEnv": {"EXP_CALLBACK_WHEN_RUNNING": "maybe"}}},
             "sdfleet:runtimes[0].agent.extraEnv: {'EXP_CALLBACK_WHEN_RUNNING': 'maybe'} has "
             "EXP_CALLBACK_WHEN_RUNNING='maybe'",
