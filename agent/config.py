@@ -73,6 +73,16 @@ class Config:
     pod_deletion_cost: bool = _d("POD_DELETION_COST")
 
     @property
+    def prefetch_wait_seconds(self) -> int:
+        """Long-poll wait while a task is held. A poll still open when the agent dies may
+        take the task's message for itself once it is visible again (moto does; SQS may
+        deliver into a dropped connection too): ending every such poll before the held
+        message can expire (one extension after the last beat) keeps recovery within one
+        extension."""
+        cap = int(self.visibility_extension_seconds - self.heartbeat_seconds - 1)
+        return max(0, min(self.receive_wait_seconds, cap))
+
+    @property
     def runtime_label(self) -> str:
         return f"{self.runtime_type}/{self.runtime_name}"
 

@@ -109,7 +109,11 @@ class ReceiverStage:
         response = self.sqs.receive_message(
             QueueUrl=self.config.sqs_queue_url,
             MaxNumberOfMessages=1,
-            WaitTimeSeconds=self.config.receive_wait_seconds,
+            WaitTimeSeconds=(
+                self.config.prefetch_wait_seconds
+                if self.book.heartbeat.held()
+                else self.config.receive_wait_seconds
+            ),
             VisibilityTimeout=self.config.visibility_extension_seconds,
             MessageSystemAttributeNames=[
                 "AWSTraceHeader",
