@@ -128,15 +128,17 @@ class ComfyUIServer:
     def prepare(self, task: Task) -> Prepared:
         content = task.content or {}
         graph = copy.deepcopy(content["prompt"])
-        count = 0
-        for node_id, node in graph.items():
-            inputs = node.get("inputs")
-            if node.get("class_type") != "LoadImage" or not isinstance(inputs, dict):
-                continue
-            if is_url(inputs.get("image")):
-                data = self.fetcher.fetch(inputs["image"])
-                inputs["image"] = self._upload(f"{task.metadata.id}-{node_id}", data)
-                count += 1
+        # One input session per task: all images share its deadline and byte budget.
+        with self.fetcher.task() as fetched:
+            for node_id, node in graph.items():
+                inputs = node.get("inputs")
+                if node.get("class_type") != "LoadImage" or not isinstance(inputs, dict):
+                    continue
+                if is_url(inputs.get("image")):
+                    field = f'prompt["{node_id}"].inputs.image'
+                    data = fetched.fetch(inputs["image"], field)
+                    inputs["image"] = self._upload(f"{task.metadata.id}-{node_id}", data)
+            count = fetched.count
         payload: dict[str, Any] = {
             "prompt": graph,
             "client_id": self.client_id,
