@@ -1,4 +1,3 @@
-# ruff: noqa: RUF009  (cfg() returns a dataclasses.field; ruff cannot see that)
 """The stack configuration model (namespace ``sdfleet:``): one frozen dataclass per config
 object. Each field's metadata names its camelCase key and its check (see config_checks);
 components/config_parse.py walks raw values into these. Pure Python: no Pulumi import.

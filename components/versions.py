@@ -33,7 +33,7 @@ class Pin:
 
 
 _ROWS: tuple[Pin, ...] = (
-    # Karpenter controller chart; shared/schemas/crds hold the CRDs of this exact release.
+    # Karpenter controller chart; schemas/crds (see schemas/versions.json) hold the CRDs of this exact release.
     Pin(
         "karpenter_chart",
         "Karpenter Helm chart",
@@ -41,7 +41,7 @@ _ROWS: tuple[Pin, ...] = (
         "1.14.1",
         "aws/karpenter-provider-aws tag v1.14.1 (charts/karpenter/Chart.yaml)",
     ),
-    # KEDA operator chart; shared/schemas/crds hold the CRDs of this exact release.
+    # KEDA operator chart; schemas/crds (see schemas/versions.json) hold the CRDs of this exact release.
     Pin(
         "keda_chart",
         "KEDA Helm chart `keda`",

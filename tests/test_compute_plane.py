@@ -15,7 +15,7 @@ from components.builders import karpenter as kb
 from sdfleet.invariants import check_all
 from sdfleet.mocking import ACCOUNT_ID, Recorder
 from sdfleet.render import recorded_manifests
-from tests.k8s_validation import require_schemas_dir, validate_manifest
+from tests.k8s_validation import validate_manifest
 
 CLUSTER = "sdfleet-dev"
 
@@ -298,7 +298,6 @@ def test_spot_only_runtime_gets_fallback_pool(synth: Any, dev_config: dict[str, 
 
 
 def test_every_manifest_validates(dev_graph: Recorder) -> None:
-    require_schemas_dir()
     manifests = recorded_manifests(dev_graph)
     kinds = {m["kind"] for _, m in manifests}
     assert {"EC2NodeClass", "NodePool", "Namespace"} <= kinds

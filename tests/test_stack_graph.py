@@ -9,6 +9,7 @@ import pulumi
 import pytest
 
 from agent.contract import load_runtimes
+from components.api_ingress import CONTRACT_FILE, HANDLER_FILE
 from components.builders import api as apib
 from components.builders import fanout as fb
 from sdfleet.invariants import check_all
@@ -215,13 +216,22 @@ def test_lambda_settings_and_runtime_catalogue(dev_graph: Recorder) -> None:
             "type": "sdwebui",
             "modelFilename": "v1-5-pruned-emaonly.safetensors",
             "dynamicModel": False,
+            "limits": {"maxSteps": 150, "maxPixels": 4194304, "maxImages": 8, "maxInputs": 8},
         },
-        {"name": "flux", "type": "comfyui", "modelFilename": None, "dynamicModel": False},
+        {
+            "name": "flux",
+            "type": "comfyui",
+            "modelFilename": None,
+            "dynamicModel": False,
+            "limits": {"maxSteps": 150, "maxPixels": 4194304, "maxImages": 8, "maxInputs": 8},
+        },
     ]
     assert [r.name for r in load_runtimes(env["RUNTIMES"])] == ["sd15", "flux"]
     archive = fn.inputs["code"]
     assert isinstance(archive, pulumi.AssetArchive)
-    assert sorted(archive.assets) == ["agent/__init__.py", "agent/contract.py", "task_api.py"]
+    assert sorted(archive.assets) == sorted(
+        ["agent/__init__.py", *apib.lambda_files(HANDLER_FILE, CONTRACT_FILE.parent)]
+    )
     assert fn.inputs["handler"] == "task_api.handler"
 
 
@@ -233,7 +243,7 @@ def test_lambda_role_least_privilege(dev_graph: Recorder) -> None:
     grants = {(tuple(s["Action"]), s["Resource"]) for s in policy["Statement"]}
     assert grants == {
         (("sns:Publish",), topic.state["arn"]),
-        (("s3:PutObject",), f"{bucket.state['arn']}/*request.json"),
+        (("s3:PutObject", "s3:DeleteObject"), f"{bucket.state['arn']}/*request.json"),
         (("logs:CreateLogStream", "logs:PutLogEvents"), f"{logs.state['arn']}:*"),
         (("xray:PutTraceSegments", "xray:PutTelemetryRecords"), "*"),
     }

@@ -40,7 +40,8 @@ def task_api_lambda_policy(
         {
             "Sid": "OffloadLargeRequests",
             "Effect": "Allow",
-            "Action": ["s3:PutObject"],
+            # Delete: the handler removes its own offloaded request when the publish fails.
+            "Action": ["s3:PutObject", "s3:DeleteObject"],
             "Resource": f"{output_bucket_arn}/*request.json",
         },
         {

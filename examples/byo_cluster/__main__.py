@@ -55,7 +55,6 @@ sd = SdRuntime(
         output_bucket_name=config.require("outputBucket"),
         output_bucket_arn=f"arn:aws:s3:::{config.require('outputBucket')}",
         model_bucket_name=config.require("modelBucket"),
-        model_bucket_arn=f"arn:aws:s3:::{config.require('modelBucket')}",
         model_prefix=config.get("modelPrefix"),
         model_filename=config.get("modelFilename"),
         agent_image=agent.ref,
