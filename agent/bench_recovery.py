@@ -11,6 +11,7 @@ With the agent's default heartbeat (5 s) and visibility extension (15 s), on a m
 
 from __future__ import annotations
 
+import logging
 import signal
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from agent import settings
 HEARTBEAT = float(settings.default("HEARTBEAT_SECONDS"))
 EXTENSION = int(settings.default("VISIBILITY_EXTENSION_SECONDS"))
 ROOT = Path(__file__).resolve().parents[1]
+KILL_AFTER = (0.5, 6.0)
 
 
 def _default_env(fleet: Any, url: str) -> dict[str, str]:
@@ -149,6 +151,8 @@ def flaky_outputs(endpoint: str, tasks: int, method: str, failures: int) -> dict
 def run() -> dict[str, Any]:
     from tests.agent.harness import MotoProcess
 
+    # The in-process agents' retry warnings are expected here; keep the report readable.
+    logging.getLogger("agent").setLevel(logging.ERROR)
     moto = MotoProcess().start()
     results: dict[str, Any] = {"heartbeat_s": HEARTBEAT, "extension_s": EXTENSION}
     try:
@@ -158,8 +162,9 @@ def run() -> dict[str, Any]:
             target=lambda: long_result.update(long_tasks(moto.endpoint, 2, 3.0 * EXTENSION))
         )
         worker.start()
-        # Killed right after taking the task, and mid-way between two heartbeats.
-        trials = [kill9_recovery(moto.endpoint, after) for after in (0.5, 2.5 * HEARTBEAT / 2)]
+        # Killed 0.5 s and 6 s after the first agent started the task.
+        trials = [kill9_recovery(moto.endpoint, after) for after in KILL_AFTER]
+        results["kill9_kill_after_start_s"] = list(KILL_AFTER)
         results["kill9_recovery_s"] = [round(t, 2) for t in trials]
         results["kill9_recovery_max_s"] = round(max(trials), 2)
         for method in ("put_object", "publish"):

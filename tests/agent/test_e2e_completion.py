@@ -14,7 +14,7 @@ from tests.fakes.sdwebui import FakeSdWebUI
 
 pytestmark = pytest.mark.e2e
 
-FAST_RETRIES = {"OUTPUT_RETRY_BASE_SECONDS": "0.05", "OUTPUT_RETRY_MAX_SECONDS": "0.2"}
+FAST = "0.05"  # OUTPUT_RETRY_BASE_SECONDS: quick in-place retries
 
 
 def test_s3_put_failing_then_succeeding_runs_inference_once(fleet: Fleet) -> None:
@@ -26,7 +26,7 @@ def test_s3_put_failing_then_succeeding_runs_inference_once(fleet: Fleet) -> Non
 
     with (
         FakeSdWebUI(inference_seconds=0.02) as srv,
-        AgentThread(fleet, srv.url, wrap_s3=wrap, **FAST_RETRIES),
+        AgentThread(fleet, srv.url, wrap_s3=wrap, OUTPUT_RETRY_BASE_SECONDS=FAST),
     ):
         task = fleet.publish(fleet.task())
         [note] = fleet.notifications(1, timeout=30)
@@ -47,7 +47,7 @@ def test_sns_publish_failing_then_succeeding_runs_inference_once(fleet: Fleet) -
 
     with (
         FakeSdWebUI(inference_seconds=0.02) as srv,
-        AgentThread(fleet, srv.url, wrap_sns=wrap, **FAST_RETRIES),
+        AgentThread(fleet, srv.url, wrap_sns=wrap, OUTPUT_RETRY_BASE_SECONDS=FAST),
     ):
         task = fleet.publish(fleet.task())
         [note] = fleet.notifications(1, timeout=30)
@@ -70,7 +70,9 @@ def test_publish_retries_exhausted_release_and_redelivery_only_republishes(
 
     with (
         FakeSdWebUI(inference_seconds=0.02) as srv,
-        AgentThread(fleet, srv.url, wrap_sns=wrap, OUTPUT_RETRIES="1", **FAST_RETRIES) as run,
+        AgentThread(
+            fleet, srv.url, wrap_sns=wrap, OUTPUT_RETRIES="1", OUTPUT_RETRY_BASE_SECONDS=FAST
+        ) as run,
     ):
         task = fleet.publish(fleet.task())
         [note] = fleet.notifications(1, timeout=30)
