@@ -83,10 +83,8 @@ def pod_cost(config: Config, env: Mapping[str, str]) -> Any:
     """The pod-deletion-cost updater, or None (switched off, or outside a cluster)."""
     if not config.pod_deletion_cost:
         return None
-    try:
-        from agent.pod_cost import PodDeletionCost  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:  # pragma: no cover - until agent/pod_cost.py is available
-        return None
+    from agent.pod_cost import PodDeletionCost
+
     return PodDeletionCost.from_env(env)
 
 

@@ -133,3 +133,11 @@ def test_default_recovery_bound_and_margin() -> None:
         config.heartbeat_seconds + config.heartbeat_timeout_seconds + 1.0
         < config.visibility_extension_seconds
     )
+
+
+def test_pod_cost_is_off_when_switched_off_or_outside_a_cluster() -> None:
+    from agent.__main__ import pod_cost
+
+    env = {**BASE, "POD_NAME": "p", "POD_NAMESPACE": "n"}
+    assert pod_cost(load_config({**env, "POD_DELETION_COST": "false"}), env) is None
+    assert pod_cost(load_config(env), env) is None  # no KUBERNETES_SERVICE_HOST
