@@ -18,17 +18,19 @@ RUNTIME_ERROR = {"error": "RuntimeError", "detail": "", "body": "", "errors": "t
 
 
 def test_long_task_with_two_agents_runs_exactly_once(fleet: Fleet) -> None:
-    # 6 s of inference against a 3 s visibility (queue and extension): only the heartbeat
-    # keeps the second agent from receiving the task again.
+    # 10 s of inference against a 3 s visibility (queue and extension), more than three
+    # windows: only the heartbeat keeps the second agent from receiving the task again.
     with (
-        FakeSdWebUI(inference_seconds=6.0) as gpu1,
-        FakeSdWebUI(inference_seconds=6.0) as gpu2,
+        FakeSdWebUI(inference_seconds=10.0) as gpu1,
+        FakeSdWebUI(inference_seconds=10.0) as gpu2,
         AgentThread(fleet, gpu1.url) as agent1,
-        AgentThread(fleet, gpu2.url),
+        AgentThread(fleet, gpu2.url) as agent2,
     ):
         task = fleet.publish(fleet.task())
-        [note] = fleet.notifications(1, timeout=30)
-        assert agent1.agent.heartbeat.beats >= 3
+        [note] = fleet.notifications(1, timeout=40)
+    worker = agent1 if gpu1.generation_calls() else agent2
+    assert worker.agent.heartbeat.beats >= 8
+    assert worker.agent.heartbeat.max_gap < worker.config.visibility_extension_seconds
     assert note["status"] == "completed" and note["id"] == task.metadata.id
     assert len(gpu1.generation_calls()) + len(gpu2.generation_calls()) == 1
     assert note["attempt"] == 1
