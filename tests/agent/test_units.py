@@ -487,7 +487,17 @@ def test_module_import_has_no_side_effects() -> None:
     before = threading.active_count()
     import importlib
 
-    for name in ("agent.worker", "agent.__main__", "agent.bench", "agent.servers.comfyui"):
+    names = (
+        "agent.worker",
+        "agent.__main__",
+        "agent.bench",
+        "agent.bench_recovery",
+        "agent.settings",
+        "agent.completion",
+        "agent.occupancy",
+        "agent.servers.comfyui",
+    )
+    for name in names:
         importlib.import_module(name)
     assert threading.active_count() == before
 
