@@ -40,8 +40,10 @@ T = TypeVar("T")
 
 
 def _missing(exc: BaseException) -> bool:
+    """Not stored. Without s3:ListBucket (the pod role has none) S3 answers a missing key with
+    403 AccessDenied rather than 404, so both mean "no stored result"."""
     code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
-    return code in ("NoSuchKey", "404", "NotFound")
+    return code in ("NoSuchKey", "404", "NotFound", "AccessDenied", "403")
 
 
 class Completer:
