@@ -102,9 +102,6 @@ class SdRuntimeArgs:
     cooldown_period: int = kb.DEFAULT_COOLDOWN_PERIOD
     scale_down_pods: int = 1
     scale_down_period_seconds: int = 60
-    # Unused, accepted for older callers: the pods get no model bucket access (models come
-    # through the Mountpoint driver's own role).
-    model_bucket_arn: pulumi.Input[str] | None = None
     # Only when the queue/bucket/topic use customer-managed KMS keys.
     kms_key_arns: Sequence[str] = ()
     # False: the namespace exists already (bring your own cluster).
