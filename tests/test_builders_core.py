@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 
+import pytest
+
+from agent.contract import image_key, result_key
+from agent.outputs import sniff
 from components.builders import api as apib
 from components.builders import fanout as fb
 from components.builders import iam as iamb
@@ -51,12 +56,28 @@ def test_tls_only_bucket_policy() -> None:
     assert statements[1]["Condition"] == {"NumericLessThan": {"s3:TlsVersion": "1.2"}}
 
 
-def test_output_writer_is_write_only() -> None:
-    statements = s3b.output_writer_statements(BUCKET)
-    actions = sorted(a for s in statements for a in s["Action"])
+def test_output_writer_reads_only_requests_and_what_it_writes() -> None:
+    statements = {s["Sid"]: s for s in s3b.output_writer_statements(BUCKET)}
+    actions = sorted({a for s in statements.values() for a in s["Action"]})
     assert actions == ["s3:GetObject", "s3:PutObject"]
-    get = next(s for s in statements if s["Action"] == ["s3:GetObject"])
-    assert get["Resource"] == f"{BUCKET}/*request.json"
+    assert statements["ReadOffloadedRequests"]["Resource"] == f"{BUCKET}/*request.json"
+    reads = statements["ReadOwnResults"]["Resource"]
+    assert f"{BUCKET}/*.out" in reads
+    assert all(r.startswith(f"{BUCKET}/*.") for r in reads)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"RIFF\0\0\0\0WEBP", b"GIF89a", b"\0\0\0\0ftyp", b"??"],
+)
+def test_the_agent_may_read_back_every_image_type_it_writes(data: bytes) -> None:
+    ext, _ = sniff(data)
+    key = image_key("out", "t1", 1, ext)
+    reads = next(s for s in s3b.output_writer_statements(BUCKET) if s["Sid"] == "ReadOwnResults")[
+        "Resource"
+    ]
+    assert any(fnmatch.fnmatchcase(f"{BUCKET}/{key}", r) for r in reads)
+    assert any(fnmatch.fnmatchcase(f"{BUCKET}/{result_key('out', 't1')}", r) for r in reads)
 
 
 def test_lifecycle_rule() -> None:

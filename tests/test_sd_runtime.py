@@ -20,6 +20,7 @@ from agent.contract import Limits
 from components import versions
 from components.builders import karpenter as kp
 from components.builders import workload as wl
+from components.builders.s3 import OUTPUT_SUFFIXES
 from components.config import RuntimeConfig, ScalingConfig
 from components.sd_runtime import (
     SKIP_AWAIT,
@@ -439,6 +440,7 @@ def test_pod_identity_role_is_least_privilege(run: Run, runtime: str) -> None:
         ),
         (["s3:PutObject"], f"arn:aws:s3:::{OUTPUT_BUCKET}/*", None),
         (["s3:GetObject"], f"arn:aws:s3:::{OUTPUT_BUCKET}/*request.json", None),
+        (["s3:GetObject"], [f"arn:aws:s3:::{OUTPUT_BUCKET}/*{x}" for x in OUTPUT_SUFFIXES], None),
         ("sns:Publish", OUTPUT_TOPIC, None),
     ]
     assert MODEL_BUCKET not in policy.inputs["policy"]

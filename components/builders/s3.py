@@ -35,10 +35,16 @@ def tls_only_bucket_policy(bucket_arn: str) -> dict[str, Any]:
     }
 
 
-def output_writer_statements(output_bucket_arn: str) -> list[dict[str, Any]]:
-    """The agent writes images and result documents, and reads offloaded requests.
+# The key endings the agent writes: the result document and each image type it sniffs.
+OUTPUT_SUFFIXES = (".out", ".png", ".jpg", ".webp", ".gif", ".mp4", ".bin")
 
-    Write only: no List, no Delete, so a compromised pod cannot enumerate or erase results.
+
+def output_writer_statements(output_bucket_arn: str) -> list[dict[str, Any]]:
+    """The agent writes images and result documents, and reads offloaded requests and the
+    kinds of object it writes (a redelivered task that already finished is announced again
+    instead of rerun, once its result document and images are found).
+
+    No List, no Delete, so a compromised pod cannot enumerate or erase results.
     """
     return [
         {
@@ -52,6 +58,12 @@ def output_writer_statements(output_bucket_arn: str) -> list[dict[str, Any]]:
             "Effect": "Allow",
             "Action": ["s3:GetObject"],
             "Resource": f"{output_bucket_arn}/*request.json",
+        },
+        {
+            "Sid": "ReadOwnResults",
+            "Effect": "Allow",
+            "Action": ["s3:GetObject"],
+            "Resource": [f"{output_bucket_arn}/*{suffix}" for suffix in OUTPUT_SUFFIXES],
         },
     ]
 

@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 
 from components.builders import iam_platform as iam
+from components.builders.s3 import OUTPUT_SUFFIXES
 
 ACCOUNT = "111122223333"
 REGION = "us-west-2"
@@ -240,6 +241,7 @@ def test_runtime_pod_policy_exact_actions_and_resources() -> None:
         ("sqs:GetQueueAttributes", queue),
         ("s3:PutObject", "arn:aws:s3:::sdfleet-output/*"),
         ("s3:GetObject", "arn:aws:s3:::sdfleet-output/*request.json"),
+        *(("s3:GetObject", f"arn:aws:s3:::sdfleet-output/*{x}") for x in OUTPUT_SUFFIXES),
         ("sns:Publish", topic),
     }
     assert not any("Condition" in s for s in doc["Statement"])
