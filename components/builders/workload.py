@@ -26,8 +26,8 @@ SDWEBUI = "sdwebui"
 COMFYUI = "comfyui"
 RUNTIME_TYPES = (SDWEBUI, COMFYUI)
 
-SERVER_PORT = 8080
-AGENT_HEALTH_PORT = 8081
+SERVER_PORT = agent_settings.SERVER_PORT
+AGENT_HEALTH_PORT: int = agent_settings.default("HEALTH_PORT")
 # The agent image's non-root user (agent/Dockerfile should create it with this uid).
 AGENT_UID = 10001
 SERVER_CONTAINER = "inference-server"
@@ -99,12 +99,9 @@ def _meta(
 
 
 def default_api_base_url(runtime_type: str, port: int = SERVER_PORT) -> str:
-    """The agent's URL for the server sidecar. 127.0.0.1 rather than localhost: some resolvers
-    try ::1 first while the servers listen on IPv4 only."""
+    """The agent's URL for the server sidecar (one definition, in the agent's settings)."""
     _check_type(runtime_type)
-    if runtime_type == SDWEBUI:
-        return f"http://127.0.0.1:{port}/sdapi/v1/"
-    return f"http://127.0.0.1:{port}"
+    return agent_settings.default_api_base_url(runtime_type, port)
 
 
 # ------------------------------------------------------------------------------------------
