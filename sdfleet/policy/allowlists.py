@@ -6,6 +6,7 @@ from components.builders.iam import RESOURCE_STAR_ALLOWED_ACTIONS as CORE_STAR_A
 from components.builders.iam_platform import (
     RESOURCE_STAR_ALLOWED_ACTIONS as PLATFORM_STAR_ACTIONS,
 )
+from components.builders.observability import KEY_ADMIN_ACTIONS
 
 # Actions AWS only grants on `Resource: "*"` (no resource-level permissions). The builders own
 # the lists, next to the statements that need them: X-Ray tracing, and the describe-style calls
@@ -16,19 +17,7 @@ RESOURCE_STAR_ACTIONS: frozenset[str] = frozenset(CORE_STAR_ACTIONS) | PLATFORM_
 # these are AWS's key-administrator set (the console's default key policy) plus the
 # GenerateDataKey family a service needs to publish to a topic encrypted with the key.
 KMS_KEY_POLICY_ACTION_PATTERNS: frozenset[str] = frozenset(
-    {
-        "kms:Create*",
-        "kms:Describe*",
-        "kms:Enable*",
-        "kms:List*",
-        "kms:Put*",
-        "kms:Update*",
-        "kms:Revoke*",
-        "kms:Disable*",
-        "kms:Get*",
-        "kms:Delete*",
-        "kms:GenerateDataKey*",
-    }
+    {a for a in KEY_ADMIN_ACTIONS if "*" in a} | {"kms:GenerateDataKey*"}
 )
 
 # AWS managed policies (arn:<partition>:iam::aws:policy/<path+name>) that may be attached. Any
