@@ -50,26 +50,20 @@ def check_action_wildcards(res: Resource) -> Iterator[Finding]:
                 )
 
 
-def check_not_action(res: Resource) -> Iterator[Finding]:
+def _allows_with(res: Resource, key: str, rule: str, consequence: str) -> Iterator[Finding]:
+    """A finding for every Allow statement that has ``key`` (NotAction, NotResource)."""
     for doc in documents(res):
         for label, st in allows(doc):
-            if "NotAction" in st:
-                yield finding(
-                    "iam-not-action",
-                    res,
-                    f"{label}: Allow with NotAction grants every other action",
-                )
+            if key in st:
+                yield finding(rule, res, f"{label}: Allow with {key} {consequence}")
+
+
+def check_not_action(res: Resource) -> Iterator[Finding]:
+    return _allows_with(res, "NotAction", "iam-not-action", "grants every other action")
 
 
 def check_not_resource(res: Resource) -> Iterator[Finding]:
-    for doc in documents(res):
-        for label, st in allows(doc):
-            if "NotResource" in st:
-                yield finding(
-                    "iam-not-resource",
-                    res,
-                    f"{label}: Allow with NotResource grants on every other resource",
-                )
+    return _allows_with(res, "NotResource", "iam-not-resource", "grants on every other resource")
 
 
 def check_resource_wildcards(res: Resource) -> Iterator[Finding]:
