@@ -232,7 +232,7 @@ class Completer:
                 image_urls=image_urls,
                 timings=timings,
                 attempt=held.receive_count,
-                digest=task_digest(held.task),
+                digest=held.digest,
             )
             self._retried(
                 "storing the result document",

@@ -26,6 +26,9 @@ class Held:
     queue_wait_ms: int | None
     trace_header: str | None
     task: Task | None = None
+    # sha256 of the task as queued (with its content_ref, if offloaded): what a stored result
+    # must match to stand in for a redelivery (see agent.outputs.task_digest).
+    digest: str | None = None
     prepared: Prepared | None = None
     span: Any = None
     timings: dict[str, int] = field(default_factory=dict)

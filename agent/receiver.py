@@ -27,6 +27,7 @@ from agent.contract import (
 from agent.errors import ServerUnavailable, TaskError
 from agent.held import Finished, Held, Liveness, Republish, RunningNote, ms, queue_wait_ms
 from agent.messages import MessageBook
+from agent.outputs import task_digest
 from agent.policies import ShutdownPolicy
 from agent.servers.base import InferenceServer
 from agent.tracing import Tracing
@@ -149,6 +150,7 @@ class ReceiverStage:
             self.completion.poison(held, exc)
             return False
         held.task = parsed.task
+        held.digest = task_digest(parsed.task)  # before content_ref is resolved
         wait = queue_wait_ms(parsed.published_at, None)
         if wait is not None:
             held.queue_wait_ms = wait

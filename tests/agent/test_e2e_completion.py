@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from agent.contract import request_key
 from tests.agent.harness import AgentThread, Flaky, Fleet
 from tests.fakes.sdwebui import FakeSdWebUI
 
@@ -97,6 +98,27 @@ def test_redelivery_of_a_finished_task_republishes_without_inference(fleet: Flee
     assert second["image_url"] == first["image_url"] and second["context"] == {"u": 1}
     assert second["output_url"] == first["output_url"]
     assert fleet.queue_counts() == (0, 0)  # deleted
+
+
+def test_redelivery_of_a_finished_offloaded_task_republishes_without_inference(
+    fleet: Fleet,
+) -> None:
+    # The digest must be that of the task as queued (its content_ref), not of the content
+    # the agent read from S3, or an offloaded task (e.g. img2img) always runs again.
+    task = fleet.task({"prompt": "offloaded", "steps": 3})
+    key = request_key(task.metadata.prefix, task.metadata.id, "req-1")
+    fleet.s3.put_object(Bucket=fleet.bucket, Key=key, Body=json.dumps(task.content).encode())
+    task.content_ref, task.content = f"s3://{fleet.bucket}/{key}", None
+    with FakeSdWebUI(inference_seconds=0.02) as srv, AgentThread(fleet, srv.url) as run:
+        fleet.publish(task)
+        [first] = fleet.notifications(1, timeout=20)
+        fleet.send_raw(json.dumps(task.to_message()))
+        second = fleet.notifications(2, timeout=20)[1]
+    assert first["status"] == "completed", first
+    assert run.agent.counts["republished"] == 1
+    assert len(srv.generation_calls()) == 1
+    assert second["image_url"] == first["image_url"]
+    assert fleet.queue_counts() == (0, 0)
 
 
 def test_stored_result_of_another_task_or_with_a_missing_image_is_not_reused(
