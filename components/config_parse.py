@@ -12,7 +12,7 @@ import dataclasses
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from components.config_checks import NAMESPACE, ConfigError
@@ -54,43 +54,12 @@ def _coerce(tp: Any, value: Any, path: str, errors: list[str]) -> Any:
         return _INVALID if bad else dict(value)
     if dataclasses.is_dataclass(tp):
         return _parse_object(tp, value, path, errors)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
-        errors.append(f"{path}: {_fmt(value)} must be true or false")
-        return _INVALID
-    if tp is int:
-        if isinstance(value, bool):
-            errors.append(f"{path}: {_fmt(value)} must be a whole number")
-            return _INVALID
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
-            return int(value)
-        errors.append(f"{path}: {_fmt(value)} must be a whole number")
-        return _INVALID
-    if tp is float:
-        if isinstance(value, bool):
-            errors.append(f"{path}: {_fmt(value)} must be a number")
-            return _INVALID
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        errors.append(f"{path}: {_fmt(value)} must be a number")
-        return _INVALID
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        errors.append(f"{path}: {_fmt(value)} must be a string")
-        return _INVALID
+    if tp in _SCALARS:
+        convert, allowed = _SCALARS[tp]
+        result = convert(value)
+        if result is _INVALID:
+            errors.append(f"{path}: {_fmt(value)} must be {allowed}")
+        return result
     raise TypeError(f"unsupported config type {tp!r} at {path}")
 
 
@@ -100,6 +69,54 @@ class _Invalid:
 
 
 _INVALID: Any = _Invalid()
+
+
+# Scalars: the value itself or its string form (``pulumi config set`` gives strings); a bool is
+# never taken for a number.
+def _to_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return _INVALID
+
+
+def _to_int(value: Any) -> Any:
+    if isinstance(value, bool):
+        return _INVALID
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
+        return int(value)
+    return _INVALID
+
+
+def _to_float(value: Any) -> Any:
+    if isinstance(value, bool):
+        return _INVALID
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return _INVALID
+
+
+def _to_str(value: Any) -> Any:
+    return value if isinstance(value, str) else _INVALID
+
+
+# type -> (converter returning _INVALID on failure, what the error says is allowed)
+_SCALARS: dict[Any, tuple[Callable[[Any], Any], str]] = {
+    bool: (_to_bool, "true or false"),
+    int: (_to_int, "a whole number"),
+    float: (_to_float, "a number"),
+    str: (_to_str, "a string"),
+}
 
 
 def _parse_object(cls: Any, raw: Any, path: str, errors: list[str]) -> Any:
