@@ -92,13 +92,10 @@ def scheduling(runtime: str) -> dict[str, Any]:
     return kp.pod_scheduling(runtime_name=runtime, split=kp.capacity_split(SPOT_RATIO[runtime]))
 
 
-def make_args(runtime: str, provider: pulumi.ProviderResource, **over: Any) -> SdRuntimeArgs:
-    rtype, namespace, extra = CASES[runtime]
-    values: dict[str, Any] = {
-        "runtime_name": runtime,
-        "runtime_type": rtype,
-        "namespace": namespace,
-        "k8s_provider": provider,
+def wiring(runtime: str, **over: Any) -> dict[str, Any]:
+    """What SdRuntimeArgs takes besides the runtime's own settings (runtime_args' ``wiring``)."""
+    return {
+        "k8s_provider": None,
         "cluster_name": CLUSTER,
         "region": REGION,
         "queue_url": queue_url(runtime),
@@ -107,9 +104,25 @@ def make_args(runtime: str, provider: pulumi.ProviderResource, **over: Any) -> S
         "output_bucket_name": OUTPUT_BUCKET,
         "output_bucket_arn": f"arn:aws:s3:::{OUTPUT_BUCKET}",
         "model_bucket_name": MODEL_BUCKET,
-        # An Output, as AgentImage.ref is: the manifests are built inside an apply.
-        "agent_image": pulumi.Output.from_input(AGENT_IMAGE),
-        "scheduling": scheduling(runtime),
+        "agent_image": AGENT_IMAGE,
+        "scheduling": {},
+        **over,
+    }
+
+
+def make_args(runtime: str, provider: pulumi.ProviderResource, **over: Any) -> SdRuntimeArgs:
+    rtype, namespace, extra = CASES[runtime]
+    values: dict[str, Any] = {
+        "runtime_name": runtime,
+        "runtime_type": rtype,
+        "namespace": namespace,
+        **wiring(
+            runtime,
+            k8s_provider=provider,
+            # An Output, as AgentImage.ref is: the manifests are built inside an apply.
+            agent_image=pulumi.Output.from_input(AGENT_IMAGE),
+            scheduling=scheduling(runtime),
+        ),
         **extra,
         **over,
     }
@@ -716,20 +729,7 @@ def test_runtime_args_from_config() -> None:
         job_timeout_seconds=1200,
         scaling=ScalingConfig(max_replicas=9, queue_length=4, scale_down_pods=3),
     )
-    args = runtime_args(
-        rt,
-        k8s_provider=None,
-        cluster_name=CLUSTER,
-        region=REGION,
-        queue_url=queue_url("xl"),
-        queue_arn=queue_arn("xl"),
-        output_topic_arn=OUTPUT_TOPIC,
-        output_bucket_name=OUTPUT_BUCKET,
-        output_bucket_arn=f"arn:aws:s3:::{OUTPUT_BUCKET}",
-        model_bucket_name=MODEL_BUCKET,
-        agent_image=AGENT_IMAGE,
-        scheduling=scheduling("sd15"),
-    )
+    args = runtime_args(rt, **wiring("xl", scheduling=scheduling("sd15")))
     assert (args.runtime_name, args.runtime_type, args.namespace) == ("xl", "sdwebui", "sdxl")
     assert args.server_image == "example.com/webui:v1"
     assert (args.model_path, args.model_prefix, args.model_filename) == (
@@ -963,20 +963,7 @@ def test_runtime_args_carry_the_pass_through_settings() -> None:
             ]
         }
     )
-    args = runtime_args(
-        config.runtimes[0],
-        k8s_provider=None,
-        cluster_name=CLUSTER,
-        region=REGION,
-        queue_url=queue_url("xl"),
-        queue_arn=queue_arn("xl"),
-        output_topic_arn=OUTPUT_TOPIC,
-        output_bucket_name=OUTPUT_BUCKET,
-        output_bucket_arn=f"arn:aws:s3:::{OUTPUT_BUCKET}",
-        model_bucket_name=MODEL_BUCKET,
-        agent_image=AGENT_IMAGE,
-        scheduling={},
-    )
+    args = runtime_args(config.runtimes[0], **wiring("xl"))
     assert tuple(args.server_extra_args) == ("--lowvram",)
     assert dict(args.server_env) == {"A": "1"}
     assert dict(args.agent_extra_env) == {"EXP_CALLBACK_WHEN_RUNNING": "true"}
