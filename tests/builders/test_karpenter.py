@@ -99,14 +99,8 @@ def test_split_property(ratio: float, slots: int, fallback: bool) -> None:
     assert bool(split.on_demand_values) == (ratio < 1)
     assert split.on_demand_fallback == (ratio == 1 and fallback)
     names = k.node_pool_names("rt", split)
-    pools = k.node_pools(
-        runtime_name="rt",
-        node_class_name="rt",
-        split=split,
-        instance_types=["g6.2xlarge"],
-        max_gpus=4,
-    )
-    assert [p["metadata"]["name"] for p in pools] == names
+    pools = _pools(ratio, runtime_name="rt", node_class_name="rt", split=split)
+    assert list(pools) == names
     assert ("rt-spot" in names) == (ratio > 0)
     assert ("rt-ondemand" in names) == (ratio < 1)
     assert ("rt-ondemand-fallback" in names) == (ratio == 1 and fallback)
@@ -389,17 +383,9 @@ EXTRA_TAINTS: list[dict[str, Any]] = [
 
 def test_extra_requirements_and_taints_reach_every_pool_and_validate() -> None:
     split = k.capacity_split(1, spot_fallback=True)
-    pools = k.node_pools(
-        runtime_name="sd15",
-        node_class_name="sd15",
-        split=split,
-        instance_types=["g6.2xlarge"],
-        max_gpus=4,
-        extra_requirements=EXTRA_REQUIREMENTS,
-        extra_taints=EXTRA_TAINTS,
-    )
+    pools = _pools(1, split=split, extra_requirements=EXTRA_REQUIREMENTS, extra_taints=EXTRA_TAINTS)
     assert len(pools) == 2
-    for pool in pools:
+    for pool in pools.values():
         spec = pool["spec"]["template"]["spec"]
         assert spec["requirements"][-3:] == EXTRA_REQUIREMENTS
         assert spec["taints"][:2] == k.runtime_taints("sd15")
@@ -446,14 +432,7 @@ def test_extra_requirements_and_taints_reach_every_pool_and_validate() -> None:
 )
 def test_extra_requirements_refused(requirement: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=rf"^nodeRequirements: got .*{re.escape(message)}"):
-        k.node_pools(
-            runtime_name="sd15",
-            node_class_name="sd15",
-            split=k.capacity_split(0),
-            instance_types=["g6.2xlarge"],
-            max_gpus=1,
-            extra_requirements=[requirement],
-        )
+        _pools(0, extra_requirements=[requirement])
 
 
 @pytest.mark.parametrize(
@@ -474,11 +453,4 @@ def test_extra_requirements_refused(requirement: dict[str, Any], message: str) -
 )
 def test_extra_taints_refused(taints: list[dict[str, Any]], message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
-        k.node_pools(
-            runtime_name="sd15",
-            node_class_name="sd15",
-            split=k.capacity_split(0),
-            instance_types=["g6.2xlarge"],
-            max_gpus=1,
-            extra_taints=taints,
-        )
+        _pools(0, extra_taints=taints)
