@@ -104,30 +104,32 @@ def _owned(key: str, exact: Iterable[str]) -> bool:
     return key in exact or in_domain or prefix in KUBERNETES_DOMAINS
 
 
-def _reserved(what: str, owned: Iterable[str]) -> str:
-    return (
-        f"{what} sdfleet does not set itself (not {', '.join(sorted(owned))}, nor in the "
-        f"domains {', '.join(OWNED_DOMAINS + KUBERNETES_DOMAINS)})"
-    )
-
-
-def label_problem(key: Any, value: Any) -> str | None:
+def _key_problem(key: Any, what: str, owned: Iterable[str]) -> str | None:
+    """A label or annotation key: a qualified name, and none that sdfleet sets itself."""
     problem = qualified_name_problem(key)
     if problem:
         return f"key {key!r}: {problem}"
-    if _owned(key, OWNED_LABELS):
-        return f"key {key!r}: a {_reserved('label', OWNED_LABELS)}"
+    if _owned(key, owned):
+        return (
+            f"key {key!r}: {what} sdfleet does not set itself (not {', '.join(sorted(owned))}, "
+            f"nor in the domains {', '.join(OWNED_DOMAINS + KUBERNETES_DOMAINS)})"
+        )
+    return None
+
+
+def label_problem(key: Any, value: Any) -> str | None:
+    problem = _key_problem(key, "a label", OWNED_LABELS)
+    if problem:
+        return problem
     if not isinstance(value, str) or len(value) > 63 or not _LABEL_VALUE.match(value):
         return f"{key}={value!r}: a value of at most 63 of A-Z a-z 0-9 - _ . (alphanumeric ends)"
     return None
 
 
 def annotation_problem(key: Any, value: Any) -> str | None:
-    problem = qualified_name_problem(key)
+    problem = _key_problem(key, "an annotation", OWNED_ANNOTATIONS)
     if problem:
-        return f"key {key!r}: {problem}"
-    if _owned(key, OWNED_ANNOTATIONS):
-        return f"key {key!r}: an {_reserved('annotation', OWNED_ANNOTATIONS)}"
+        return problem
     if not isinstance(value, str) or len(value) > ANNOTATION_VALUE_MAX:
         return f"{key}: a string value of at most {ANNOTATION_VALUE_MAX} characters"
     return None
