@@ -62,6 +62,18 @@ def _agent_env_problem(name: Any, value: Any) -> str | None:
     return None
 
 
+def _instance_types(example: str) -> Any:
+    return lambda v: (
+        None
+        if v and all(INSTANCE_TYPE.match(t) for t in v)
+        else f"must be a non-empty list of EC2 instance types{example}"
+    )
+
+
+def _subnet_ids(v: list[str]) -> str | None:
+    return None if all(SUBNET_ID.match(s) for s in v) else "must be subnet ids"
+
+
 def _args_check(v: list[str]) -> str | None:
     bad = next((a for a in v if not a or len(a) > 4096 or "\x00" in a), None)
     return None if bad is None else f"has {bad!r}: arguments must be 1-4096 characters"
@@ -72,11 +84,7 @@ class GpuPoolConfig:
     instance_types: list[str] = cfg(
         "instanceTypes",
         factory=lambda: ["g6.2xlarge", "g5.2xlarge"],
-        check=lambda v: (
-            None
-            if v and all(INSTANCE_TYPE.match(t) for t in v)
-            else "must be a non-empty list of EC2 instance types such as g6.2xlarge"
-        ),
+        check=_instance_types(" such as g6.2xlarge"),
         doc="EC2 instance types Karpenter may launch for this runtime",
     )
     max_gpus: int = cfg("maxGpus", 8, in_range(1, 1000), doc="limit on the pool's total GPUs")
@@ -307,16 +315,8 @@ class ObservabilityConfig:
 @dataclass(frozen=True)
 class NetworkConfig:
     vpc_id: str | None = cfg("vpcId", None, matches(VPC_ID, "a VPC id (vpc-...)"))
-    private_subnet_ids: list[str] = cfg(
-        "privateSubnetIds",
-        factory=list,
-        check=lambda v: None if all(SUBNET_ID.match(s) for s in v) else "must be subnet ids",
-    )
-    public_subnet_ids: list[str] = cfg(
-        "publicSubnetIds",
-        factory=list,
-        check=lambda v: None if all(SUBNET_ID.match(s) for s in v) else "must be subnet ids",
-    )
+    private_subnet_ids: list[str] = cfg("privateSubnetIds", factory=list, check=_subnet_ids)
+    public_subnet_ids: list[str] = cfg("publicSubnetIds", factory=list, check=_subnet_ids)
     cidr_block: str = cfg("cidrBlock", "10.0.0.0/16", cidr_check)
     availability_zones: int = cfg("availabilityZones", 3, in_range(2, 6))
     nat_gateways: str = cfg("natGateways", "single", one_of("single", "onePerAz"))
@@ -330,11 +330,7 @@ class SystemNodesConfig:
     instance_types: list[str] = cfg(
         "instanceTypes",
         factory=lambda: ["m7g.large"],
-        check=lambda v: (
-            None
-            if v and all(INSTANCE_TYPE.match(t) for t in v)
-            else "must be a non-empty list of EC2 instance types"
-        ),
+        check=_instance_types(""),
     )
     arch: str = cfg("arch", "arm64", one_of("arm64", "amd64"))
     min_size: int = cfg("minSize", 2, in_range(1, 100))

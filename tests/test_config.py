@@ -166,6 +166,24 @@ def test_example_error_message() -> None:
             "sdfleet:runtimes[0].gpu.instanceTypes: [] must be a non-empty list",
         ),
         (
+            lambda r: r["sdfleet:runtimes"][0].update(gpu={"instanceTypes": ["G6 xl"]}),
+            "sdfleet:runtimes[0].gpu.instanceTypes: ['G6 xl'] must be a non-empty list of EC2 "
+            "instance types such as g6.2xlarge",
+        ),
+        (
+            lambda r: r.update({"sdfleet:cluster": {"systemNodes": {"instanceTypes": ["m7g"]}}}),
+            "sdfleet:cluster.systemNodes.instanceTypes: ['m7g'] must be a non-empty list of EC2 "
+            "instance types",
+        ),
+        (
+            lambda r: r.update({"sdfleet:network": {"privateSubnetIds": ["subnet-1", "s-2"]}}),
+            "sdfleet:network.privateSubnetIds: ['subnet-1', 's-2'] must be subnet ids",
+        ),
+        (
+            lambda r: r.update({"sdfleet:network": {"publicSubnetIds": "subnet-1,s-2"}}),
+            "sdfleet:network.publicSubnetIds: 'subnet-1,s-2' must be subnet ids",
+        ),
+        (
             lambda r: r["sdfleet:runtimes"][0].update(gpu={"snapshotId": "snap-XYZ"}),
             "sdfleet:runtimes[0].gpu.snapshotId: 'snap-XYZ' must be an EBS snapshot id",
         ),
