@@ -155,19 +155,24 @@ def parse_task(
         except ValueError as exc:
             raise ContractError("invalid_content_ref", str(exc), f"{path}.content_ref") from exc
         return Task(metadata=metadata, content_ref=ref)
-    content = validate_content(
-        runtime.type, tasktype, task_obj.get("content"), f"{path}.content", runtime.limits
-    )
+    content = check_content(runtime, tasktype, task_obj.get("content"), f"{path}.content")
+    return Task(metadata=metadata, content=content)
+
+
+def check_content(runtime: RuntimeInfo, tasktype: str, content: Any, path: str) -> dict[str, Any]:
+    """Every check of a task's content for ``runtime``: shape, limits and the served model.
+    The agent applies it to offloaded content too, so both reach the server equally checked."""
+    checked = validate_content(runtime.type, tasktype, content, path, runtime.limits)
     if runtime.type == SDWEBUI and not runtime.dynamic_model:
-        wanted = requested_model(content)
+        wanted = requested_model(checked)
         if wanted is not None and runtime.model_filename and wanted != runtime.model_filename:
             raise ContractError(
                 "model_not_served",
                 f"runtime '{runtime.name}' serves only {runtime.model_filename!r}, "
                 f"not {short(wanted)}",
-                f"{path}.content.override_settings.sd_model_checkpoint",
+                f"{path}.override_settings.sd_model_checkpoint",
             )
-    return Task(metadata=metadata, content=content)
+    return checked
 
 
 def parse_v1alpha2(body: Any, runtimes: Sequence[RuntimeInfo]) -> Task:

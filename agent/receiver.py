@@ -5,7 +5,6 @@ other pods are not starved."""
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
@@ -16,13 +15,16 @@ from agent import errors
 from agent.completion import Completer
 from agent.config import Config
 from agent.contract import (
+    MAX_BODY_BYTES,
     ContractError,
     PoisonMessage,
     RuntimeInfo,
     Task,
+    check_content,
+    loads_strict,
     parse_queue_message,
     parse_s3_uri,
-    validate_content,
+    task_key_prefix,
 )
 from agent.errors import ServerUnavailable, TaskError
 from agent.held import Finished, Held, Liveness, Republish, RunningNote, ms, queue_wait_ms
@@ -196,14 +198,24 @@ class ReceiverStage:
         return True
 
     def _resolve_content_ref(self, task: Task) -> Task:
+        """Read the task's offloaded content: only its own request object in the output bucket
+        (``<prefix>/<id>/...request.json``, as the API writes it), at most a request's size,
+        checked as inline content is."""
         ref = task.content_ref or ""
+        meta = task.metadata
+        folder = task_key_prefix(meta.prefix, meta.id) + "/"
         try:
             bucket, key = parse_s3_uri(ref)
             if bucket != self.config.s3_bucket:
                 # Only the API offloads content, into the output bucket: refuse anything else.
                 raise ValueError(f"content_ref must be in s3://{self.config.s3_bucket}/")
+            name = key[len(folder) :] if key.startswith(folder) else ""
+            if "/" in name or not name.endswith("request.json"):
+                raise ValueError(f"content_ref must be a request object under {folder}")
             obj = self.s3.get_object(Bucket=bucket, Key=key)
-            content = json.loads(obj["Body"].read())
+            if int(obj.get("ContentLength") or 0) > MAX_BODY_BYTES:
+                raise ValueError(f"the object is over {MAX_BODY_BYTES} bytes")
+            content = loads_strict(obj["Body"].read(MAX_BODY_BYTES + 1))
         except Exception as exc:
             raise TaskError(
                 errors.CONTENT_REF_FAILED,
@@ -211,13 +223,7 @@ class ReceiverStage:
                 {"content_ref": ref},
             ) from exc
         try:
-            content = validate_content(
-                self.config.runtime_type,
-                task.metadata.tasktype,
-                content,
-                "content_ref",
-                self.runtime_info.limits,
-            )
+            content = check_content(self.runtime_info, meta.tasktype, content, "content_ref")
         except ContractError as exc:
             raise TaskError(errors.INVALID_TASK, str(exc), exc.to_body()["error"]) from exc
-        return Task(metadata=task.metadata, content=content, api_version=task.api_version)
+        return Task(metadata=meta, content=content, api_version=task.api_version)

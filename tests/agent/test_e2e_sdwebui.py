@@ -169,7 +169,8 @@ def test_content_ref_is_resolved_from_s3(fleet: Fleet) -> None:
 
 def test_missing_content_ref_fails_the_task(fleet: Fleet) -> None:
     task = fleet.task()
-    task.content_ref, task.content = f"s3://{fleet.bucket}/nope/request.json", None
+    key = request_key(task.metadata.prefix, task.metadata.id)  # never written
+    task.content_ref, task.content = f"s3://{fleet.bucket}/{key}", None
     with FakeSdWebUI(inference_seconds=0.01) as srv, AgentThread(fleet, srv.url):
         fleet.publish(task)
         [note] = fleet.notifications(1, timeout=20)
