@@ -13,6 +13,7 @@ import contextlib
 import copy
 import json
 import logging
+import re
 import time
 import uuid
 from typing import Any
@@ -33,6 +34,7 @@ log = logging.getLogger("agent.comfyui")
 
 TERMINAL_EVENTS = ("execution_success", "execution_error", "execution_interrupted")
 UPLOAD_SUBFOLDER = "sdfleet"
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_-]")
 
 
 class _Retryable(Exception):
@@ -67,6 +69,15 @@ def output_refs(outputs: dict[str, Any]) -> list[dict[str, Any]]:
                 if isinstance(item, dict) and isinstance(item.get("filename"), str)
             )
     return refs
+
+
+def upload_stem(task_id: str, node_id: str) -> str:
+    """An input's file name (without extension): unique per upload, since the next task is
+    uploaded while ComfyUI may still read this one's input (with ``overwrite``), and free of
+    ``/`` and ``..``, since ComfyUI joins the name to its input folder. The task id is already
+    safe (``ID_PATTERN``); the client-chosen node id is reduced to the same characters."""
+    node = _UNSAFE_NAME.sub("_", node_id)[:32]
+    return f"{task_id}-{node}-{uuid.uuid4().hex[:12]}"
 
 
 class ComfyUIServer:
@@ -137,7 +148,7 @@ class ComfyUIServer:
                 if is_url(inputs.get("image")):
                     field = f'prompt["{node_id}"].inputs.image'
                     data = fetched.fetch(inputs["image"], field)
-                    inputs["image"] = self._upload(f"{task.metadata.id}-{node_id}", data)
+                    inputs["image"] = self._upload(upload_stem(task.metadata.id, node_id), data)
             count = fetched.count
         payload: dict[str, Any] = {
             "prompt": graph,

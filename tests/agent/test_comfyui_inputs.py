@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import httpx
@@ -63,3 +64,43 @@ def test_inputs_over_the_task_budget_fail_naming_the_node() -> None:
     assert info.value.code == errors.INPUT_TOO_LARGE
     assert 'prompt["11"].inputs.image' in str(info.value)
     assert uploads == ["/upload/image"]
+
+
+def _naming_server(names: list[str]) -> ComfyUIServer:
+    """A ComfyUI that records the file name of each upload and stores it under that name."""
+    images = httpx.MockTransport(lambda r: httpx.Response(200, content=PNG))
+    fetcher = InputFetcher(transport=images, resolver=lambda host, port: [PUBLIC])
+
+    def comfy(request: httpx.Request) -> httpx.Response:
+        match = re.search(rb'filename="([^"]*)"', request.read())
+        assert match is not None
+        names.append(match.group(1).decode())
+        return httpx.Response(200, json={"name": names[-1], "subfolder": "sdfleet"})
+
+    return ComfyUIServer("http://127.0.0.1:8188", fetcher, transport=httpx.MockTransport(comfy))
+
+
+def test_two_tasks_with_the_same_id_never_share_an_uploaded_input() -> None:
+    # The receiver prepares the next task while the GPU runs this one: with a shared name the
+    # second upload (overwrite) would replace the input of the task ComfyUI is about to run.
+    names: list[str] = []
+    server = _naming_server(names)
+    first = server.prepare(_task(_graph("https://a.example/1.png")))
+    second = server.prepare(_task(_graph("https://a.example/2.png")))
+    assert len(set(names)) == 2
+    images = [p.payload["prompt"]["10"]["inputs"]["image"] for p in (first, second)]
+    assert images[0] != images[1]
+
+
+def test_a_node_id_cannot_steer_the_upload_name() -> None:
+    # ComfyUI joins the name to its input folder: "/" or ".." would write elsewhere in it.
+    names: list[str] = []
+    server = _naming_server(names)
+    graph = {
+        "1": {"class_type": "SaveImage", "inputs": {"images": ["../../shared", 0]}},
+        "../../shared": {"class_type": "LoadImage", "inputs": {"image": "https://a.example/1.png"}},
+    }
+    server.prepare(_task(graph))
+    [name] = names
+    assert "/" not in name and "\\" not in name and ".." not in name
+    assert name.startswith("t1-") and name.endswith(".png")

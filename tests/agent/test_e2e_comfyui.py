@@ -137,7 +137,8 @@ def test_load_image_url_is_uploaded(cfleet: Fleet) -> None:
     finally:
         host.close()
     assert note["status"] == "completed", note
-    name = f"sdfleet/{task.metadata.id}-10.png"
+    [name] = srv.uploads
+    assert name.startswith(f"sdfleet/{task.metadata.id}-10-") and name.endswith(".png")
     assert srv.uploads[name] == make_png(64, 64, 7)
     [post] = [c for c in srv.calls if c.method == "POST" and c.path.endswith("/prompt")]
     assert post.body["prompt"]["10"]["inputs"]["image"] == name
