@@ -17,7 +17,7 @@ from agent.contract_base import (
     type_name,
 )
 from agent.contract_comfy import normalise_comfy_content
-from agent.contract_limits import Limits, check_sdwebui
+from agent.contract_limits import Limits, check_extras, check_sdwebui
 
 SDWEBUI = "sdwebui"
 COMFYUI = "comfyui"
@@ -106,6 +106,8 @@ def validate_content(
     if runtime_type == SDWEBUI:
         _check_sdwebui_shape(tasktype, body, path)
         check_sdwebui(body, path, limits)
+        if tasktype.startswith("extra-"):
+            check_extras(body, path, limits)
         return body
     if runtime_type == COMFYUI:
         return normalise_comfy_content(body, path, limits)

@@ -86,11 +86,8 @@ def number(value: Any, path: str, minimum: float, *, lenient: bool = False) -> f
         parsed = None
     elif isinstance(value, (int, float)):
         parsed = value
-    elif isinstance(value, str) and len(value) <= 64:
-        try:
-            parsed = int(value) if value.strip().lstrip("+-").isdigit() else float(value)
-        except ValueError:
-            parsed = None
+    elif isinstance(value, str):
+        parsed = _numeric_string(value)
     if parsed is None:
         if lenient:
             return None
@@ -102,6 +99,21 @@ def number(value: Any, path: str, minimum: float, *, lenient: bool = False) -> f
             "invalid_number", f"{short(value)} is below the minimum {minimum}", path
         )
     return parsed
+
+
+def _numeric_string(text: str) -> float | int | None:
+    """The number a server would read from ``text`` (ComfyUI and pydantic call int()/float()),
+    whatever its length: leading zeros must not hide a large value. Python's int() refuses
+    over 4300 digits; float() reads any length (and overflows to inf, refused later)."""
+    text = text.strip()
+    try:
+        return int(text) if text.lstrip("+-").isdigit() else float(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 def check_steps(value: Any, path: str, limits: Limits, minimum: float = 1) -> None:
@@ -221,6 +233,17 @@ def check_sdwebui(content: Mapping[str, Any], path: str, limits: Limits) -> None
     check_inputs(sdwebui_input_slots(content, path), limits)
 
 
+def check_extras(content: Mapping[str, Any], path: str, limits: Limits) -> None:
+    """Extras with ``resize_mode`` 1 resize to ``upscaling_resize_w`` x ``_h`` (default 512).
+    (Mode 0 scales the input by ``upscaling_resize``, at most 8 on the server; the input's
+    own size is not known here.)"""
+    if number(content.get("resize_mode"), f"{path}.resize_mode", 0, lenient=True) != 1:
+        return
+    width = _dimension(content, "upscaling_resize_w", path)
+    height = _dimension(content, "upscaling_resize_h", path)
+    check_size(width, height, f"{path}.upscaling_resize_w", limits)
+
+
 def _truthy(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in _TRUE_STRINGS
@@ -278,19 +301,27 @@ class ComfyTotals:
     """What a whole workflow asks for, accumulated node by node."""
 
     images: float = 0
+    steps: float = 0
     inputs: list[tuple[str, Any]] = field(default_factory=list)
 
 
 def check_comfy_node(
     class_type: str, inputs: Mapping[str, Any], path: str, limits: Limits, totals: ComfyTotals
 ) -> None:
-    """Pragmatic: any node's numeric ``steps``, ``width`` x ``height`` and ``batch_size``
-    (links and non-numeric strings are left to ComfyUI); LoadImage* nodes and URL-valued
-    inputs count as input images."""
-    if "steps" in inputs:
-        steps = number(inputs["steps"], f"{path}.steps", 0, lenient=True)
-        if steps is not None and steps > limits.max_steps:
-            raise _over(f"{path}.steps", short(inputs["steps"]), limits.max_steps, "maxSteps")
+    """Pragmatic: any node's numeric ``steps`` (summed over the workflow: each sampler node
+    is another pass), ``width`` x ``height`` and ``batch_size`` (summed as images); links and
+    non-numeric strings are left to ComfyUI. LoadImage* nodes and URL-valued inputs count as
+    input images."""
+    steps = number(inputs.get("steps"), f"{path}.steps", 0, lenient=True)
+    if steps is not None:
+        totals.steps += steps
+        if totals.steps > limits.max_steps:
+            raise _over(
+                f"{path}.steps",
+                f"{short(totals.steps)} steps in this workflow",
+                limits.max_steps,
+                "maxSteps",
+            )
     width = number(inputs.get("width"), f"{path}.width", 0, lenient=True)
     height = number(inputs.get("height"), f"{path}.height", 0, lenient=True)
     if width is not None or height is not None:

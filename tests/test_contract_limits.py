@@ -124,6 +124,7 @@ def test_steps_over_the_limit_names_field_and_limit() -> None:
         ({"batch_size": 1e9}, "over_limit", "task.content.batch_size"),
         ({"batch_size": 3, "n_iter": 3}, "over_limit", "task.content.batch_size"),
         ({"n_iter": 0}, "invalid_number", "task.content.n_iter"),
+        ({"steps": "0" * 70 + "151"}, "over_limit", "task.content.steps"),
     ],
 )
 def test_sdwebui_work_is_bounded(content: dict[str, Any], code: str, field: str | None) -> None:
@@ -149,6 +150,19 @@ def test_sdwebui_work_is_bounded(content: dict[str, Any], code: str, field: str 
 def test_sdwebui_work_within_limits_is_accepted(content: dict[str, Any]) -> None:
     task = contract.parse_v1alpha2(v2("sd15", "text-to-image", content), RUNTIMES)
     assert task.content == content
+
+
+@pytest.mark.parametrize("tasktype", ["extra-single-image", "extra-batch-images"])
+def test_extras_resize_to_a_size_is_bounded(tasktype: str) -> None:
+    images = {"image": B64} if tasktype == "extra-single-image" else {"imageList": [{"data": B64}]}
+    huge = {**images, "resize_mode": 1, "upscaling_resize_w": 100000, "upscaling_resize_h": 8}
+    rejects("invalid_number", "task.content.upscaling_resize_w", v2("sd15", tasktype, huge))
+    big = {**images, "resize_mode": "1", "upscaling_resize_w": 4096, "upscaling_resize_h": 4096}
+    err = rejects("over_limit", "task.content.upscaling_resize_w", v2("sd15", tasktype, big))
+    assert "(limits.maxPixels)" in err.message
+    # Mode 0 scales by upscaling_resize; the size fields are not used then.
+    scale = {**images, "resize_mode": 0, "upscaling_resize_w": 4096, "upscaling_resize_h": 4096}
+    assert contract.parse_v1alpha2(v2("sd15", tasktype, scale), RUNTIMES)
 
 
 def test_input_images_are_counted_where_the_agent_fetches_them() -> None:
@@ -227,6 +241,34 @@ def comfy(**inputs: Any) -> dict[str, Any]:
 )
 def test_comfyui_node_inputs_are_bounded(content: Any, code: str, field: str) -> None:
     rejects(code, field, v2("flux", "pipeline", content))
+
+
+def test_comfyui_long_numeric_strings_are_still_numbers() -> None:
+    # ComfyUI casts an INT input with int(): leading zeros must not hide 1000 steps.
+    padded = "0" * 70 + "1000"
+    rejects(
+        "over_limit",
+        'task.content.prompt["5"].inputs.steps',
+        v2("flux", "pipeline", comfy(steps=padded)),
+    )
+    rejects(
+        "over_limit",
+        'task.content.prompt["5"].inputs.batch_size',
+        v2("flux", "pipeline", comfy(batch_size="0" * 5000 + "9")),
+    )
+
+
+def test_comfyui_steps_add_up_across_nodes() -> None:
+    # A thousand samplers at the per-node limit are a thousand times the work.
+    graph = {str(i): {"class_type": "KSampler", "inputs": {"steps": 60}} for i in range(1, 4)}
+    err = rejects(
+        "over_limit",
+        'task.content.prompt["3"].inputs.steps',
+        v2("flux", "pipeline", {"prompt": graph}),
+    )
+    assert "180 steps in this workflow" in err.message
+    del graph["3"]  # base + refiner within the limit
+    assert contract.parse_v1alpha2(v2("flux", "pipeline", {"prompt": graph}), RUNTIMES)
 
 
 def test_comfyui_images_add_up_across_nodes() -> None:
