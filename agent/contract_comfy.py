@@ -29,6 +29,7 @@ from agent.contract_base import (
 from agent.contract_limits import ComfyTotals, Limits, check_comfy_node
 
 MAX_NODE_ID_CHARS = 128
+_WRAPPED_KEYS = ("prompt", "extra_data")
 
 _SHAPES = (
     "a ComfyUI pipeline needs an API-format workflow: either the workflow itself "
@@ -56,6 +57,19 @@ def normalise_comfy_content(content: dict[str, Any], path: str, limits: Limits) 
     prompt_path = f"{path}.prompt"
     if "prompt" not in content or content["prompt"] is None:
         raise ContractError("missing_field", _SHAPES, prompt_path)
+    # The agent posts only these to ComfyUI: anything else would be dropped unseen.
+    for key in content:
+        if key not in _WRAPPED_KEYS:
+            raise ContractError(
+                "unknown_field",
+                f"is not passed to ComfyUI; the wrapped shape takes {', '.join(_WRAPPED_KEYS)}",
+                child_path(path, str(key)),
+            )
+    extra = content.get("extra_data")
+    if extra is not None and not isinstance(extra, dict):
+        raise ContractError(
+            "invalid_type", f"must be an object, got {type_name(extra)}", f"{path}.extra_data"
+        )
     validate_workflow(content["prompt"], prompt_path, limits)
     return dict(content)
 
@@ -68,6 +82,7 @@ def validate_workflow(workflow: Any, path: str, limits: Limits) -> None:
             path,
         )
     totals = ComfyTotals()
+    links: dict[str, list[tuple[str, str]]] = {}
     for node_id, node in workflow.items():
         where = node_path(path, str(node_id))
         if (
@@ -99,13 +114,18 @@ def validate_workflow(workflow: Any, path: str, limits: Limits) -> None:
                 f"{where}.inputs",
             )
         for name, value in inputs.items():
-            _check_link(workflow, value, child_path(f"{where}.inputs", name))
+            input_path = child_path(f"{where}.inputs", name)
+            target = _check_link(workflow, value, input_path)
+            if target is not None:
+                links.setdefault(node_id, []).append((target, input_path))
         check_comfy_node(class_type, inputs, f"{where}.inputs", limits, totals)
+    _check_acyclic(links)
 
 
-def _check_link(workflow: Mapping[str, Any], value: Any, path: str) -> None:
+def _check_link(workflow: Mapping[str, Any], value: Any, path: str) -> str | None:
+    """The node a link input points at (None for any other value)."""
     if not (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)):
-        return
+        return None
     target, index = value
     if target not in workflow:
         raise ContractError(
@@ -118,3 +138,33 @@ def _check_link(workflow: Mapping[str, Any], value: Any, path: str) -> None:
             f"got {short(index)}",
             path,
         )
+    return str(target)
+
+
+def _check_acyclic(links: Mapping[str, list[tuple[str, str]]]) -> None:
+    """A workflow runs each node after its inputs: a cycle can never run. Depth-first with an
+    explicit stack, so a long chain cannot reach the recursion limit."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    for start in links:
+        if start in state:
+            continue
+        state[start] = 1
+        stack = [(start, iter(links.get(start, ())))]
+        while stack:
+            node, pending = stack[-1]
+            for target, path in pending:
+                seen = state.get(target)
+                if seen == 1:
+                    raise ContractError(
+                        "invalid_link",
+                        f"links to node {short(target)}, which depends on this one: "
+                        "the workflow has a cycle",
+                        path,
+                    )
+                if seen is None:
+                    state[target] = 1
+                    stack.append((target, iter(links.get(target, ()))))
+                    break
+            else:
+                state[node] = 2
+                stack.pop()

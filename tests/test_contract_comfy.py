@@ -167,6 +167,50 @@ def test_graph_errors_name_the_node(graph: dict[str, Any], code: str, field: str
             assert str(info.value.field).startswith(base + '["nnn')
 
 
+@pytest.mark.parametrize(
+    ("mutate", "cycle"),
+    [
+        (lambda g: g["3"]["inputs"].update(latent_image=["3", 0]), {"3"}),  # to itself
+        (lambda g: g["4"]["inputs"].update(extra=["8", 0]), {"3", "4", "8"}),  # 4 > 8 > 3 > 4
+    ],
+)
+def test_a_link_cycle_is_a_400_naming_a_node_on_it(mutate: Any, cycle: set[str]) -> None:
+    graph = _broken(mutate)
+    with pytest.raises(ContractError) as info:
+        contract.parse_v1alpha2(task_body(graph), RUNTIMES)
+    assert info.value.code == "invalid_link", info.value.to_body()
+    node = str(info.value.field).split('"')[1]
+    assert node in cycle and ".inputs." in str(info.value.field)
+    assert "cycle" in info.value.message
+
+
+def test_a_long_acyclic_chain_is_accepted() -> None:
+    # Checked without recursion: a chain far longer than Python's recursion limit.
+    graph = {"0": {"class_type": "Start", "inputs": {}}}
+    for i in range(1, 5000):
+        graph[str(i)] = {"class_type": "Step", "inputs": {"x": [str(i - 1), 0]}}
+    assert contract.parse_v1alpha2(task_body(graph), RUNTIMES).content == {"prompt": graph}
+
+
+@pytest.mark.parametrize(
+    ("content", "code", "field"),
+    [
+        # Mixed shapes: the stray node would never reach ComfyUI.
+        (
+            {"prompt": workflow(), "10": {"class_type": "X", "inputs": {}}},
+            "unknown_field",
+            'task.content["10"]',
+        ),
+        ({"prompt": workflow(), "client_id": "mine"}, "unknown_field", "task.content.client_id"),
+        ({"prompt": workflow(), "extra_data": "x"}, "invalid_type", "task.content.extra_data"),
+    ],
+)
+def test_nothing_in_the_wrapped_shape_is_dropped(content: Any, code: str, field: str) -> None:
+    with pytest.raises(ContractError) as info:
+        contract.parse_v1alpha2(task_body(content), RUNTIMES)
+    assert (info.value.code, info.value.field) == (code, field), info.value.to_body()
+
+
 def test_a_link_to_an_unknown_node_says_which() -> None:
     graph = _broken(lambda g: g["3"]["inputs"].update(model=["99", 0]))
     with pytest.raises(ContractError) as info:
