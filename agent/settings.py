@@ -8,6 +8,7 @@ names and defaults are defined once. Stdlib only (the builder imports it at synt
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,10 @@ from typing import Any
 SERVER_HOST = "127.0.0.1"
 SERVER_PORT = 8080
 MIB = 1024 * 1024
+# Upper bounds of durations: the agent waits on them (Event.wait, socket timeouts), which
+# overflow past ~9.2e9 s; the stack config allows jobs up to 10 h and drains up to 1 h.
+HOUR = 3600
+DAY = 24 * HOUR
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
@@ -69,8 +74,15 @@ SETTINGS: tuple[Setting, ...] = (
     _s("MODEL_FILENAME", "str", None, "checkpoint the server must have loaded (static model)"),
     _s("EXP_CALLBACK_WHEN_RUNNING", "bool", False, "also notify when a task starts running"),
     _s("LOGLEVEL", "str", "INFO", "DEBUG, INFO, WARNING, ERROR or CRITICAL"),
-    _s("JOB_TIMEOUT_SECONDS", "float", 600.0, "a task's inference is interrupted after this", 0.1),
-    _s("DRAIN_SECONDS", "float", 90.0, "on SIGTERM: time to finish the running task", 0),
+    _s(
+        "JOB_TIMEOUT_SECONDS",
+        "float",
+        600.0,
+        "a task's inference is interrupted after this",
+        0.1,
+        DAY,
+    ),
+    _s("DRAIN_SECONDS", "float", 90.0, "on SIGTERM: time to finish the running task", 0, HOUR),
     _s("HEARTBEAT_SECONDS", "float", 5.0, "interval of the visibility heartbeat", 0.1, 3600),
     _s(
         "VISIBILITY_EXTENSION_SECONDS",
@@ -91,14 +103,37 @@ SETTINGS: tuple[Setting, ...] = (
         30,
     ),
     _s("OUTPUT_RETRIES", "int", 6, "in-place retries of a failed result upload or publish", 0, 20),
-    _s("OUTPUT_RETRY_BASE_SECONDS", "float", 0.5, "first delay of those retries (doubling)", 0),
-    _s("OUTPUT_RETRY_MAX_SECONDS", "float", 8.0, "cap on one delay of those retries", 0),
+    _s(
+        "OUTPUT_RETRY_BASE_SECONDS",
+        "float",
+        0.5,
+        "first delay of those retries (doubling)",
+        0,
+        HOUR,
+    ),
+    _s("OUTPUT_RETRY_MAX_SECONDS", "float", 8.0, "cap on one delay of those retries", 0, HOUR),
     _s("MAX_INPUT_BYTES", "int", 20 * MIB, "largest single input image", 1),
     _s("INPUT_MAX_TOTAL_BYTES", "int", 64 * MIB, "all inputs of one task together", 1),
-    _s("INPUT_FETCH_TIMEOUT_SECONDS", "float", 30.0, "wall-clock deadline of one input", 0.1),
-    _s("INPUT_TASK_TIMEOUT_SECONDS", "float", 60.0, "wall-clock deadline of a task's inputs", 0.1),
-    _s("INPUT_CONNECT_TIMEOUT_SECONDS", "float", 5.0, "connect timeout of an input fetch", 0.1),
-    _s("INPUT_READ_TIMEOUT_SECONDS", "float", 30.0, "per-read timeout of an input fetch", 0.1),
+    _s("INPUT_FETCH_TIMEOUT_SECONDS", "float", 30.0, "wall-clock deadline of one input", 0.1, HOUR),
+    _s(
+        "INPUT_TASK_TIMEOUT_SECONDS",
+        "float",
+        60.0,
+        "wall-clock deadline of a task's inputs",
+        0.1,
+        HOUR,
+    ),
+    _s(
+        "INPUT_CONNECT_TIMEOUT_SECONDS",
+        "float",
+        5.0,
+        "connect timeout of an input fetch",
+        0.1,
+        HOUR,
+    ),
+    _s(
+        "INPUT_READ_TIMEOUT_SECONDS", "float", 30.0, "per-read timeout of an input fetch", 0.1, HOUR
+    ),
     _s("ALLOWED_INPUT_HOSTS", "csv", (), "hosts exempt from the private-address guard"),
     _s("INPUT_S3_BUCKETS", "csv", (), "buckets s3:// inputs may name (besides the output's)"),
     _s("TASK_LIMITS", "json", None, "per-runtime work limits (maxSteps, maxPixels, ...)"),
@@ -106,8 +141,8 @@ SETTINGS: tuple[Setting, ...] = (
     _s("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "str", None, "OTLP traces endpoint"),
     _s("OTEL_EXPORTER_OTLP_ENDPOINT", "str", None, "OTLP endpoint (traces fallback)"),
     _s("SERVER_RETRIES", "int", 3, "retries of a failed inference server call", 0, 20),
-    _s("RETRY_BASE_SECONDS", "float", 0.5, "first delay of server retries", 0),
-    _s("RETRY_MAX_SECONDS", "float", 10.0, "cap on one server retry delay", 0),
+    _s("RETRY_BASE_SECONDS", "float", 0.5, "first delay of server retries", 0, HOUR),
+    _s("RETRY_MAX_SECONDS", "float", 10.0, "cap on one server retry delay", 0, HOUR),
     _s("POISON_VISIBILITY_SECONDS", "int", 1, "first back-off of a poison message", 0, 43200),
     _s("POD_NAME", "str", None, "this pod (downward API metadata.name)"),
     _s("POD_NAMESPACE", "str", None, "this pod's namespace (downward API metadata.namespace)"),
@@ -145,7 +180,8 @@ def _number(setting: Setting, text: str, integer: bool) -> float:
         kind = "an integer" if integer else "a number"
         raise ConfigError(setting.name, f"{text!r} is not {kind}") from None
     low, high = setting.minimum, setting.maximum
-    if value != value or (low is not None and value < low) or (high is not None and value > high):
+    out = not math.isfinite(value) or (low is not None and value < low)
+    if out or (high is not None and value > high):
         bounds = f"at least {low:g}" if low is not None else "a number"
         upper = f" and at most {high:g}" if high is not None else ""
         raise ConfigError(setting.name, f"{text!r} is out of range; must be {bounds}{upper}")

@@ -140,3 +140,23 @@ def test_settings_table_is_consistent() -> None:
             assert settings.parse({setting.name: text}, setting.name) == setting.default
     with pytest.raises(KeyError):
         settings.raw({}, "NOT_A_SETTING")
+
+
+DURATIONS = [s.name for s in settings.SETTINGS if s.kind == "float"]
+
+
+@pytest.mark.parametrize("name", DURATIONS)
+@pytest.mark.parametrize("text", ["inf", "-inf", "1e300", "1e10"])
+def test_durations_are_finite_and_bounded(name: str, text: str) -> None:
+    # Waits and socket timeouts raise OverflowError past ~9.2e9 s (and on inf): a value the
+    # agent cannot wait for is a config error naming the variable, not a crash per task.
+    with pytest.raises(settings.ConfigError, match=rf"^{name}: '{text}' is out of range"):
+        settings.parse({name: text}, name)
+
+
+def test_every_duration_has_an_upper_bound_the_stack_config_fits() -> None:
+    for name in DURATIONS:
+        assert settings.BY_NAME[name].maximum is not None, name
+    # The stack config allows jobTimeoutSeconds up to 36000 and drainSeconds up to 3600.
+    assert settings.parse({"JOB_TIMEOUT_SECONDS": "36000"}, "JOB_TIMEOUT_SECONDS") == 36000
+    assert settings.parse({"DRAIN_SECONDS": "3600"}, "DRAIN_SECONDS") == 3600
