@@ -6,25 +6,74 @@ Pod layout: the inference server runs as a native sidecar (an init container wit
 kubelet starts the queue agent (the main container) only after that, and on termination stops
 the server only after the agent has exited, so the server outlives the agent's drain.
 Replicas are omitted: KEDA owns the replica count.
+
+Split by concern; import every name from here: workload_objects.py (Namespace,
+ServiceAccount, model PV/PVC), workload_agent_env.py (AgentEnv), workload_checks.py (the
+shared input checks); this module: the runtime's names and defaults, and the Deployment.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any
 
 from agent import settings as agent_settings
 from components.builders import isolation
 from components.builders import pod_extras as px
 from components.builders.karpenter import GPU_RESOURCE, runtime_selector_labels
-from components.patterns import DNS_LABEL as _DNS_LABEL
-from components.patterns import QUANTITY as _QUANTITY
+from components.builders.workload_agent_env import AgentEnv
+from components.builders.workload_checks import (
+    COMFYUI,
+    RUNTIME_TYPES,
+    SDWEBUI,
+    _check_int,
+    _check_name,
+    _check_quantity,
+    _check_type,
+    _fail,
+    _meta,
+)
+from components.builders.workload_objects import (
+    CSI_DRIVER,
+    model_claim,
+    model_mount_options,
+    model_volume,
+    namespace,
+    service_account,
+)
 
-SDWEBUI = "sdwebui"
-COMFYUI = "comfyui"
-RUNTIME_TYPES = (SDWEBUI, COMFYUI)
+__all__ = [
+    "AGENT_CONTAINER",
+    "AGENT_HEALTH_PORT",
+    "AGENT_UID",
+    "COMFYUI",
+    "CSI_DRIVER",
+    "DEFAULT_AGENT_RESOURCES",
+    "DEFAULT_MODEL_PATHS",
+    "DEFAULT_SERVER_ARGS",
+    "DEFAULT_SERVER_RESOURCES",
+    "GPU_RESOURCE",
+    "MODELS_VOLUME",
+    "RUNTIME_TYPES",
+    "SDWEBUI",
+    "SERVER_CONTAINER",
+    "SERVER_PORT",
+    "SHUTDOWN_MARGIN_SECONDS",
+    "SPOT_NOTICE_SECONDS",
+    "STARTUP_PROBE_PATHS",
+    "AgentEnv",
+    "Resources",
+    "default_api_base_url",
+    "default_termination_grace_seconds",
+    "model_claim",
+    "model_mount_options",
+    "model_volume",
+    "namespace",
+    "runtime_deployment",
+    "runtime_selector_labels",
+    "service_account",
+]
 
 SERVER_PORT = agent_settings.SERVER_PORT
 AGENT_HEALTH_PORT: int = agent_settings.default("HEALTH_PORT")
@@ -33,7 +82,6 @@ AGENT_UID = 10001
 SERVER_CONTAINER = "inference-server"
 AGENT_CONTAINER = "queue-agent"
 MODELS_VOLUME = "models"
-CSI_DRIVER = "s3.csi.aws.com"
 
 # Where each server looks for models (override per runtime for images laid out differently).
 DEFAULT_MODEL_PATHS = {
@@ -59,179 +107,10 @@ SPOT_NOTICE_SECONDS = 120
 SHUTDOWN_MARGIN_SECONDS = 10
 
 
-def _fail(field_name: str, value: Any, allowed: str) -> ValueError:
-    return ValueError(f"{field_name}: got {value!r}; allowed: {allowed}")
-
-
-def _check_name(field_name: str, value: Any, max_len: int = 63) -> None:
-    if not isinstance(value, str) or len(value) > max_len or not _DNS_LABEL.match(value):
-        raise _fail(
-            field_name, value, f"a lowercase DNS label (a-z, 0-9, '-'), at most {max_len} chars"
-        )
-
-
-def _check_type(runtime_type: str) -> None:
-    if runtime_type not in RUNTIME_TYPES:
-        raise _fail("runtime_type", runtime_type, " or ".join(RUNTIME_TYPES))
-
-
-def _check_quantity(field_name: str, value: Any) -> None:
-    if not isinstance(value, str) or not _QUANTITY.match(value):
-        raise _fail(field_name, value, "a Kubernetes quantity string such as '500m' or '8Gi'")
-
-
-def _check_int(field_name: str, value: Any, low: int, high: int | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise _fail(field_name, value, f"an integer >= {low}" + (f", <= {high}" if high else ""))
-    if high is not None and value > high:
-        raise _fail(field_name, value, f"an integer from {low} to {high}")
-
-
-def _meta(
-    name: str, namespace: str | None = None, labels: Mapping[str, str] | None = None
-) -> dict[str, Any]:
-    meta: dict[str, Any] = {"name": name}
-    if namespace is not None:
-        meta["namespace"] = namespace
-    if labels:
-        meta["labels"] = dict(labels)
-    return meta
-
-
 def default_api_base_url(runtime_type: str, port: int = SERVER_PORT) -> str:
     """The agent's URL for the server sidecar (one definition, in the agent's settings)."""
     _check_type(runtime_type)
     return agent_settings.default_api_base_url(runtime_type, port)
-
-
-# ------------------------------------------------------------------------------------------
-# Namespace, ServiceAccount
-
-
-def namespace(name: str, labels: Mapping[str, str] | None = None) -> dict[str, Any]:
-    _check_name("namespace", name)
-    return {"apiVersion": "v1", "kind": "Namespace", "metadata": _meta(name, labels=labels)}
-
-
-def service_account(
-    name: str, namespace: str, labels: Mapping[str, str] | None = None
-) -> dict[str, Any]:
-    """The runtime's service account; its AWS role comes from a Pod Identity association (no
-    annotation). Its pods turn the API token automount off and mount it into the agent only
-    (:func:`runtime_deployment`); Pod Identity's own token is a separate projected volume that
-    its webhook adds whatever the automount setting."""
-    _check_name("service_account", name)
-    return {
-        "apiVersion": "v1",
-        "kind": "ServiceAccount",
-        "metadata": _meta(name, namespace, labels),
-    }
-
-
-# ------------------------------------------------------------------------------------------
-# Models: PersistentVolume + PersistentVolumeClaim
-
-
-def model_mount_options(
-    *,
-    region: str,
-    prefix: str | None = None,
-    metadata_ttl: str = "indefinite",
-    maximum_throughput_gbps: int | None = None,
-) -> list[str]:
-    """Mountpoint flags for a read-only model mount.
-
-    ``region`` is always given: under IMDS hop limit 1 Mountpoint pods cannot discover it.
-    ``allow-other`` lets a server running as any uid read the files. ``metadata-ttl
-    indefinite`` suits a model bucket that only gains files (new files need a pod restart to be
-    seen either way: the servers scan models at start); use a number of seconds otherwise.
-    """
-    if not isinstance(region, str) or not re.match(r"^[a-z]{2}(-[a-z]+)+-[0-9]+$", region):
-        raise _fail("region", region, "an AWS region such as 'us-west-2'")
-    options = ["read-only", "allow-other", f"region {region}"]
-    if prefix:
-        if prefix.startswith("/") or not prefix.endswith("/"):
-            raise _fail("modelPrefix", prefix, "a key prefix ending with '/', e.g. 'sd15/'")
-        options.append(f"prefix {prefix}")
-    if metadata_ttl not in ("indefinite", "minimal") and not metadata_ttl.isdigit():
-        raise _fail("metadataTtl", metadata_ttl, "'indefinite', 'minimal' or seconds")
-    options.append(f"metadata-ttl {metadata_ttl}")
-    if maximum_throughput_gbps is not None:
-        _check_int("maximumThroughputGbps", maximum_throughput_gbps, 1, 400)
-        options.append(f"maximum-throughput-gbps {maximum_throughput_gbps}")
-    return options
-
-
-def model_volume(
-    *,
-    name: str,
-    volume_handle: str,
-    bucket_name: str,
-    region: str,
-    claim_name: str,
-    claim_namespace: str,
-    prefix: str | None = None,
-    cache_size_limit: str | None = None,
-    metadata_ttl: str = "indefinite",
-    maximum_throughput_gbps: int | None = None,
-) -> dict[str, Any]:
-    """A static, read-only PersistentVolume on the model bucket (cluster-scoped).
-
-    ``volume_handle`` must be unique across all PVs in the cluster (duplicates leave pods in
-    ContainerCreating): use one per runtime. ``cache_size_limit`` (e.g. "20Gi") turns on
-    Mountpoint's data cache in an emptyDir on the node's data volume, so a pod restarted on the
-    same node reads the weights locally.
-    """
-    _check_name("pv name", name, max_len=253)
-    if not volume_handle or not isinstance(volume_handle, str):
-        raise _fail("volume_handle", volume_handle, "a non-empty string unique in the cluster")
-    if not isinstance(bucket_name, str) or not re.match(
-        r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", bucket_name
-    ):
-        raise _fail("bucket_name", bucket_name, "an S3 bucket name")
-    attributes: dict[str, str] = {"bucketName": bucket_name}
-    if cache_size_limit is not None:
-        _check_quantity("cacheSizeLimit", cache_size_limit)
-        attributes["cache"] = "emptyDir"
-        attributes["cacheEmptyDirSizeLimit"] = cache_size_limit
-    spec: dict[str, Any] = {
-        # Required by Kubernetes, ignored by the driver.
-        "capacity": {"storage": "1Ti"},
-        "accessModes": ["ReadOnlyMany"],
-        "persistentVolumeReclaimPolicy": "Retain",
-        "storageClassName": "",
-        "claimRef": {"namespace": claim_namespace, "name": claim_name},
-        "mountOptions": model_mount_options(
-            region=region,
-            prefix=prefix,
-            metadata_ttl=metadata_ttl,
-            maximum_throughput_gbps=maximum_throughput_gbps,
-        ),
-        "csi": {
-            "driver": CSI_DRIVER,
-            "volumeHandle": volume_handle,
-            "readOnly": True,
-            "volumeAttributes": attributes,
-        },
-    }
-    return {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": _meta(name), "spec": spec}
-
-
-def model_claim(*, name: str, namespace: str, volume_name: str) -> dict[str, Any]:
-    """The PVC bound to :func:`model_volume` by name."""
-    _check_name("pvc name", name, max_len=253)
-    spec: dict[str, Any] = {
-        "accessModes": ["ReadOnlyMany"],
-        "storageClassName": "",
-        "volumeName": volume_name,
-        "resources": {"requests": {"storage": "1Ti"}},
-    }
-    return {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": _meta(name, namespace),
-        "spec": spec,
-    }
 
 
 # ------------------------------------------------------------------------------------------
@@ -266,131 +145,6 @@ class Resources:
 
 DEFAULT_SERVER_RESOURCES = Resources(cpu="3", memory="14Gi")
 DEFAULT_AGENT_RESOURCES = Resources(cpu="250m", memory="256Mi", memory_limit="512Mi")
-
-
-@dataclass(frozen=True)
-class AgentEnv:
-    """The queue agent's environment, one field per variable. Names, defaults and the value
-    format come from the agent's own settings table (``agent.settings``), so the pod's env and
-    what the agent reads cannot drift apart."""
-
-    sqs_queue_url: str
-    sns_topic_arn: str
-    s3_bucket: str
-    runtime_type: str
-    runtime_name: str
-    aws_region: str
-    job_timeout_seconds: int = int(agent_settings.default("JOB_TIMEOUT_SECONDS"))
-    drain_seconds: int = int(agent_settings.default("DRAIN_SECONDS"))
-    dynamic_sd_model: bool = agent_settings.default("DYNAMIC_SD_MODEL")
-    model_filename: str | None = None
-    api_base_url: str | None = None
-    health_port: int = int(agent_settings.default("HEALTH_PORT"))
-    # camelCase JSON of agent.contract.Limits (maxSteps, maxPixels, maxImages, maxInputs).
-    task_limits: Mapping[str, int] | None = None
-    input_s3_buckets: tuple[str, ...] = ()
-    input_fetch_timeout_seconds: float = agent_settings.default("INPUT_FETCH_TIMEOUT_SECONDS")
-    input_task_timeout_seconds: float = agent_settings.default("INPUT_TASK_TIMEOUT_SECONDS")
-    input_max_total_bytes: int = agent_settings.default("INPUT_MAX_TOTAL_BYTES")
-    pod_deletion_cost: bool = agent_settings.default("POD_DELETION_COST")
-    extra: Mapping[str, str] = field(default_factory=dict)
-
-    # The pod's own name and namespace, from the downward API.
-    FIELD_REFS: ClassVar[dict[str, str]] = {
-        "POD_NAME": "metadata.name",
-        "POD_NAMESPACE": "metadata.namespace",
-    }
-
-    def validate(self) -> None:
-        _check_type(self.runtime_type)
-        for name in ("sqs_queue_url", "sns_topic_arn", "s3_bucket", "runtime_name", "aws_region"):
-            value = getattr(self, name)
-            if not isinstance(value, str) or not value:
-                raise _fail(f"agent_env.{name}", value, "a non-empty string")
-        _check_int("agent_env.job_timeout_seconds", self.job_timeout_seconds, 1)
-        _check_int("agent_env.drain_seconds", self.drain_seconds, 0)
-        _check_int("agent_env.health_port", self.health_port, 1, 65535)
-        _check_int("agent_env.input_max_total_bytes", self.input_max_total_bytes, 1)
-        for name in ("input_fetch_timeout_seconds", "input_task_timeout_seconds"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0.1:
-                raise _fail(f"agent_env.{name}", value, "a number of seconds >= 0.1")
-        for bucket in self.input_s3_buckets:
-            if not isinstance(bucket, str) or not bucket or "," in bucket:
-                raise _fail("agent_env.input_s3_buckets", bucket, "bucket names without commas")
-        if self.task_limits is not None and not isinstance(self.task_limits, Mapping):
-            raise _fail("agent_env.task_limits", self.task_limits, "a mapping (Limits.to_json())")
-        for key, value in self.extra.items():
-            known = key in agent_settings.BY_NAME and key not in self.names()
-            if not known or not isinstance(value, str):
-                raise _fail(
-                    f"agent_env.extra.{key}",
-                    value,
-                    "a string value for an agent setting not already set by a field "
-                    "(see agent/settings.py)",
-                )
-
-    @staticmethod
-    def names() -> tuple[str, ...]:
-        """Every variable the fields set (``extra`` may set the other agent settings)."""
-        return (
-            "SQS_QUEUE_URL",
-            "SNS_TOPIC_ARN",
-            "S3_BUCKET",
-            "RUNTIME_TYPE",
-            "RUNTIME_NAME",
-            "API_BASE_URL",
-            "JOB_TIMEOUT_SECONDS",
-            "DRAIN_SECONDS",
-            "DYNAMIC_SD_MODEL",
-            "MODEL_FILENAME",
-            "AWS_REGION",
-            "HEALTH_PORT",
-            "TASK_LIMITS",
-            "INPUT_S3_BUCKETS",
-            "INPUT_FETCH_TIMEOUT_SECONDS",
-            "INPUT_TASK_TIMEOUT_SECONDS",
-            "INPUT_MAX_TOTAL_BYTES",
-            "POD_DELETION_COST",
-            *AgentEnv.FIELD_REFS,
-        )
-
-    def to_env(self, server_port: int = SERVER_PORT) -> list[dict[str, Any]]:
-        """Kubernetes ``env`` entries (string values, or downward-API ``valueFrom``) in a
-        stable order."""
-        self.validate()
-        fields: dict[str, Any] = {
-            "SQS_QUEUE_URL": self.sqs_queue_url,
-            "SNS_TOPIC_ARN": self.sns_topic_arn,
-            "S3_BUCKET": self.s3_bucket,
-            "RUNTIME_TYPE": self.runtime_type,
-            "RUNTIME_NAME": self.runtime_name,
-            "API_BASE_URL": self.api_base_url
-            or agent_settings.default_api_base_url(self.runtime_type, server_port),
-            "JOB_TIMEOUT_SECONDS": self.job_timeout_seconds,
-            "DRAIN_SECONDS": self.drain_seconds,
-            "DYNAMIC_SD_MODEL": self.dynamic_sd_model,
-            "AWS_REGION": self.aws_region,
-            "HEALTH_PORT": self.health_port,
-            "MODEL_FILENAME": self.model_filename or None,
-            "TASK_LIMITS": dict(self.task_limits) if self.task_limits is not None else None,
-            "INPUT_S3_BUCKETS": tuple(self.input_s3_buckets) or None,
-            "INPUT_FETCH_TIMEOUT_SECONDS": self.input_fetch_timeout_seconds,
-            "INPUT_TASK_TIMEOUT_SECONDS": self.input_task_timeout_seconds,
-            "INPUT_MAX_TOTAL_BYTES": self.input_max_total_bytes,
-            "POD_DELETION_COST": self.pod_deletion_cost,
-        }
-        entries: list[dict[str, Any]] = [
-            {"name": name, "value": agent_settings.to_env_value(name, value)}
-            for name, value in fields.items()
-            if value is not None
-        ]
-        entries += [
-            {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
-            for name, path in self.FIELD_REFS.items()
-        ]
-        entries += [{"name": k, "value": v} for k, v in self.extra.items()]
-        return entries
 
 
 def _check_pass_through(

@@ -1,0 +1,136 @@
+"""The queue agent's environment in the pod (:class:`AgentEnv`), written from the agent's own
+settings table so the two sides cannot disagree."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from agent import settings as agent_settings
+from components.builders.workload_checks import _check_int, _check_type, _fail
+
+
+@dataclass(frozen=True)
+class AgentEnv:
+    """The queue agent's environment, one field per variable. Names, defaults and the value
+    format come from the agent's own settings table (``agent.settings``), so the pod's env and
+    what the agent reads cannot drift apart."""
+
+    sqs_queue_url: str
+    sns_topic_arn: str
+    s3_bucket: str
+    runtime_type: str
+    runtime_name: str
+    aws_region: str
+    job_timeout_seconds: int = int(agent_settings.default("JOB_TIMEOUT_SECONDS"))
+    drain_seconds: int = int(agent_settings.default("DRAIN_SECONDS"))
+    dynamic_sd_model: bool = agent_settings.default("DYNAMIC_SD_MODEL")
+    model_filename: str | None = None
+    api_base_url: str | None = None
+    health_port: int = int(agent_settings.default("HEALTH_PORT"))
+    # camelCase JSON of agent.contract.Limits (maxSteps, maxPixels, maxImages, maxInputs).
+    task_limits: Mapping[str, int] | None = None
+    input_s3_buckets: tuple[str, ...] = ()
+    input_fetch_timeout_seconds: float = agent_settings.default("INPUT_FETCH_TIMEOUT_SECONDS")
+    input_task_timeout_seconds: float = agent_settings.default("INPUT_TASK_TIMEOUT_SECONDS")
+    input_max_total_bytes: int = agent_settings.default("INPUT_MAX_TOTAL_BYTES")
+    pod_deletion_cost: bool = agent_settings.default("POD_DELETION_COST")
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    # The pod's own name and namespace, from the downward API.
+    FIELD_REFS: ClassVar[dict[str, str]] = {
+        "POD_NAME": "metadata.name",
+        "POD_NAMESPACE": "metadata.namespace",
+    }
+
+    def validate(self) -> None:
+        _check_type(self.runtime_type)
+        for name in ("sqs_queue_url", "sns_topic_arn", "s3_bucket", "runtime_name", "aws_region"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value:
+                raise _fail(f"agent_env.{name}", value, "a non-empty string")
+        _check_int("agent_env.job_timeout_seconds", self.job_timeout_seconds, 1)
+        _check_int("agent_env.drain_seconds", self.drain_seconds, 0)
+        _check_int("agent_env.health_port", self.health_port, 1, 65535)
+        _check_int("agent_env.input_max_total_bytes", self.input_max_total_bytes, 1)
+        for name in ("input_fetch_timeout_seconds", "input_task_timeout_seconds"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0.1:
+                raise _fail(f"agent_env.{name}", value, "a number of seconds >= 0.1")
+        for bucket in self.input_s3_buckets:
+            if not isinstance(bucket, str) or not bucket or "," in bucket:
+                raise _fail("agent_env.input_s3_buckets", bucket, "bucket names without commas")
+        if self.task_limits is not None and not isinstance(self.task_limits, Mapping):
+            raise _fail("agent_env.task_limits", self.task_limits, "a mapping (Limits.to_json())")
+        for key, value in self.extra.items():
+            known = key in agent_settings.BY_NAME and key not in self.names()
+            if not known or not isinstance(value, str):
+                raise _fail(
+                    f"agent_env.extra.{key}",
+                    value,
+                    "a string value for an agent setting not already set by a field "
+                    "(see agent/settings.py)",
+                )
+
+    @staticmethod
+    def names() -> tuple[str, ...]:
+        """Every variable the fields set (``extra`` may set the other agent settings)."""
+        return (
+            "SQS_QUEUE_URL",
+            "SNS_TOPIC_ARN",
+            "S3_BUCKET",
+            "RUNTIME_TYPE",
+            "RUNTIME_NAME",
+            "API_BASE_URL",
+            "JOB_TIMEOUT_SECONDS",
+            "DRAIN_SECONDS",
+            "DYNAMIC_SD_MODEL",
+            "MODEL_FILENAME",
+            "AWS_REGION",
+            "HEALTH_PORT",
+            "TASK_LIMITS",
+            "INPUT_S3_BUCKETS",
+            "INPUT_FETCH_TIMEOUT_SECONDS",
+            "INPUT_TASK_TIMEOUT_SECONDS",
+            "INPUT_MAX_TOTAL_BYTES",
+            "POD_DELETION_COST",
+            *AgentEnv.FIELD_REFS,
+        )
+
+    def to_env(self, server_port: int = agent_settings.SERVER_PORT) -> list[dict[str, Any]]:
+        """Kubernetes ``env`` entries (string values, or downward-API ``valueFrom``) in a
+        stable order."""
+        self.validate()
+        fields: dict[str, Any] = {
+            "SQS_QUEUE_URL": self.sqs_queue_url,
+            "SNS_TOPIC_ARN": self.sns_topic_arn,
+            "S3_BUCKET": self.s3_bucket,
+            "RUNTIME_TYPE": self.runtime_type,
+            "RUNTIME_NAME": self.runtime_name,
+            "API_BASE_URL": self.api_base_url
+            or agent_settings.default_api_base_url(self.runtime_type, server_port),
+            "JOB_TIMEOUT_SECONDS": self.job_timeout_seconds,
+            "DRAIN_SECONDS": self.drain_seconds,
+            "DYNAMIC_SD_MODEL": self.dynamic_sd_model,
+            "AWS_REGION": self.aws_region,
+            "HEALTH_PORT": self.health_port,
+            "MODEL_FILENAME": self.model_filename or None,
+            "TASK_LIMITS": dict(self.task_limits) if self.task_limits is not None else None,
+            "INPUT_S3_BUCKETS": tuple(self.input_s3_buckets) or None,
+            "INPUT_FETCH_TIMEOUT_SECONDS": self.input_fetch_timeout_seconds,
+            "INPUT_TASK_TIMEOUT_SECONDS": self.input_task_timeout_seconds,
+            "INPUT_MAX_TOTAL_BYTES": self.input_max_total_bytes,
+            "POD_DELETION_COST": self.pod_deletion_cost,
+        }
+        entries: list[dict[str, Any]] = [
+            {"name": name, "value": agent_settings.to_env_value(name, value)}
+            for name, value in fields.items()
+            if value is not None
+        ]
+        entries += [
+            {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
+            for name, path in self.FIELD_REFS.items()
+        ]
+        entries += [{"name": k, "value": v} for k, v in self.extra.items()]
+        return entries
