@@ -48,7 +48,7 @@ from agent.contract_base import MAX_ECHO_CHARS as MAX_ECHO_CHARS
 from agent.contract_base import MAX_NAME_CHARS as MAX_NAME_CHARS
 from agent.contract_base import MAX_URL_CHARS as MAX_URL_CHARS
 from agent.contract_base import ContractError as ContractError
-from agent.contract_base import check_string, require_object, short, type_name
+from agent.contract_base import check_string, child_path, require_object, short, type_name
 from agent.contract_comfy import MAX_NODE_ID_CHARS as MAX_NODE_ID_CHARS
 from agent.contract_comfy import is_bare_workflow as is_bare_workflow
 from agent.contract_content import COMFYUI as COMFYUI
@@ -113,6 +113,13 @@ def parse_task(
     ``allow_content_ref`` is False for client requests: only the API writes offloaded request
     objects, so a client must not point the agent at an S3 object of its choosing."""
     task_obj = require_object(task, path)
+    for key in task_obj:
+        if key not in ("metadata", "content", "content_ref"):
+            raise ContractError(
+                "unknown_field",
+                "unknown task field; allowed: metadata, content",
+                child_path(path, str(key)),
+            )
     meta = require_object(task_obj.get("metadata"), f"{path}.metadata")
     meta_path = f"{path}.metadata"
     unknown = sorted(set(meta) - {"id", "runtime", "tasktype", "prefix", "context"})
@@ -182,6 +189,9 @@ def parse_v1alpha2(body: Any, runtimes: Sequence[RuntimeInfo]) -> Task:
         )
     if "task" not in body:
         raise ContractError("missing_field", "is required: {metadata, content}", "task")
+    for key in body:
+        if key != "task":
+            raise ContractError("unknown_field", "unknown field; the body is {task}", str(key))
     return parse_task(body["task"], runtimes, allow_content_ref=False)
 
 

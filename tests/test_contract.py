@@ -244,6 +244,24 @@ def test_top_level_shape_errors() -> None:
     raises("missing_field", "task", contract.parse_v1alpha2, {}, RUNTIMES)
 
 
+def test_unknown_task_and_body_keys_are_refused_not_dropped() -> None:
+    body = v2("sd15", "text-to-image", {"prompt": "p"})
+    body["task"]["contents"] = {"steps": 10}  # a typo: its steps would silently not apply
+    raises("unknown_field", "task.contents", contract.parse_v1alpha2, body, RUNTIMES)
+    body = v2("sd15", "text-to-image", {"prompt": "p"})
+    body["callback"] = "https://example.com/hook"
+    err = raises("unknown_field", "callback", contract.parse_v1alpha2, body, RUNTIMES)
+    assert "task" in err.message
+    # Queue messages are held to the same shape.
+    message = {**v2("flux", "pipeline", {"1": {"class_type": "X", "inputs": {}}})["task"]}
+    message["metadata"]["id"] = "q-9"
+    message["priority"] = 1
+    with pytest.raises(PoisonMessage) as info:
+        contract.parse_queue_message(json.dumps(message), FLUX)
+    assert info.value.task_id == "q-9" and info.value.error is not None
+    assert info.value.error.field == "task.priority"
+
+
 def test_unknown_runtime_lists_known_and_cuts_the_echo() -> None:
     err = raises(
         "unknown_runtime",
