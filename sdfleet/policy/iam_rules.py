@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, get_args
 
 from sdfleet.policy.allowlists import (
     ADMIN_POLICY_MARKERS,
@@ -14,7 +14,14 @@ from sdfleet.policy.allowlists import (
     PINNING_OPERATORS,
     RESOURCE_STAR_ACTIONS,
 )
-from sdfleet.policy.documents import allows, as_list, documents, principal_values, strings
+from sdfleet.policy.documents import (
+    Kind,
+    allows,
+    as_list,
+    documents,
+    principal_values,
+    strings,
+)
 from sdfleet.policy.model import Finding, Resource, Unknown, finding
 
 
@@ -35,27 +42,39 @@ def is_wildcard_resource(arn: str) -> bool:
     return _has_wildcard(service) or (_has_wildcard(resource) and not resource.strip("*?/:"))
 
 
-def check_action_wildcards(res: Resource) -> Iterator[Finding]:
+_ALL_KINDS: tuple[Kind, ...] = get_args(Kind)
+
+
+def _allow_statements(
+    res: Resource, kinds: tuple[Kind, ...] = _ALL_KINDS
+) -> Iterator[tuple[Kind, str, dict[str, Any]]]:
+    """(document kind, label, statement) of every Allow statement in the resource's policy
+    documents of the given kinds."""
     for doc in documents(res):
-        for label, st in allows(doc):
-            for action in strings(st.get("Action")):
-                if not _has_wildcard(action):
-                    continue
-                if doc.kind == "key" and action in KMS_KEY_POLICY_ACTION_PATTERNS:
-                    continue
-                yield finding(
-                    "iam-action-wildcard",
-                    res,
-                    f"{label}: wildcard action {action!r}; name each action it needs",
-                )
+        if doc.kind in kinds:
+            for label, st in allows(doc):
+                yield doc.kind, label, st
+
+
+def check_action_wildcards(res: Resource) -> Iterator[Finding]:
+    for kind, label, st in _allow_statements(res):
+        for action in strings(st.get("Action")):
+            if not _has_wildcard(action):
+                continue
+            if kind == "key" and action in KMS_KEY_POLICY_ACTION_PATTERNS:
+                continue
+            yield finding(
+                "iam-action-wildcard",
+                res,
+                f"{label}: wildcard action {action!r}; name each action it needs",
+            )
 
 
 def _allows_with(res: Resource, key: str, rule: str, consequence: str) -> Iterator[Finding]:
     """A finding for every Allow statement that has ``key`` (NotAction, NotResource)."""
-    for doc in documents(res):
-        for label, st in allows(doc):
-            if key in st:
-                yield finding(rule, res, f"{label}: Allow with {key} {consequence}")
+    for _, label, st in _allow_statements(res):
+        if key in st:
+            yield finding(rule, res, f"{label}: Allow with {key} {consequence}")
 
 
 def check_not_action(res: Resource) -> Iterator[Finding]:
@@ -67,21 +86,19 @@ def check_not_resource(res: Resource) -> Iterator[Finding]:
 
 
 def check_resource_wildcards(res: Resource) -> Iterator[Finding]:
-    for doc in documents(res):
-        if doc.kind not in ("identity", "resource"):
-            continue  # a key policy's "*" is the key itself; trust policies name no resource
-        for label, st in allows(doc):
-            wild = [r for r in strings(st.get("Resource")) if is_wildcard_resource(r)]
-            actions = strings(st.get("Action"))
-            if not wild or (actions and all(a in RESOURCE_STAR_ACTIONS for a in actions)):
-                continue
-            broad = [a for a in actions if a not in RESOURCE_STAR_ACTIONS] or ["NotAction"]
-            yield finding(
-                "iam-resource-wildcard",
-                res,
-                f"{label}: Resource {wild[0]!r} for {broad}; only actions AWS grants on '*' "
-                "alone (the allow-list) may use a wildcard resource",
-            )
+    # A key policy's "*" is the key itself; trust policies name no resource.
+    for _, label, st in _allow_statements(res, ("identity", "resource")):
+        wild = [r for r in strings(st.get("Resource")) if is_wildcard_resource(r)]
+        actions = strings(st.get("Action"))
+        if not wild or (actions and all(a in RESOURCE_STAR_ACTIONS for a in actions)):
+            continue
+        broad = [a for a in actions if a not in RESOURCE_STAR_ACTIONS] or ["NotAction"]
+        yield finding(
+            "iam-resource-wildcard",
+            res,
+            f"{label}: Resource {wild[0]!r} for {broad}; only actions AWS grants on '*' "
+            "alone (the allow-list) may use a wildcard resource",
+        )
 
 
 def _pinned(condition: Any) -> bool:
@@ -105,37 +122,31 @@ def _pinned(condition: Any) -> bool:
 
 
 def check_public_principals(res: Resource) -> Iterator[Finding]:
-    for doc in documents(res):
-        if doc.kind not in ("resource", "key"):
-            continue
-        for label, st in allows(doc):
-            if "NotPrincipal" in st:
-                yield finding(
-                    "public-principal",
-                    res,
-                    f"{label}: Allow with NotPrincipal grants everyone but the listed principals",
-                )
-            elif "*" in principal_values(st.get("Principal")) and not _pinned(st.get("Condition")):
-                yield finding(
-                    "public-principal",
-                    res,
-                    f"{label}: Principal '*' (anyone) without a condition pinning aws:SourceArn, "
-                    "aws:SourceAccount or aws:SourceOwner to one exact value",
-                )
+    for _, label, st in _allow_statements(res, ("resource", "key")):
+        if "NotPrincipal" in st:
+            yield finding(
+                "public-principal",
+                res,
+                f"{label}: Allow with NotPrincipal grants everyone but the listed principals",
+            )
+        elif "*" in principal_values(st.get("Principal")) and not _pinned(st.get("Condition")):
+            yield finding(
+                "public-principal",
+                res,
+                f"{label}: Principal '*' (anyone) without a condition pinning aws:SourceArn, "
+                "aws:SourceAccount or aws:SourceOwner to one exact value",
+            )
 
 
 def check_public_trust(res: Resource) -> Iterator[Finding]:
-    for doc in documents(res):
-        if doc.kind != "trust":
-            continue
-        for label, st in allows(doc):
-            if "NotPrincipal" in st or "*" in principal_values(st.get("Principal")):
-                yield finding(
-                    "trust-public",
-                    res,
-                    f"{label}: the role may be assumed by any AWS principal; name the service, "
-                    "account or role that assumes it",
-                )
+    for _, label, st in _allow_statements(res, ("trust",)):
+        if "NotPrincipal" in st or "*" in principal_values(st.get("Principal")):
+            yield finding(
+                "trust-public",
+                res,
+                f"{label}: the role may be assumed by any AWS principal; name the service, "
+                "account or role that assumes it",
+            )
 
 
 def check_invalid_documents(res: Resource) -> Iterator[Finding]:
