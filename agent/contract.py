@@ -57,6 +57,7 @@ from agent.contract_content import requested_model as requested_model
 from agent.contract_content import validate_content as validate_content
 from agent.contract_json import MAX_BODY_BYTES as MAX_BODY_BYTES
 from agent.contract_json import MAX_JSON_DEPTH as MAX_JSON_DEPTH
+from agent.contract_json import MAX_QUEUE_DEPTH as MAX_QUEUE_DEPTH
 from agent.contract_json import loads_strict as loads_strict
 from agent.contract_json import parse_json_body as parse_json_body
 from agent.contract_legacy import LEGACY_ALWAYSON_KEYS as LEGACY_ALWAYSON_KEYS
@@ -286,7 +287,7 @@ def _recover_id(obj: Any) -> str | None:
 def parse_queue_message(body: str, runtime: RuntimeInfo) -> QueueMessage:
     """Parse an SQS body (SNS envelope or raw task) and validate it for this runtime."""
     try:
-        outer = loads_strict(body)
+        outer = loads_strict(body, MAX_QUEUE_DEPTH)
     except ValueError as exc:
         raise PoisonMessage(f"body is not JSON: {exc}") from exc
     published_at = None
@@ -297,7 +298,7 @@ def parse_queue_message(body: str, runtime: RuntimeInfo) -> QueueMessage:
     if is_envelope:
         published_at = outer.get("Timestamp")
         try:
-            payload = loads_strict(outer["Message"])
+            payload = loads_strict(outer["Message"], MAX_QUEUE_DEPTH)
         except (TypeError, ValueError) as exc:
             raise PoisonMessage(f"SNS Message is not JSON: {exc}") from exc
     if isinstance(payload, dict) and "task" in payload and "metadata" not in payload:

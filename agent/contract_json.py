@@ -15,6 +15,9 @@ MAX_BODY_BYTES = 6 * 1024 * 1024
 # Real requests nest a few levels (ComfyUI node inputs, ControlNet units); the cap keeps
 # hostile bodies away from the recursion limit of json.loads/json.dumps.
 MAX_JSON_DEPTH = 64
+# A queued message nests the content one level deeper than a v1alpha1 body, and a raw queue
+# message may wrap the task in {"task": ...}: every body the API accepts stays readable.
+MAX_QUEUE_DEPTH = MAX_JSON_DEPTH + 2
 
 
 def _reject_constant(name: str) -> Any:
@@ -45,17 +48,17 @@ def _json_depth_ok(value: Any, limit: int) -> bool:
     return True
 
 
-def loads_strict(raw: str | bytes) -> Any:
+def loads_strict(raw: str | bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
     """``json.loads`` limited to standard JSON: no NaN/Infinity constants, no number that
-    overflows a float, at most :data:`MAX_JSON_DEPTH` levels. Duplicate keys: the last one
-    wins (as in ``json.loads``); the task is re-serialised before publishing, so every later
-    reader sees the same value. Raises ``ValueError``."""
+    overflows a float, at most ``max_depth`` levels. Duplicate keys: the last one wins (as in
+    ``json.loads``); the task is re-serialised before publishing, so every later reader sees
+    the same value. Raises ``ValueError``."""
     try:
         value = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
     except RecursionError as exc:
-        raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels") from exc
-    if not _json_depth_ok(value, MAX_JSON_DEPTH):
-        raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+        raise ValueError(f"nested deeper than {max_depth} levels") from exc
+    if not _json_depth_ok(value, max_depth):
+        raise ValueError(f"nested deeper than {max_depth} levels")
     return value
 
 

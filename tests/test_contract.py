@@ -514,6 +514,28 @@ def _envelope(message: str) -> str:
     )
 
 
+def _nested(levels: int) -> Any:
+    value: Any = []
+    for _ in range(levels - 1):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("wrap", [False, True])
+def test_every_task_the_api_accepts_is_readable_from_the_queue(wrap: bool) -> None:
+    # The queued message nests the content a level deeper than a v1alpha1 body (and a raw
+    # message may wrap it in {"task": ...}): an accepted body at the depth limit must not
+    # become an unreadable (id-less) poison message on the agent.
+    body = legacy(task="text-to-image", id_task="deep-1")
+    body["deep"] = _nested(contract.MAX_JSON_DEPTH - 1)  # the body: exactly the limit
+    task = contract.parse_v1alpha1(contract.parse_json_body(json.dumps(body)), RUNTIMES)
+    message = task.to_message()
+    for raw in (_envelope(json.dumps(message)), json.dumps({"task": message} if wrap else message)):
+        parsed = contract.parse_queue_message(raw, SD15)
+        assert parsed.task.metadata.id == "deep-1"
+        assert parsed.task.content == task.content
+
+
 def test_parse_queue_message_envelope() -> None:
     parsed = contract.parse_queue_message(_envelope(json.dumps(_task_message())), FLUX)
     assert parsed.envelope is True
