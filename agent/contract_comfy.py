@@ -43,9 +43,12 @@ def _looks_like_node(value: Any) -> bool:
 
 def is_bare_workflow(content: Mapping[str, Any]) -> bool:
     """The reference's shape: no ``prompt`` key with a workflow in it, and node-like values.
-    (A workflow may itself have a node called "prompt".)"""
+    A workflow may itself have a node called "prompt": ``prompt`` is that node only when its
+    ``class_type`` is a string (a workflow's value under "class_type" or "inputs" would be a
+    node object, since node ids are free strings)."""
     if "prompt" in content:
-        return _looks_like_node(content["prompt"])
+        prompt = content["prompt"]
+        return isinstance(prompt, dict) and isinstance(prompt.get("class_type"), str)
     return any(_looks_like_node(value) for value in content.values())
 
 

@@ -103,6 +103,20 @@ def test_extra_data_is_kept_in_the_wrapped_shape() -> None:
     assert task.content == content
 
 
+@pytest.mark.parametrize("name", ["inputs", "class_type"])
+def test_nodes_named_like_node_keys_survive_the_queue(name: str) -> None:
+    # Node ids are free strings: the queued {"prompt": workflow} must still read as wrapped
+    # on the agent, whichever names the workflow uses.
+    graph = workflow()
+    graph[name] = graph.pop("6")
+    graph["3"]["inputs"]["positive"] = [name, 0]
+    for content in (copy.deepcopy(graph), {"prompt": copy.deepcopy(graph)}):
+        task = contract.parse_v1alpha2(task_body(content), RUNTIMES)
+        assert task.content == {"prompt": graph}
+        queued = contract.parse_queue_message(contract.encode_message(task), FLUX).task
+        assert queued.content == {"prompt": graph}
+
+
 def test_a_workflow_may_have_a_node_called_prompt() -> None:
     graph = workflow()
     graph["prompt"] = graph.pop("6")
