@@ -18,6 +18,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from components.builders.errors import fail
 from components.builders.s3 import output_writer_statements
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -79,13 +80,9 @@ INTERRUPTION_EVENT_PATTERNS: dict[str, dict[str, list[str]]] = {
 INTERRUPTION_QUEUE_RETENTION_SECONDS = 300
 
 
-def _fail(field: str, value: Any, allowed: str) -> ValueError:
-    return ValueError(f"{field}: got {value!r}; allowed: {allowed}")
-
-
 def _arn(field: str, value: str, service: str) -> str:
     if not isinstance(value, str) or not value.startswith("arn:") or f":{service}:" not in value:
-        raise _fail(field, value, f"an {service} ARN")
+        raise fail(field, value, f"an {service} ARN")
     return value
 
 
@@ -114,9 +111,9 @@ def _stmt(
 class _Ctx:
     def __init__(self, partition: str, region: str, account_id: str, cluster_name: str) -> None:
         if not account_id.isdigit() or len(account_id) != 12:
-            raise _fail("account_id", account_id, "a 12-digit AWS account id")
+            raise fail("account_id", account_id, "a 12-digit AWS account id")
         if not region or not cluster_name:
-            raise _fail("region/cluster_name", (region, cluster_name), "non-empty strings")
+            raise fail("region/cluster_name", (region, cluster_name), "non-empty strings")
         self.p, self.r, self.a, self.c = partition, region, account_id, cluster_name
 
     def ec2(self, resource: str, account: str = "*") -> str:
@@ -359,7 +356,7 @@ def pod_identity_trust_policy(source_account: str | None = None) -> dict[str, An
     }
     if source_account is not None:
         if not source_account.isdigit() or len(source_account) != 12:
-            raise _fail("source_account", source_account, "a 12-digit AWS account id")
+            raise fail("source_account", source_account, "a 12-digit AWS account id")
         stmt["Condition"] = {"StringEquals": {"aws:SourceAccount": source_account}}
     return _doc(stmt)
 
@@ -372,7 +369,7 @@ def keda_operator_policy(queue_arns: Sequence[str]) -> dict[str, Any]:
     """The KEDA operator reads queue depth, nothing else (GetQueueAttributes is the only call
     the aws-sqs-queue scaler makes)."""
     if not queue_arns:
-        raise _fail("queue_arns", list(queue_arns), "at least one SQS queue ARN")
+        raise fail("queue_arns", list(queue_arns), "at least one SQS queue ARN")
     arns = [_arn(f"queue_arns[{i}]", a, "sqs") for i, a in enumerate(queue_arns)]
     return _doc(_stmt("ReadRuntimeQueueDepth", "sqs:GetQueueAttributes", arns))
 
@@ -381,7 +378,7 @@ def _prefix(model_prefix: str | None) -> str:
     if not model_prefix:
         return ""
     if model_prefix.startswith("/") or not model_prefix.endswith("/"):
-        raise _fail("model_prefix", model_prefix, "a key prefix ending with '/', e.g. 'sd15/'")
+        raise fail("model_prefix", model_prefix, "a key prefix ending with '/', e.g. 'sd15/'")
     return model_prefix
 
 
@@ -409,7 +406,7 @@ def _input_bucket_objects(index: int, entry: Any, partition: str) -> str:
     """``bucket`` or ``bucket/prefix`` -> the object ARN pattern (the agent allows the same)."""
     bucket, _, prefix = entry.partition("/") if isinstance(entry, str) else ("", "", "")
     if not _BUCKET.match(bucket) or ".." in bucket or not _KEY_PREFIX.match(prefix):
-        raise _fail(
+        raise fail(
             f"input_s3_buckets[{index}]",
             entry,
             "an S3 bucket name, optionally /key-prefix without * or ? (not an ARN)",

@@ -15,14 +15,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from components.builders.errors import fail
+
 TAG_PREFIX = "agent-"
 TAG_HASH_LENGTH = 20
 # Always part of what the builder reads, whatever .dockerignore says.
 ALWAYS_INCLUDED = frozenset({"Dockerfile", ".dockerignore"})
-
-
-def _fail(field: str, value: Any, allowed: str) -> ValueError:
-    return ValueError(f"{field}: got {value!r}; allowed: {allowed}")
 
 
 def _pattern_regex(pattern: str) -> re.Pattern[str] | None:
@@ -82,7 +80,7 @@ def context_files(context_dir: str | Path) -> list[Path]:
     as sorted paths relative to it."""
     root = Path(context_dir)
     if not root.is_dir():
-        raise _fail("context_dir", str(context_dir), "an existing directory (the agent sources)")
+        raise fail("context_dir", str(context_dir), "an existing directory (the agent sources)")
     ignored = dockerignore_patterns(root)
     files: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root):
@@ -129,9 +127,9 @@ def ecr_lifecycle_policy(keep_images: int) -> dict[str, Any]:
     builds, so they are left alone.
     """
     if isinstance(keep_images, bool) or not isinstance(keep_images, int):
-        raise _fail("keepImages", keep_images, "an integer from 1 to 1000")
+        raise fail("keepImages", keep_images, "an integer from 1 to 1000")
     if not 1 <= keep_images <= 1000:
-        raise _fail("keepImages", keep_images, "an integer from 1 to 1000")
+        raise fail("keepImages", keep_images, "an integer from 1 to 1000")
     rule = {
         "rulePriority": 1,
         "description": f"Keep the last {keep_images} agent images",

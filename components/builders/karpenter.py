@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from components.builders import pod_extras as px
+from components.builders.errors import check_name, fail
 from components.builders.karpenter_capacity import (
     DEFAULT_SLOTS,
     DISCOVERY_TAG,
@@ -32,8 +33,6 @@ from components.builders.karpenter_capacity import (
     SPOT,
     SPREAD_LABEL,
     CapacitySplit,
-    _check_name,
-    _fail,
     capacity_split,
 )
 from components.builders.karpenter_node_class import (
@@ -135,7 +134,7 @@ def pod_scheduling(
     ``affinity`` and, when the ratio mixes capacity types, ``topologySpreadConstraints``.
     The pods must carry :func:`runtime_selector_labels`.
     """
-    _check_name("runtime_name", runtime_name, max_len=40)
+    check_name("runtime_name", runtime_name, max_len=40)
     result: dict[str, Any] = {
         "tolerations": _tolerations(runtime_name) + [_toleration(t) for t in extra_taints],
         "nodeSelector": {RUNTIME_LABEL: runtime_name},
@@ -172,9 +171,9 @@ def karpenter_values(
     need at least 2 system nodes in 2 AZs.
     """
     if not interruption_queue_name or interruption_queue_name.startswith(("arn:", "https:")):
-        raise _fail("interruption_queue_name", interruption_queue_name, "the SQS queue name")
+        raise fail("interruption_queue_name", interruption_queue_name, "the SQS queue name")
     if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
-        raise _fail("replicas", replicas, "an integer >= 1")
+        raise fail("replicas", replicas, "an integer >= 1")
     settings: dict[str, Any] = {
         "clusterName": cluster_name,
         "interruptionQueue": interruption_queue_name,

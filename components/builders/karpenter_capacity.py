@@ -33,9 +33,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
-from components.patterns import DNS_LABEL as _DNS_LABEL
+from components.builders.errors import fail
 from components.patterns import DURATION as _DURATION
 
 SPREAD_LABEL = "capacity-spread"
@@ -58,23 +57,12 @@ PRIMARY_WEIGHT = 50
 FALLBACK_WEIGHT = 10
 
 
-def _fail(field: str, value: Any, allowed: str) -> ValueError:
-    return ValueError(f"{field}: got {value!r}; allowed: {allowed}")
-
-
-def _check_name(field: str, value: str, max_len: int = 63) -> None:
-    if not isinstance(value, str) or len(value) > max_len or not _DNS_LABEL.match(value):
-        raise _fail(
-            field, value, f"a lowercase DNS label (a-z, 0-9, '-'), at most {max_len} characters"
-        )
-
-
 def _check_duration(field: str, value: str, allow_never: bool = False) -> None:
     if allow_never and value == "Never":
         return
     if not isinstance(value, str) or not _DURATION.match(value):
         extra = " or 'Never'" if allow_never else ""
-        raise _fail(field, value, f"a duration such as '30s', '5m', '1h30m'{extra}")
+        raise fail(field, value, f"a duration such as '30s', '5m', '1h30m'{extra}")
 
 
 # ------------------------------------------------------------------------------------------
@@ -119,13 +107,13 @@ def capacity_split(
     ``spot_fallback`` only matters for ratio 1 (adds a lower-weight on-demand pool).
     """
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float)):
-        raise _fail("spotRatio", ratio, "a number from 0 to 1")
+        raise fail("spotRatio", ratio, "a number from 0 to 1")
     if math.isnan(ratio) or not 0 <= ratio <= 1:
-        raise _fail("spotRatio", ratio, "a number from 0 to 1")
+        raise fail("spotRatio", ratio, "a number from 0 to 1")
     if isinstance(slots, bool) or not isinstance(slots, int) or not 2 <= slots <= 100:
-        raise _fail("slots", slots, "an integer from 2 to 100")
+        raise fail("slots", slots, "an integer from 2 to 100")
     if not isinstance(spot_fallback, bool):
-        raise _fail("spotFallback", spot_fallback, "true or false")
+        raise fail("spotFallback", spot_fallback, "true or false")
     # The epsilon absorbs float noise such as 0.7 * 10 == 7.000000000000001 or 0.15*10 < 1.5.
     spot = math.floor(ratio * slots + 0.5 + 1e-9)
     if 0 < ratio < 1:

@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from components.builders.errors import check_name, fail
 from components.builders.karpenter_capacity import (
     DISCOVERY_TAG,
     NODECLASS_API_VERSION,
-    _check_name,
-    _fail,
 )
 from components.patterns import BOTTLEROCKET_ALIAS as _ALIAS
 from components.patterns import SNAPSHOT_ID as _SNAPSHOT_ID
@@ -133,41 +132,41 @@ def ec2_node_class(
     image-cache snapshot) the data volume gets raised gp3 IOPS/throughput (see the constants
     above for numbers and cost).
     """
-    _check_name("name", name)
+    check_name("name", name)
     if not cluster_name or not isinstance(cluster_name, str):
-        raise _fail("cluster_name", cluster_name, "a non-empty cluster name")
+        raise fail("cluster_name", cluster_name, "a non-empty cluster name")
     if (
         not node_role_name
         or not isinstance(node_role_name, str)
         or node_role_name.startswith("arn:")
     ):
-        raise _fail("node_role_name", node_role_name, "an IAM role name (not an ARN)")
+        raise fail("node_role_name", node_role_name, "an IAM role name (not an ARN)")
     if not isinstance(ami_alias, str) or not _ALIAS.match(ami_alias) or len(ami_alias) > 30:
-        raise _fail("amiAlias", ami_alias, "a pinned alias such as 'bottlerocket@v1.63.0'")
+        raise fail("amiAlias", ami_alias, "a pinned alias such as 'bottlerocket@v1.63.0'")
     for field, size, low in (
         ("dataVolumeSizeGiB", data_volume_size_gib, 20),
         ("osVolumeSizeGiB", os_volume_size_gib, 4),
     ):
         if isinstance(size, bool) or not isinstance(size, int) or not low <= size <= 16384:
-            raise _fail(field, size, f"an integer from {low} to 16384 (GiB)")
+            raise fail(field, size, f"an integer from {low} to 16384 (GiB)")
     if data_volume_snapshot_id is not None and not _SNAPSHOT_ID.match(data_volume_snapshot_id):
-        raise _fail("dataVolumeSnapshotId", data_volume_snapshot_id, "an id like 'snap-0123abcd'")
+        raise fail("dataVolumeSnapshotId", data_volume_snapshot_id, "an id like 'snap-0123abcd'")
     if volume_initialization_rate is not None:
         if data_volume_snapshot_id is None:
-            raise _fail(
+            raise fail(
                 "volumeInitializationRate",
                 volume_initialization_rate,
                 "only together with dataVolumeSnapshotId",
             )
         rate = volume_initialization_rate
         if isinstance(rate, bool) or not isinstance(rate, int) or not 100 <= rate <= 300:
-            raise _fail("volumeInitializationRate", rate, "an integer from 100 to 300 (MiB/s)")
+            raise fail("volumeInitializationRate", rate, "an integer from 100 to 300 (MiB/s)")
     if instance_store_policy not in (None, "RAID0"):
-        raise _fail("instanceStorePolicy", instance_store_policy, "'RAID0' or unset")
+        raise fail("instanceStorePolicy", instance_store_policy, "'RAID0' or unset")
     tag_map = dict(tags or {})
     for key in tag_map:
         if key in _FORBIDDEN_TAG_KEYS or key.startswith("kubernetes.io/cluster"):
-            raise _fail(f"tags.{key}", key, "any key except those Karpenter sets itself")
+            raise fail(f"tags.{key}", key, "any key except those Karpenter sets itself")
     spec: dict[str, Any] = {
         "role": node_role_name,
         "amiSelectorTerms": [{"alias": ami_alias}],

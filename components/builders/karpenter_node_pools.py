@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from components.builders import pod_extras as px
+from components.builders.errors import check_name, fail
 from components.builders.karpenter_capacity import (
     FALLBACK_WEIGHT,
     GPU_RESOURCE,
@@ -22,8 +23,6 @@ from components.builders.karpenter_capacity import (
     SPREAD_LABEL,
     CapacitySplit,
     _check_duration,
-    _check_name,
-    _fail,
 )
 
 _BUDGET_NODES = re.compile(r"^((100|[0-9]{1,2})%|[0-9]+)$")
@@ -127,7 +126,7 @@ def _extra_taints(items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     taints = [px.taint(t.get("key"), t.get("value"), t.get("effect")) for t in items]
     seen = [(t["key"], t["effect"]) for t in taints]
     if len(set(seen)) != len(seen):
-        raise _fail("nodeTaints", seen, "each key and effect at most once")
+        raise fail("nodeTaints", seen, "each key and effect at most once")
     return taints
 
 
@@ -169,28 +168,28 @@ def node_pools(
     ``max_gpus`` is a per-NodePool limit on ``nvidia.com/gpu`` (Karpenter has no cross-pool
     limit); the runtime's KEDA ``maxReplicaCount`` bounds the pods, hence the GPUs in use.
     """
-    _check_name("runtime_name", runtime_name, max_len=40)
-    _check_name("node_class_name", node_class_name)
+    check_name("runtime_name", runtime_name, max_len=40)
+    check_name("node_class_name", node_class_name)
     if not instance_types and not instance_families:
-        raise _fail("instanceTypes", list(instance_types), "at least one instance type or family")
+        raise fail("instanceTypes", list(instance_types), "at least one instance type or family")
     for field, items in (
         ("instanceTypes", instance_types),
         ("instanceFamilies", instance_families),
     ):
         for i, item in enumerate(items):
             if not isinstance(item, str) or not re.match(r"^[a-z0-9][a-z0-9.-]*$", item):
-                raise _fail(f"{field}[{i}]", item, "an EC2 instance type/family such as 'g6'")
+                raise fail(f"{field}[{i}]", item, "an EC2 instance type/family such as 'g6'")
     if isinstance(max_gpus, bool) or not isinstance(max_gpus, int) or max_gpus < 1:
-        raise _fail("maxGpus", max_gpus, "an integer >= 1")
+        raise fail("maxGpus", max_gpus, "an integer >= 1")
     _check_duration("consolidateAfter", consolidate_after, allow_never=True)
     _check_duration("expireAfter", expire_after, allow_never=True)
     _check_duration("terminationGracePeriod", termination_grace_period)
     if not isinstance(disruption_budget_nodes, str) or not _BUDGET_NODES.match(
         disruption_budget_nodes
     ):
-        raise _fail("disruptionBudgetNodes", disruption_budget_nodes, "'N' or 'N%' as a string")
+        raise fail("disruptionBudgetNodes", disruption_budget_nodes, "'N' or 'N%' as a string")
     if arch not in ("amd64", "arm64"):
-        raise _fail("arch", arch, "'amd64' or 'arm64'")
+        raise fail("arch", arch, "'amd64' or 'arm64'")
     extra_reqs = _extra_requirements(extra_requirements)
     common: dict[str, Any] = {
         "extra_taints": _extra_taints(extra_taints),

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from components.builders.errors import fail
+
 API_VERSION = "keda.sh/v1alpha1"
 OPERATOR_SERVICE_ACCOUNT = "keda-operator"
 NAMESPACE = "keda"
@@ -23,15 +25,11 @@ DEFAULT_POLLING_INTERVAL = 10
 DEFAULT_COOLDOWN_PERIOD = 300
 
 
-def _fail(field: str, value: Any, allowed: str) -> ValueError:
-    return ValueError(f"{field}: got {value!r}; allowed: {allowed}")
-
-
 def _int(field: str, value: Any, low: int, high: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise _fail(field, value, f"an integer >= {low}" + (f" and <= {high}" if high else ""))
+        raise fail(field, value, f"an integer >= {low}" + (f" and <= {high}" if high else ""))
     if high is not None and value > high:
-        raise _fail(field, value, f"an integer from {low} to {high}")
+        raise fail(field, value, f"an integer from {low} to {high}")
     return value
 
 
@@ -50,9 +48,9 @@ def sqs_trigger_metadata(
 ) -> dict[str, str]:
     """Trigger metadata. Every value is a string: the CRD declares a string map."""
     if not isinstance(queue_url, str) or not queue_url.startswith("https://"):
-        raise _fail("queueURL", queue_url, "the full https:// SQS queue URL")
+        raise fail("queueURL", queue_url, "the full https:// SQS queue URL")
     if not isinstance(region, str) or not region:
-        raise _fail("awsRegion", region, "an AWS region such as 'us-west-2'")
+        raise fail("awsRegion", region, "an AWS region such as 'us-west-2'")
     return {
         "queueURL": queue_url,
         "queueLength": str(_int("queueLength", queue_length, 1)),
@@ -100,7 +98,7 @@ def scaled_object(
     max_replicas = _int("maxReplicas", max_replicas, 1, 1000)
     min_replicas = _int("minReplicas", min_replicas, 0)
     if min_replicas > max_replicas:
-        raise _fail("minReplicas", min_replicas, f"at most maxReplicas ({max_replicas})")
+        raise fail("minReplicas", min_replicas, f"at most maxReplicas ({max_replicas})")
     trigger = {
         "type": "aws-sqs-queue",
         "name": "sqs",
@@ -148,7 +146,7 @@ def keda_values(
     operator so the SDK does not look for the region in IMDS.
     """
     if not isinstance(region, str) or not region:
-        raise _fail("region", region, "an AWS region such as 'us-west-2'")
+        raise fail("region", region, "an AWS region such as 'us-west-2'")
     values: dict[str, Any] = {
         "serviceAccount": {"operator": {"create": True, "name": OPERATOR_SERVICE_ACCOUNT}},
         "env": [{"name": "AWS_REGION", "value": region}],

@@ -21,6 +21,7 @@ from typing import Any
 from agent import settings as agent_settings
 from components.builders import isolation
 from components.builders import pod_extras as px
+from components.builders.errors import check_name, fail
 from components.builders.karpenter import GPU_RESOURCE, runtime_selector_labels
 from components.builders.workload_agent_env import AgentEnv
 from components.builders.workload_checks import (
@@ -28,10 +29,8 @@ from components.builders.workload_checks import (
     RUNTIME_TYPES,
     SDWEBUI,
     _check_int,
-    _check_name,
     _check_quantity,
     _check_type,
-    _fail,
     _meta,
 )
 from components.builders.workload_objects import (
@@ -162,7 +161,7 @@ def _check_pass_through(
         if found:
             raise ValueError(f"{field_name}: {found}")
     if image_pull_policy is not None and image_pull_policy not in px.IMAGE_PULL_POLICIES:
-        raise _fail("image_pull_policy", image_pull_policy, ", ".join(px.IMAGE_PULL_POLICIES))
+        raise fail("image_pull_policy", image_pull_policy, ", ".join(px.IMAGE_PULL_POLICIES))
 
 
 def default_termination_grace_seconds(
@@ -294,21 +293,21 @@ def runtime_deployment(
     ``image_pull_policy`` applies to the server container.
     """
     _check_pass_through(server_env, pod_labels, pod_annotations, image_pull_policy)
-    _check_name("name", name)
-    _check_name("namespace", namespace)
+    check_name("name", name)
+    check_name("namespace", namespace)
     _check_type(runtime_type)
     if agent_env.runtime_type != runtime_type or agent_env.runtime_name != runtime_name:
-        raise _fail(
+        raise fail(
             "agent_env.runtime_type/runtime_name",
             (agent_env.runtime_type, agent_env.runtime_name),
             f"the deployment's ({runtime_type!r}, {runtime_name!r})",
         )
     for field_name, image in (("agent_image", agent_image), ("server_image", server_image)):
         if not isinstance(image, str) or not image or image.endswith(":latest"):
-            raise _fail(field_name, image, "an image reference pinned by tag or digest")
+            raise fail(field_name, image, "an image reference pinned by tag or digest")
     _check_int("server_port", server_port, 1, 65535)
     if server_port == agent_env.health_port:
-        raise _fail("server_port", server_port, "a port other than the agent's health port")
+        raise fail("server_port", server_port, "a port other than the agent's health port")
     _check_int("startup_period_seconds", startup_period_seconds, 1, 300)
     _check_int("startup_failure_threshold", startup_failure_threshold, 1, 10000)
     _check_quantity("tmp_size_limit", tmp_size_limit)
@@ -321,7 +320,7 @@ def runtime_deployment(
     )
     _check_int("termination_grace_period_seconds", grace, 1)
     if grace < drain + SHUTDOWN_MARGIN_SECONDS:
-        raise _fail(
+        raise fail(
             "termination_grace_period_seconds",
             grace,
             f"at least drain_seconds + {SHUTDOWN_MARGIN_SECONDS} = "
@@ -329,7 +328,7 @@ def runtime_deployment(
         )
     mount_path = model_mount_path or DEFAULT_MODEL_PATHS[runtime_type]
     if not mount_path.startswith("/"):
-        raise _fail("model_mount_path", mount_path, "an absolute path")
+        raise fail("model_mount_path", mount_path, "an absolute path")
     selector = runtime_selector_labels(runtime_name)
     all_pod_labels = {
         **dict(pod_labels or {}),

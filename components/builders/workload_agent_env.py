@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from agent import settings as agent_settings
-from components.builders.workload_checks import _check_int, _check_type, _fail
+from components.builders.errors import fail
+from components.builders.workload_checks import _check_int, _check_type
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ class AgentEnv:
         for name in ("sqs_queue_url", "sns_topic_arn", "s3_bucket", "runtime_name", "aws_region"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value:
-                raise _fail(f"agent_env.{name}", value, "a non-empty string")
+                raise fail(f"agent_env.{name}", value, "a non-empty string")
         _check_int("agent_env.job_timeout_seconds", self.job_timeout_seconds, 1)
         _check_int("agent_env.drain_seconds", self.drain_seconds, 0)
         _check_int("agent_env.health_port", self.health_port, 1, 65535)
@@ -57,16 +58,16 @@ class AgentEnv:
         for name in ("input_fetch_timeout_seconds", "input_task_timeout_seconds"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0.1:
-                raise _fail(f"agent_env.{name}", value, "a number of seconds >= 0.1")
+                raise fail(f"agent_env.{name}", value, "a number of seconds >= 0.1")
         for bucket in self.input_s3_buckets:
             if not isinstance(bucket, str) or not bucket or "," in bucket:
-                raise _fail("agent_env.input_s3_buckets", bucket, "bucket names without commas")
+                raise fail("agent_env.input_s3_buckets", bucket, "bucket names without commas")
         if self.task_limits is not None and not isinstance(self.task_limits, Mapping):
-            raise _fail("agent_env.task_limits", self.task_limits, "a mapping (Limits.to_json())")
+            raise fail("agent_env.task_limits", self.task_limits, "a mapping (Limits.to_json())")
         for key, value in self.extra.items():
             known = key in agent_settings.BY_NAME and key not in self.names()
             if not known or not isinstance(value, str):
-                raise _fail(
+                raise fail(
                     f"agent_env.extra.{key}",
                     value,
                     "a string value for an agent setting not already set by a field "

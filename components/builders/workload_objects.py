@@ -7,11 +7,10 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from components.builders.errors import check_name, fail
 from components.builders.workload_checks import (
     _check_int,
-    _check_name,
     _check_quantity,
-    _fail,
     _meta,
 )
 
@@ -23,7 +22,7 @@ CSI_DRIVER = "s3.csi.aws.com"
 
 
 def namespace(name: str, labels: Mapping[str, str] | None = None) -> dict[str, Any]:
-    _check_name("namespace", name)
+    check_name("namespace", name)
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": _meta(name, labels=labels)}
 
 
@@ -34,7 +33,7 @@ def service_account(
     annotation). Its pods turn the API token automount off and mount it into the agent only
     (:func:`runtime_deployment`); Pod Identity's own token is a separate projected volume that
     its webhook adds whatever the automount setting."""
-    _check_name("service_account", name)
+    check_name("service_account", name)
     return {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
@@ -61,14 +60,14 @@ def model_mount_options(
     seen either way: the servers scan models at start); use a number of seconds otherwise.
     """
     if not isinstance(region, str) or not re.match(r"^[a-z]{2}(-[a-z]+)+-[0-9]+$", region):
-        raise _fail("region", region, "an AWS region such as 'us-west-2'")
+        raise fail("region", region, "an AWS region such as 'us-west-2'")
     options = ["read-only", "allow-other", f"region {region}"]
     if prefix:
         if prefix.startswith("/") or not prefix.endswith("/"):
-            raise _fail("modelPrefix", prefix, "a key prefix ending with '/', e.g. 'sd15/'")
+            raise fail("modelPrefix", prefix, "a key prefix ending with '/', e.g. 'sd15/'")
         options.append(f"prefix {prefix}")
     if metadata_ttl not in ("indefinite", "minimal") and not metadata_ttl.isdigit():
-        raise _fail("metadataTtl", metadata_ttl, "'indefinite', 'minimal' or seconds")
+        raise fail("metadataTtl", metadata_ttl, "'indefinite', 'minimal' or seconds")
     options.append(f"metadata-ttl {metadata_ttl}")
     if maximum_throughput_gbps is not None:
         _check_int("maximumThroughputGbps", maximum_throughput_gbps, 1, 400)
@@ -96,13 +95,13 @@ def model_volume(
     Mountpoint's data cache in an emptyDir on the node's data volume, so a pod restarted on the
     same node reads the weights locally.
     """
-    _check_name("pv name", name, max_len=253)
+    check_name("pv name", name, max_len=253)
     if not volume_handle or not isinstance(volume_handle, str):
-        raise _fail("volume_handle", volume_handle, "a non-empty string unique in the cluster")
+        raise fail("volume_handle", volume_handle, "a non-empty string unique in the cluster")
     if not isinstance(bucket_name, str) or not re.match(
         r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", bucket_name
     ):
-        raise _fail("bucket_name", bucket_name, "an S3 bucket name")
+        raise fail("bucket_name", bucket_name, "an S3 bucket name")
     attributes: dict[str, str] = {"bucketName": bucket_name}
     if cache_size_limit is not None:
         _check_quantity("cacheSizeLimit", cache_size_limit)
@@ -133,7 +132,7 @@ def model_volume(
 
 def model_claim(*, name: str, namespace: str, volume_name: str) -> dict[str, Any]:
     """The PVC bound to :func:`model_volume` by name."""
-    _check_name("pvc name", name, max_len=253)
+    check_name("pvc name", name, max_len=253)
     spec: dict[str, Any] = {
         "accessModes": ["ReadOnlyMany"],
         "storageClassName": "",

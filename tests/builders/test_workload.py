@@ -139,6 +139,31 @@ def test_model_volume_rejects_bad_input(overrides: dict[str, Any], field: str) -
         w.model_volume(**args)
 
 
+@pytest.mark.parametrize(
+    ("build", "field", "max_len"),
+    [
+        (lambda: w.namespace("Bad_NS"), "namespace", 63),
+        (lambda: w.service_account("x" * 64, "n"), "service_account", 63),
+        (lambda: w.model_claim(name="-c", namespace="n", volume_name="v"), "pvc name", 253),
+        (
+            lambda: k.node_pools(
+                runtime_name="R", node_class_name="r", split=k.capacity_split(0), max_gpus=1
+            ),
+            "runtime_name",
+            40,
+        ),
+    ],
+)
+def test_workload_and_karpenter_names_fail_alike(build: Any, field: str, max_len: int) -> None:
+    """One name check (builders/errors.py) for every builder, with one message."""
+    with pytest.raises(
+        ValueError,
+        match=rf"^{field}: got '.*'; allowed: a lowercase DNS label \(a-z, 0-9, '-'\), "
+        rf"at most {max_len} characters$",
+    ):
+        build()
+
+
 def _pod(d: dict[str, Any]) -> dict[str, Any]:
     return d["spec"]["template"]["spec"]
 
