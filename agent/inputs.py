@@ -43,7 +43,7 @@ __all__ = [
     "system_resolver",
 ]
 
-URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://\S+$")
+URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://\S+\Z")  # \Z: "$" allows a final newline
 ALLOWED_SCHEMES = ("http", "https", "s3")
 MIB = 1024 * 1024
 _CHUNK = 64 * 1024

@@ -51,6 +51,9 @@ def fetcher(handler: Any, mapping: dict[str, list[str]] | None = None, **kw: Any
         ("httpfoo", False),
         ("http is a protocol", False),
         ("https://img.example.com/a.png and more", False),
+        # "$" would match before a final newline: the API does not see this as a URL (so
+        # does not cap its length), and the agent must not fetch it either.
+        ("https://img.example.com/a.png\n", False),
         ("iVBORw0KGgoAAAANSUhEUgAA", False),
         ("data:image/png;base64,iVBOR", False),
         (123, False),
