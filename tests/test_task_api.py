@@ -11,6 +11,7 @@ import random
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,22 +83,44 @@ def _set_env(monkeypatch: pytest.MonkeyPatch, topic_arn: str, runtimes: Any = RU
     task_api.reset()
 
 
-@pytest.fixture(scope="module")
-def world() -> Iterator[Fanout]:
-    """moto and the fan-out, built once per module (setup is most of the cost); the ``fan``
-    fixture empties every queue and the bucket after each test."""
+FAKE_AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_REGION": REGION,
+}
+
+
+@contextmanager
+def fanout_world(*, configure: bool = False) -> Iterator[Fanout]:
+    """moto and the fan-out, for a whole module (setup is most of the cost). ``configure``:
+    also the handler's environment for the module (hypothesis tests cannot use the
+    function-scoped ``monkeypatch``)."""
     with pytest.MonkeyPatch.context() as mp:
-        for name, value in {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_SESSION_TOKEN": "testing",
-            "AWS_DEFAULT_REGION": REGION,
-            "AWS_REGION": REGION,
-        }.items():
+        for name, value in FAKE_AWS_ENV.items():
             mp.setenv(name, value)
         with mock_aws():
-            yield _build_fanout()
+            built = _build_fanout()
+            if configure:
+                _set_env(mp, built.topic_arn)
+            yield built
     task_api.reset()
+
+
+@pytest.fixture(scope="module")
+def world() -> Iterator[Fanout]:
+    """The ``fan`` fixture empties every queue and the bucket after each test."""
+    with fanout_world() as built:
+        yield built
+
+
+def empty(world: Fanout) -> None:
+    """Drain every queue (PurgeQueue is limited to once a minute) and empty the bucket."""
+    for url in [*world.queues.values(), *world.dlqs.values()]:
+        world.drain(url)
+    for obj in world.s3.list_objects_v2(Bucket=BUCKET).get("Contents", []):
+        world.s3.delete_object(Bucket=BUCKET, Key=obj["Key"])
 
 
 def _build_fanout() -> Fanout:
@@ -147,10 +170,7 @@ def fan(world: Fanout, monkeypatch: pytest.MonkeyPatch) -> Iterator[Fanout]:
     _set_env(monkeypatch, world.topic_arn)
     yield world
     task_api.reset()
-    for url in [*world.queues.values(), *world.dlqs.values()]:
-        world.drain(url)  # PurgeQueue is limited to once a minute
-    for obj in world.s3.list_objects_v2(Bucket=BUCKET).get("Contents", []):
-        world.s3.delete_object(Bucket=BUCKET, Key=obj["Key"])
+    empty(world)
 
 
 def make_event(

@@ -15,7 +15,6 @@ import pytest
 from botocore.exceptions import ClientError
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from moto import mock_aws
 
 import agent.contract_model
 from agent import contract
@@ -24,14 +23,13 @@ from tests.test_task_api import (
     BUCKET,
     BY_NAME,
     IMAGE_B64,
-    REGION,
-    RUNTIMES,
     SD15_MODEL,
     Fanout,
-    _build_fanout,
     _FailingSns,
     call,
     comfy_workflow,
+    empty,
+    fanout_world,
     make_event,
     v2,
 )
@@ -41,38 +39,16 @@ BIG = "A" * (contract.OFFLOAD_THRESHOLD_BYTES + 10)  # content this large is off
 
 @pytest.fixture(scope="module")
 def world() -> Iterator[Fanout]:
-    with pytest.MonkeyPatch.context() as mp:
-        for name, value in {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_SESSION_TOKEN": "testing",
-            "AWS_DEFAULT_REGION": REGION,
-            "AWS_REGION": REGION,
-        }.items():
-            mp.setenv(name, value)
-        with mock_aws():
-            built = _build_fanout()
-            mp.setenv("INPUT_TOPIC_ARN", built.topic_arn)
-            mp.setenv("OUTPUT_BUCKET", BUCKET)
-            mp.setenv("RUNTIMES", json.dumps([r.to_json() for r in RUNTIMES]))
-            task_api.reset()
-            yield built
-    task_api.reset()
-
-
-def _clean(world: Fanout) -> None:
-    for url in [*world.queues.values(), *world.dlqs.values()]:
-        world.drain(url)
-    for obj in world.s3.list_objects_v2(Bucket=BUCKET).get("Contents", []):
-        world.s3.delete_object(Bucket=BUCKET, Key=obj["Key"])
+    with fanout_world(configure=True) as built:
+        yield built
 
 
 @pytest.fixture
 def fan(world: Fanout) -> Iterator[Fanout]:
-    _clean(world)
+    empty(world)
     task_api.reset()
     yield world
-    _clean(world)
+    empty(world)
 
 
 def keys(fan: Fanout) -> list[str]:
@@ -373,7 +349,7 @@ def test_hostile_bodies_never_get_a_5xx_nor_leave_an_object(
     request_id: str | None,
     b64: bool,
 ) -> None:
-    _clean(world)
+    empty(world)
     path, base = _seeds()[seed]
     body = json.loads(json.dumps(base))
     for where, key, value in mutations:
