@@ -115,16 +115,11 @@ def long_tasks(endpoint: str, tasks: int, inference_seconds: float) -> dict[str,
 
 def flaky_outputs(endpoint: str, tasks: int, method: str, failures: int) -> dict[str, Any]:
     """In-process agent whose S3 ``put_object`` or SNS ``publish`` fails ``failures`` times."""
-    from tests.agent.harness import AgentThread, Flaky, Fleet
+    from tests.agent.harness import AgentThread, Fleet, failing
     from tests.fakes.sdwebui import FakeSdWebUI
 
     fleet = Fleet(endpoint)
-    flaky: list[Flaky] = []
-
-    def wrap(client: Any) -> Flaky:
-        flaky.append(Flaky(client, method, failures))
-        return flaky[-1]
-
+    flaky, wrap = failing(method, failures)
     wrapper = {"wrap_s3": wrap} if method == "put_object" else {"wrap_sns": wrap}
     with (
         FakeSdWebUI(inference_seconds=0.05) as gpu,

@@ -410,6 +410,18 @@ class Flaky:
         return call
 
 
+def failing(method: str, failures: int) -> tuple[list[Flaky], Callable[[Any], Flaky]]:
+    """A ``wrap_s3``/``wrap_sns`` for :class:`AgentThread` whose client's ``method`` fails
+    ``failures`` times, and the list that receives the :class:`Flaky` it made."""
+    made: list[Flaky] = []
+
+    def wrap(client: Any) -> Flaky:
+        made.append(Flaky(client, method, failures))
+        return made[-1]
+
+    return made, wrap
+
+
 class ImageHost:
     """A tiny HTTP server for input images (``/small.png``, ``/big.bin``)."""
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 import threading
-from typing import Any
 
 import pytest
 
 from agent.contract import request_key
-from tests.agent.harness import AgentThread, Flaky, Fleet
+from tests.agent.harness import AgentThread, Fleet, failing
 from tests.fakes.sdwebui import FakeSdWebUI
 
 pytestmark = pytest.mark.e2e
@@ -19,11 +18,7 @@ FAST = "0.05"  # OUTPUT_RETRY_BASE_SECONDS: quick in-place retries
 
 
 def test_s3_put_failing_then_succeeding_runs_inference_once(fleet: Fleet) -> None:
-    flaky: list[Flaky] = []
-
-    def wrap(s3: Any) -> Flaky:
-        flaky.append(Flaky(s3, "put_object", failures=3))
-        return flaky[0]
+    flaky, wrap = failing("put_object", failures=3)
 
     with (
         FakeSdWebUI(inference_seconds=0.02) as srv,
@@ -40,11 +35,7 @@ def test_s3_put_failing_then_succeeding_runs_inference_once(fleet: Fleet) -> Non
 
 
 def test_sns_publish_failing_then_succeeding_runs_inference_once(fleet: Fleet) -> None:
-    flaky: list[Flaky] = []
-
-    def wrap(sns: Any) -> Flaky:
-        flaky.append(Flaky(sns, "publish", failures=4))
-        return flaky[0]
+    flaky, wrap = failing("publish", failures=4)
 
     with (
         FakeSdWebUI(inference_seconds=0.02) as srv,
@@ -63,12 +54,7 @@ def test_publish_retries_exhausted_release_and_redelivery_only_republishes(
 ) -> None:
     # 1 retry: the first delivery gives up after 2 failed publishes and releases the message;
     # the redelivery finds the stored result and publishes it without running the task again.
-    flaky: list[Flaky] = []
-
-    def wrap(sns: Any) -> Flaky:
-        flaky.append(Flaky(sns, "publish", failures=2))
-        return flaky[0]
-
+    flaky, wrap = failing("publish", failures=2)
     with (
         FakeSdWebUI(inference_seconds=0.02) as srv,
         AgentThread(
@@ -80,7 +66,7 @@ def test_publish_retries_exhausted_release_and_redelivery_only_republishes(
     # (Counted after the delete, so read once the agent has stopped.)
     assert run.agent.counts["released"] == 1 and run.agent.counts["republished"] == 1
     assert note["status"] == "completed" and note["id"] == task.metadata.id
-    assert note["attempt"] == 2
+    assert note["attempt"] == 2 and flaky[0].failed == 2
     assert len(srv.generation_calls()) == 1
     assert fleet.queue_counts() == (0, 0)
 
