@@ -127,17 +127,8 @@ class Completer:
         held, doc = item.held, item.document
         assert held.task is not None
         meta = held.task.metadata
-        body, attributes = notification(
-            runtime=meta.runtime,
-            task_id=meta.id,
-            status=STATUS_COMPLETED,
-            bucket=self.config.s3_bucket,
-            prefix=meta.prefix,
-            image_urls=doc["image_url"],
-            context=meta.context,
-            error=None,
-            timings=doc.get("timings") or {},
-            attempt=held.receive_count,
+        body, attributes = self._notification(
+            held, STATUS_COMPLETED, image_urls=doc["image_url"], timings=doc.get("timings")
         )
         try:
             self._publish(meta.id, body, attributes)
@@ -149,22 +140,35 @@ class Completer:
         self.book.log_state(held, "republished", images=len(doc["image_url"]))
 
     # -- notifications -----------------------------------------------------------------------
-    def publish_running(self, held: Held) -> None:
+    def _notification(
+        self,
+        held: Held,
+        status: str,
+        *,
+        image_urls: list[str] | None = None,
+        error: dict[str, Any] | None = None,
+        timings: dict[str, int] | None = None,
+        with_output: bool = True,
+    ) -> tuple[str, dict[str, dict[str, str]]]:
+        """The notification of a held task (its id, runtime, prefix and context)."""
         assert held.task is not None
         meta = held.task.metadata
-        body, attributes = notification(
+        return notification(
             runtime=meta.runtime,
             task_id=meta.id,
-            status=STATUS_RUNNING,
+            status=status,
             bucket=self.config.s3_bucket,
             prefix=meta.prefix,
-            image_urls=[],
+            image_urls=image_urls or [],
             context=meta.context,
-            error=None,
-            timings={},
+            error=error,
+            timings=timings or {},
             attempt=held.receive_count,
-            with_output=False,
+            with_output=with_output,
         )
+
+    def publish_running(self, held: Held) -> None:
+        body, attributes = self._notification(held, STATUS_RUNNING, with_output=False)
         self.sns.publish(
             TopicArn=self.config.sns_topic_arn, Message=body, MessageAttributes=attributes
         )
@@ -244,17 +248,8 @@ class Completer:
                     ContentType="application/json",
                 ),
             )
-            body, attributes = notification(
-                runtime=meta.runtime,
-                task_id=meta.id,
-                status=status,
-                bucket=self.config.s3_bucket,
-                prefix=meta.prefix,
-                image_urls=image_urls,
-                context=meta.context,
-                error=outcome.error,
-                timings=timings,
-                attempt=held.receive_count,
+            body, attributes = self._notification(
+                held, status, image_urls=image_urls, error=outcome.error, timings=timings
             )
             self._publish(meta.id, body, attributes)
         except Exception as exc:
