@@ -50,6 +50,14 @@ def _check_image_string(value: Any, path: str) -> None:
         )
 
 
+def _non_empty_list(body: Mapping[str, Any], key: str, path: str, what: str) -> list[Any]:
+    """``body[key]``, which must be a non-empty list (``what`` says what the task needs)."""
+    items = body.get(key)
+    if not isinstance(items, list) or not items:
+        raise ContractError("missing_field", what, f"{path}.{key}")
+    return items
+
+
 def _check_sdwebui_shape(tasktype: str, body: dict[str, Any], path: str) -> None:
     _check_string_field(body, "prompt", path)
     _check_string_field(body, "negative_prompt", path)
@@ -62,13 +70,9 @@ def _check_sdwebui_shape(tasktype: str, body: dict[str, Any], path: str) -> None
     for key in ("sd_model_checkpoint", "sd_vae"):
         check_string(override.get(key), f"{path}.override_settings.{key}", MAX_NAME_CHARS)
     if tasktype == "image-to-image":
-        images = body.get("init_images")
-        if not isinstance(images, list) or not images:
-            raise ContractError(
-                "missing_field",
-                "image-to-image needs a non-empty list of init images",
-                f"{path}.init_images",
-            )
+        images = _non_empty_list(
+            body, "init_images", path, "image-to-image needs a non-empty list of init images"
+        )
         for i, image in enumerate(images):
             _check_image_string(image, f"{path}.init_images[{i}]")
     elif tasktype == "extra-single-image":
@@ -78,13 +82,9 @@ def _check_sdwebui_shape(tasktype: str, body: dict[str, Any], path: str) -> None
             )
         _check_image_string(body["image"], f"{path}.image")
     elif tasktype == "extra-batch-images":
-        items = body.get("imageList")
-        if not isinstance(items, list) or not items:
-            raise ContractError(
-                "missing_field",
-                "extra-batch-images needs a non-empty imageList",
-                f"{path}.imageList",
-            )
+        items = _non_empty_list(
+            body, "imageList", path, "extra-batch-images needs a non-empty imageList"
+        )
         for i, item in enumerate(items):
             item_path = f"{path}.imageList[{i}]"
             if not isinstance(item, dict):
