@@ -24,36 +24,13 @@ import resource
 import subprocess
 import sys
 import tempfile
-import threading
 import tracemalloc
 from contextlib import ExitStack
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 MIB = 1024 * 1024
 INPUTS = 6
 SIZE = 20 * MIB
 MODES = ("old-inline", "new-inline", "new-fetch")
-
-
-def _serve(payload: bytes) -> ThreadingHTTPServer:
-    blob = memoryview(payload)
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(blob)))
-            self.end_headers()
-            for start in range(0, len(blob), MIB):
-                self.wfile.write(blob[start : start + MIB])
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
 
 
 def _legacy_base64(url: str) -> str:
@@ -112,8 +89,14 @@ def main() -> int:
     if args.child:
         child(args.child, args.url, args.trace)
         return 0
-    server = _serve(os.urandom(SIZE))
-    base_url = f"http://127.0.0.1:{server.server_address[1]}"
+    from tests.agent.input_servers import BlobServer  # the tests' loopback server
+
+    with BlobServer(os.urandom(SIZE)) as server:
+        _report(f"http://127.0.0.1:{server.port}")
+    return 0
+
+
+def _report(base_url: str) -> None:
     print(
         f"{INPUTS} inputs of {SIZE // MIB} MiB from 127.0.0.1; Python {platform.python_version()}, "
         f"{os.cpu_count()} CPUs, {_memory_gib():.0f} GiB, temp dir {tempfile.gettempdir()}"
@@ -138,8 +121,6 @@ def main() -> int:
         base, rss = results[0][0], results[0][1]
         traced = results[1][2]
         print(f"{mode:<12} {base:>11.1f} {rss:>9.1f} {traced:>12.1f}")
-    server.shutdown()
-    return 0
 
 
 def _memory_gib() -> float:
