@@ -39,6 +39,15 @@ FAKE_CREDENTIALS = {
     "AWS_REGION": REGION,
 }
 
+# The required agent settings, for unit tests that build a Config without AWS.
+AGENT_ENV = {
+    "SQS_QUEUE_URL": "https://sqs.eu-west-1.amazonaws.com/123456789012/sdfleet-sd15",
+    "SNS_TOPIC_ARN": "arn:aws:sns:eu-west-1:123456789012:sdfleet-output",
+    "S3_BUCKET": "sdfleet-output",
+    "RUNTIME_TYPE": "sdwebui",
+    "RUNTIME_NAME": "sd15",
+}
+
 
 def free_port() -> int:
     with socket.socket() as sock:

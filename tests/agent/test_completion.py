@@ -15,14 +15,9 @@ from agent.config import load_config
 from agent.contract import Task, TaskMetadata
 from agent.metrics import Metrics
 from agent.outputs import task_digest
+from tests.agent.harness import AGENT_ENV
 
-ENV = {
-    "SQS_QUEUE_URL": "https://sqs.eu-west-1.amazonaws.com/123456789012/q",
-    "SNS_TOPIC_ARN": "arn:aws:sns:eu-west-1:123456789012:t",
-    "S3_BUCKET": "out-bucket",
-    "RUNTIME_TYPE": "sdwebui",
-    "RUNTIME_NAME": "sd15",
-}
+ENV = {**AGENT_ENV, "S3_BUCKET": "out-bucket"}
 TASK = Task(
     metadata=TaskMetadata(id="t1", runtime="sd15", tasktype="text-to-image", prefix="out"),
     content={"prompt": "a cat"},

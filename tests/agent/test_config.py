@@ -9,14 +9,9 @@ from agent.config import (
     load_config,
     normalise_api_base_url,
 )
+from tests.agent.harness import AGENT_ENV
 
-BASE = {
-    "SQS_QUEUE_URL": "https://sqs.eu-west-1.amazonaws.com/123456789012/sdfleet-sd15",
-    "SNS_TOPIC_ARN": "arn:aws:sns:eu-west-1:123456789012:sdfleet-output",
-    "S3_BUCKET": "sdfleet-output",
-    "RUNTIME_TYPE": "sdwebui",
-    "RUNTIME_NAME": "sd15",
-}
+BASE = AGENT_ENV
 
 
 def test_defaults() -> None:

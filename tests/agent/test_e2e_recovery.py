@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from agent.config import load_config
-from tests.agent.harness import Fleet, subprocess_env
+from tests.agent.harness import AGENT_ENV, Fleet, subprocess_env
 from tests.fakes.sdwebui import FakeSdWebUI
 
 pytestmark = pytest.mark.e2e
@@ -19,14 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_prefetch_poll_ends_before_a_held_message_can_expire() -> None:
-    env = {
-        "SQS_QUEUE_URL": "https://sqs.eu-west-1.amazonaws.com/123456789012/q",
-        "SNS_TOPIC_ARN": "arn:aws:sns:eu-west-1:123456789012:t",
-        "S3_BUCKET": "bucket",
-        "RUNTIME_TYPE": "sdwebui",
-        "RUNTIME_NAME": "sd15",
-    }
-    config = load_config(env)
+    config = load_config(AGENT_ENV)
     assert config.receive_wait_seconds == 20  # idle polls stay long
     # Issued at most one heartbeat after the last extension, it ends before the expiry.
     assert (

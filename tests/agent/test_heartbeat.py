@@ -9,14 +9,9 @@ from typing import Any
 from agent.config import load_config
 from agent.heartbeat import Heartbeat
 from agent.occupancy import OccupancyReporter
+from tests.agent.harness import AGENT_ENV
 
-BASE = {
-    "SQS_QUEUE_URL": "https://sqs.eu-west-1.amazonaws.com/123456789012/sdfleet-sd15",
-    "SNS_TOPIC_ARN": "arn:aws:sns:eu-west-1:123456789012:sdfleet-output",
-    "S3_BUCKET": "sdfleet-output",
-    "RUNTIME_TYPE": "sdwebui",
-    "RUNTIME_NAME": "sd15",
-}
+BASE = AGENT_ENV
 
 
 class FakeSqs:
