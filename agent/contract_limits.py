@@ -169,45 +169,57 @@ def is_url(value: Any) -> bool:
 # SD WebUI
 
 
-def sdwebui_input_slots(content: Mapping[str, Any], path: str) -> list[tuple[str, Any]]:
-    """Every image the agent would fetch or pass on: init images, mask, single image, batch
-    items and ControlNet unit images (the places the agent inlines URLs from)."""
-    slots: list[tuple[str, Any]] = []
+# (container, key, field path relative to the content) of one image in a task.
+Slot = tuple[Any, Any, str]
+
+
+def sdwebui_image_slots(content: Mapping[str, Any]) -> list[Slot]:
+    """Every place an sdwebui task carries an image: init images, mask, single image, batch
+    items and ControlNet unit images (also ``{image, mask}`` objects). The agent inlines the
+    URLs it finds here; the API counts the non-empty ones as input images."""
+    slots: list[Slot] = []
     images = content.get("init_images")
     if isinstance(images, list):
-        slots.extend((f"{path}.init_images[{i}]", v) for i, v in enumerate(images) if v)
-    for key in ("mask", "image"):
-        if content.get(key):
-            slots.append((f"{path}.{key}", content[key]))
+        slots.extend((images, i, f"init_images[{i}]") for i in range(len(images)))
+    slots.extend((content, key, key) for key in ("mask", "image") if key in content)
     items = content.get("imageList")
     if isinstance(items, list):
         slots.extend(
-            (f"{path}.imageList[{i}].data", item["data"])
+            (item, "data", f"imageList[{i}].data")
             for i, item in enumerate(items)
-            if isinstance(item, dict) and item.get("data")
+            if isinstance(item, dict) and "data" in item
         )
     scripts = content.get("alwayson_scripts")
     if isinstance(scripts, dict):
         for name, script in scripts.items():
-            if not (isinstance(name, str) and name.lower() == "controlnet"):
-                continue
-            args = script.get("args") if isinstance(script, dict) else None
-            unit_base = child_path(f"{path}.alwayson_scripts", name)
-            for u, unit in enumerate(args if isinstance(args, list) else []):
-                if isinstance(unit, dict):
-                    slots.extend(_unit_slots(unit, f"{unit_base}.args[{u}]"))
+            if isinstance(name, str) and name.lower() == "controlnet":
+                args = script.get("args") if isinstance(script, dict) else None
+                base = child_path("alwayson_scripts", name)
+                for u, unit in enumerate(args if isinstance(args, list) else []):
+                    if isinstance(unit, dict):
+                        slots.extend(_unit_slots(unit, f"{base}.args[{u}]"))
     return slots
 
 
-def _unit_slots(unit: Mapping[str, Any], path: str) -> list[tuple[str, Any]]:
-    slots: list[tuple[str, Any]] = []
+def _unit_slots(unit: dict[str, Any], path: str) -> list[Slot]:
+    slots: list[Slot] = []
     for key in _CONTROLNET_IMAGE_KEYS:
         value = unit.get(key)
         if isinstance(value, dict):
-            slots.extend((f"{path}.{key}.{k}", value[k]) for k in ("image", "mask") if value.get(k))
-        elif value:
-            slots.append((f"{path}.{key}", value))
+            slots.extend((value, k, f"{path}.{key}.{k}") for k in ("image", "mask") if k in value)
+        elif key in unit:
+            slots.append((unit, key, f"{path}.{key}"))
     return slots
+
+
+def sdwebui_input_slots(content: Mapping[str, Any], path: str) -> list[tuple[str, Any]]:
+    """(field path, value) of every non-empty image of the task, as counted against
+    ``maxInputs``."""
+    return [
+        (f"{path}.{where}", container[key])
+        for container, key, where in sdwebui_image_slots(content)
+        if container[key]
+    ]
 
 
 def check_sdwebui(content: Mapping[str, Any], path: str, limits: Limits) -> None:

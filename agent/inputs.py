@@ -27,6 +27,7 @@ import httpx
 
 from agent import errors
 from agent.contract import parse_s3_uri
+from agent.contract_limits import sdwebui_image_slots
 from agent.errors import TaskError
 from agent.input_http import HttpDownloader
 from agent.input_limits import Clock, FetchLimits, new_spool, spool_base64, write_limited
@@ -237,51 +238,7 @@ def _size(spool: IO[bytes]) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# Where sdwebui tasks carry images
-
-_CONTROLNET_IMAGE_KEYS = ("image", "input_image", "mask", "mask_image")
-Slot = tuple[Any, Any, str]
-
-
-def sdwebui_image_slots(content: dict[str, Any]) -> list[Slot]:
-    """(container, key, field path) of every image string in an sdwebui payload."""
-    slots: list[Slot] = []
-    images = content.get("init_images")
-    if isinstance(images, list):
-        slots.extend((images, i, f"init_images[{i}]") for i in range(len(images)))
-    for key in ("mask", "image"):
-        if key in content:
-            slots.append((content, key, key))
-    items = content.get("imageList")
-    if isinstance(items, list):
-        slots.extend(
-            (item, "data", f"imageList[{i}].data")
-            for i, item in enumerate(items)
-            if isinstance(item, dict) and "data" in item
-        )
-    scripts = content.get("alwayson_scripts")
-    if isinstance(scripts, dict):
-        for name, script in scripts.items():
-            if isinstance(name, str) and name.lower() == "controlnet":
-                slots.extend(_controlnet_slots(script, f"alwayson_scripts.{name}.args"))
-    return slots
-
-
-def _controlnet_slots(script: Any, path: str) -> list[Slot]:
-    slots: list[Slot] = []
-    args = script.get("args") if isinstance(script, dict) else None
-    for i, unit in enumerate(args if isinstance(args, list) else []):
-        if not isinstance(unit, dict):
-            continue
-        for key in _CONTROLNET_IMAGE_KEYS:
-            value = unit.get(key)
-            if isinstance(value, dict):
-                slots.extend(
-                    (value, k, f"{path}[{i}].{key}.{k}") for k in ("image", "mask") if k in value
-                )
-            elif key in unit:
-                slots.append((unit, key, f"{path}[{i}].{key}"))
-    return slots
+# sdwebui tasks: the image slots are the contract's (the API counts them, the agent fills them)
 
 
 def inline_sdwebui_inputs(
