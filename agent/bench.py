@@ -67,6 +67,7 @@ def run(tasks: int, inference_seconds: float, size: int) -> dict[str, Any]:
                 # The agent's defaults (the harness speeds them up for tests).
                 HEARTBEAT_SECONDS=str(settings.default("HEARTBEAT_SECONDS")),
                 VISIBILITY_EXTENSION_SECONDS=str(settings.default("VISIBILITY_EXTENSION_SECONDS")),
+                HEARTBEAT_TIMEOUT_SECONDS=str(settings.default("HEARTBEAT_TIMEOUT_SECONDS")),
                 LOGLEVEL="WARNING",
             )
             log_path = os.environ.get("BENCH_AGENT_LOG")  # keep the agent's log for analysis

@@ -28,12 +28,19 @@ HEARTBEAT = float(settings.default("HEARTBEAT_SECONDS"))
 EXTENSION = int(settings.default("VISIBILITY_EXTENSION_SECONDS"))
 ROOT = Path(__file__).resolve().parents[1]
 KILL_AFTER = (0.5, 6.0)
+# The harness's test speed-ups; the bench runs with the agent's own defaults instead.
+SPEED_UPS = (
+    "HEARTBEAT_SECONDS",
+    "VISIBILITY_EXTENSION_SECONDS",
+    "HEARTBEAT_TIMEOUT_SECONDS",
+    "RECEIVE_WAIT_SECONDS",
+)
 
 
 def _default_env(fleet: Any, url: str) -> dict[str, str]:
     """The harness's agent env without its test speed-ups: the agent's own defaults apply."""
     env = fleet.agent_env(url, LOGLEVEL="WARNING")
-    for name in ("HEARTBEAT_SECONDS", "VISIBILITY_EXTENSION_SECONDS", "RECEIVE_WAIT_SECONDS"):
+    for name in SPEED_UPS:
         env.pop(name)
     return dict(env)
 
@@ -128,6 +135,7 @@ def flaky_outputs(endpoint: str, tasks: int, method: str, failures: int) -> dict
             gpu.url,
             HEARTBEAT_SECONDS=str(HEARTBEAT),
             VISIBILITY_EXTENSION_SECONDS=str(EXTENSION),
+            HEARTBEAT_TIMEOUT_SECONDS=str(settings.default("HEARTBEAT_TIMEOUT_SECONDS")),
             **wrapper,  # type: ignore[arg-type]
         ),
     ):

@@ -143,7 +143,21 @@ def _visibility(env: Mapping[str, str]) -> dict[str, Any]:
             f"{extension} must be greater than HEARTBEAT_SECONDS ({heartbeat:g}), at least "
             "twice it, so a held message survives one missed heartbeat",
         )
-    return {"heartbeat_seconds": heartbeat, "visibility_extension_seconds": extension}
+    timeout = s.parse(env, "HEARTBEAT_TIMEOUT_SECONDS")
+    # A hung beat lasts up to connect + read timeout; it must end, and leave time to retry,
+    # before the message it failed to extend expires.
+    if heartbeat + 2 * timeout >= extension:
+        raise ConfigError(
+            "HEARTBEAT_TIMEOUT_SECONDS",
+            f"{timeout:g} is too long: HEARTBEAT_SECONDS ({heartbeat:g}) plus a timed-out beat "
+            f"(connect + read, 2 x {timeout:g}) must stay under VISIBILITY_EXTENSION_SECONDS "
+            f"({extension})",
+        )
+    return {
+        "heartbeat_seconds": heartbeat,
+        "visibility_extension_seconds": extension,
+        "heartbeat_timeout_seconds": timeout,
+    }
 
 
 def _task_limits(env: Mapping[str, str]) -> Limits:
@@ -174,7 +188,6 @@ def load_config(env: Mapping[str, str]) -> Config:
             "MODEL_FILENAME",
             "JOB_TIMEOUT_SECONDS",
             "DRAIN_SECONDS",
-            "HEARTBEAT_TIMEOUT_SECONDS",
             "RECEIVE_WAIT_SECONDS",
             "OUTPUT_RETRIES",
             "OUTPUT_RETRY_BASE_SECONDS",

@@ -307,6 +307,7 @@ class Fleet:
             **FAKE_CREDENTIALS,
             "HEARTBEAT_SECONDS": "1",
             "VISIBILITY_EXTENSION_SECONDS": "3",
+            "HEARTBEAT_TIMEOUT_SECONDS": "0.5",  # a hung beat still ends within the extension
             "RECEIVE_WAIT_SECONDS": "1",
             "RETRY_BASE_SECONDS": "0.05",
             "RETRY_MAX_SECONDS": "0.2",

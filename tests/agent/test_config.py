@@ -85,6 +85,8 @@ def test_api_base_url_forms(runtime: str, raw: str, expected: str) -> None:
         ({"HEARTBEAT_SECONDS": "60"}, "VISIBILITY_EXTENSION_SECONDS", "greater than"),
         ({"HEARTBEAT_SECONDS": "10"}, "VISIBILITY_EXTENSION_SECONDS", "twice"),
         ({"HEARTBEAT_TIMEOUT_SECONDS": "60"}, "HEARTBEAT_TIMEOUT_SECONDS", "at most 30"),
+        # 5 s + a hung beat (connect + read: 2 x 5 s) outlives the 15 s extension.
+        ({"HEARTBEAT_TIMEOUT_SECONDS": "5"}, "HEARTBEAT_TIMEOUT_SECONDS", "15"),
         ({"OUTPUT_RETRIES": "-1"}, "OUTPUT_RETRIES", "at least 0"),
         ({"INPUT_MAX_TOTAL_BYTES": "0"}, "INPUT_MAX_TOTAL_BYTES", "at least 1"),
         ({"INPUT_TASK_TIMEOUT_SECONDS": "x"}, "INPUT_TASK_TIMEOUT_SECONDS", "not a number"),
