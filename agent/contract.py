@@ -296,7 +296,8 @@ def parse_queue_message(body: str, runtime: RuntimeInfo) -> QueueMessage:
     )
     payload: Any = outer
     if is_envelope:
-        published_at = outer.get("Timestamp")
+        stamp = outer.get("Timestamp")
+        published_at = stamp if isinstance(stamp, str) else None  # SNS writes ISO-8601 text
         try:
             payload = loads_strict(outer["Message"], MAX_QUEUE_DEPTH)
         except (TypeError, ValueError) as exc:

@@ -10,6 +10,7 @@ import pytest
 
 from agent import contract
 from agent.contract import ContractError, PoisonMessage, RuntimeInfo
+from agent.held import queue_wait_ms
 
 SD15 = RuntimeInfo("sd15", contract.SDWEBUI, model_filename="v1-5-pruned-emaonly.safetensors")
 DYN = RuntimeInfo("sdxl-dyn", contract.SDWEBUI, dynamic_model=True)
@@ -542,6 +543,17 @@ def test_parse_queue_message_envelope() -> None:
     assert parsed.published_at == "2026-11-25T12:00:00.000Z"
     assert parsed.task.metadata.id == "q-1"
     assert parsed.task.content == _task_message()["content"]
+
+
+@pytest.mark.parametrize("stamp", [5, None, ["2026"], {"at": 1}])
+def test_an_envelope_timestamp_that_is_not_text_is_ignored(stamp: Any) -> None:
+    # A body sent straight to SQS may imitate the envelope: only a string is a timestamp
+    # (the agent computes the queue wait from it).
+    envelope = json.loads(_envelope(json.dumps(_task_message())))
+    envelope["Timestamp"] = stamp
+    parsed = contract.parse_queue_message(json.dumps(envelope), FLUX)
+    assert parsed.published_at is None
+    assert queue_wait_ms(parsed.published_at, None) is None
 
 
 def test_parse_queue_message_raw_and_wrapped() -> None:
