@@ -17,7 +17,7 @@ from agent.contract_base import (
     type_name,
 )
 from agent.contract_comfy import normalise_comfy_content
-from agent.contract_limits import Limits, check_extras, check_sdwebui
+from agent.contract_limits import Limits, check_extras, check_sdwebui, pydantic_true
 
 SDWEBUI = "sdwebui"
 COMFYUI = "comfyui"
@@ -66,6 +66,14 @@ def _check_sdwebui_shape(tasktype: str, body: dict[str, Any], path: str) -> None
             raise ContractError(
                 "invalid_type", f"must be an object, got {type_name(body[key])}", f"{path}.{key}"
             )
+    restore = body.get("override_settings_restore_afterwards")
+    if restore is not None and not pydantic_true(restore):
+        raise ContractError(
+            "not_allowed",
+            "must be true (the default): the server would keep this task's settings for "
+            "later tasks",
+            f"{path}.override_settings_restore_afterwards",
+        )
     override = body.get("override_settings") or {}
     for key in ("sd_model_checkpoint", "sd_vae"):
         check_string(override.get(key), f"{path}.override_settings.{key}", MAX_NAME_CHARS)

@@ -231,7 +231,7 @@ def check_sdwebui(content: Mapping[str, Any], path: str, limits: Limits) -> None
     width = _dimension(content, "width", path)
     height = _dimension(content, "height", path)
     check_size(width, height, f"{path}.width", limits)
-    if _truthy(content.get("enable_hr")):
+    if pydantic_true(content.get("enable_hr")):
         check_size(*_hires_size(content, width, height, path), f"{path}.hr_scale", limits)
     batch = _count(content, "batch_size", path)
     iterations = _count(content, "n_iter", path)
@@ -256,7 +256,8 @@ def check_extras(content: Mapping[str, Any], path: str, limits: Limits) -> None:
     check_size(width, height, f"{path}.upscaling_resize_w", limits)
 
 
-def _truthy(value: Any) -> bool:
+def pydantic_true(value: Any) -> bool:
+    """A boolean as SD WebUI's request models (pydantic) read it."""
     if isinstance(value, str):
         return value.strip().lower() in _TRUE_STRINGS
     return isinstance(value, (bool, int, float)) and bool(value)

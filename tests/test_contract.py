@@ -328,6 +328,27 @@ def test_sdwebui_content_checks(tasktype: str, content: Any, code: str, field: s
     raises(code, field, contract.parse_v1alpha2, v2("sd15", tasktype, content), RUNTIMES)
 
 
+@pytest.mark.parametrize("flag", [False, "false", 0, "off"])
+def test_a_task_cannot_leave_its_settings_on_the_server(flag: Any) -> None:
+    # With override_settings_restore_afterwards false, SD WebUI keeps the task's settings
+    # (a VAE, clip skip...) for every later task on that pod, other clients' included.
+    content = {
+        "override_settings": {"CLIP_stop_at_last_layers": 2},
+        "override_settings_restore_afterwards": flag,
+    }
+    err = raises(
+        "not_allowed",
+        "task.content.override_settings_restore_afterwards",
+        contract.parse_v1alpha2,
+        v2("sd15", "text-to-image", content),
+        RUNTIMES,
+    )
+    assert "later tasks" in err.message
+    for ok in (True, "true", None):
+        content["override_settings_restore_afterwards"] = ok
+        assert contract.parse_v1alpha2(v2("sd15", "text-to-image", content), RUNTIMES)
+
+
 @pytest.mark.parametrize(
     ("content", "code", "field"),
     [
