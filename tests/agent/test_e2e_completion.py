@@ -17,35 +17,25 @@ pytestmark = pytest.mark.e2e
 FAST = "0.05"  # OUTPUT_RETRY_BASE_SECONDS: quick in-place retries
 
 
-def test_s3_put_failing_then_succeeding_runs_inference_once(fleet: Fleet) -> None:
-    flaky, wrap = failing("put_object", failures=3)
-
+@pytest.mark.parametrize(
+    ("method", "client", "passed"),
+    [("put_object", "wrap_s3", 2), ("publish", "wrap_sns", 1)],  # S3: one image + the document
+)
+def test_a_transient_output_failure_runs_inference_once(
+    fleet: Fleet, method: str, client: str, passed: int
+) -> None:
+    flaky, wrap = failing(method, failures=3)
     with (
         FakeSdWebUI(inference_seconds=0.02) as srv,
-        AgentThread(fleet, srv.url, wrap_s3=wrap, OUTPUT_RETRY_BASE_SECONDS=FAST),
+        AgentThread(fleet, srv.url, OUTPUT_RETRY_BASE_SECONDS=FAST, **{client: wrap}),  # type: ignore[arg-type]
     ):
         task = fleet.publish(fleet.task())
         [note] = fleet.notifications(1, timeout=30)
     tid = task.metadata.id
-    assert note["status"] == "completed" and note["attempt"] == 1
+    assert note["status"] == "completed" and note["id"] == tid and note["attempt"] == 1
     assert len(srv.generation_calls()) == 1
-    assert flaky[0].failed == 3 and flaky[0].passed == 2  # one image + the result document
+    assert (flaky[0].failed, flaky[0].passed) == (3, passed)
     assert fleet.keys(f"out/{tid}/") == [f"out/{tid}/{tid}-1.png", f"out/{tid}/{tid}.out"]
-    assert fleet.queue_counts() == (0, 0)
-
-
-def test_sns_publish_failing_then_succeeding_runs_inference_once(fleet: Fleet) -> None:
-    flaky, wrap = failing("publish", failures=4)
-
-    with (
-        FakeSdWebUI(inference_seconds=0.02) as srv,
-        AgentThread(fleet, srv.url, wrap_sns=wrap, OUTPUT_RETRY_BASE_SECONDS=FAST),
-    ):
-        task = fleet.publish(fleet.task())
-        [note] = fleet.notifications(1, timeout=30)
-    assert note["status"] == "completed" and note["id"] == task.metadata.id
-    assert len(srv.generation_calls()) == 1
-    assert flaky[0].failed == 4
     assert fleet.queue_counts() == (0, 0)
 
 
