@@ -249,7 +249,9 @@ def check_extras(content: Mapping[str, Any], path: str, limits: Limits) -> None:
     """Extras with ``resize_mode`` 1 resize to ``upscaling_resize_w`` x ``_h`` (default 512).
     (Mode 0 scales the input by ``upscaling_resize``, at most 8 on the server; the input's
     own size is not known here.)"""
-    if number(content.get("resize_mode"), f"{path}.resize_mode", 0, lenient=True) != 1:
+    mode = content.get("resize_mode")
+    # pydantic reads Literal[0, 1] by dict lookup, so true is 1 there too.
+    if mode is not True and number(mode, f"{path}.resize_mode", 0, lenient=True) != 1:
         return
     width = _dimension(content, "upscaling_resize_w", path)
     height = _dimension(content, "upscaling_resize_h", path)

@@ -160,6 +160,12 @@ def test_extras_resize_to_a_size_is_bounded(tasktype: str) -> None:
     big = {**images, "resize_mode": "1", "upscaling_resize_w": 4096, "upscaling_resize_h": 4096}
     err = rejects("over_limit", "task.content.upscaling_resize_w", v2("sd15", tasktype, big))
     assert "(limits.maxPixels)" in err.message
+    # pydantic reads Literal[0, 1] by dict lookup, where true is 1.
+    rejects(
+        "over_limit",
+        "task.content.upscaling_resize_w",
+        v2("sd15", tasktype, {**big, "resize_mode": True}),
+    )
     # Mode 0 scales by upscaling_resize; the size fields are not used then.
     scale = {**images, "resize_mode": 0, "upscaling_resize_w": 4096, "upscaling_resize_h": 4096}
     assert contract.parse_v1alpha2(v2("sd15", tasktype, scale), RUNTIMES)
