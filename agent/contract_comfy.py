@@ -30,6 +30,7 @@ from agent.contract_limits import ComfyTotals, Limits, check_comfy_node
 
 MAX_NODE_ID_CHARS = 128
 _WRAPPED_KEYS = ("prompt", "extra_data")
+_SHARED_FOLDERS = ("[output]", "[temp]")
 
 _SHAPES = (
     "a ComfyUI pipeline needs an API-format workflow: either the workflow itself "
@@ -116,6 +117,7 @@ def validate_workflow(workflow: Any, path: str, limits: Limits) -> None:
                 f"a node needs an inputs object, got {type_name(inputs)}",
                 f"{where}.inputs",
             )
+        _check_load_image(class_type, inputs, f"{where}.inputs")
         for name, value in inputs.items():
             input_path = child_path(f"{where}.inputs", name)
             target = _check_link(workflow, value, input_path)
@@ -123,6 +125,21 @@ def validate_workflow(workflow: Any, path: str, limits: Limits) -> None:
                 links.setdefault(node_id, []).append((target, input_path))
         check_comfy_node(class_type, inputs, f"{where}.inputs", limits, totals)
     _check_acyclic(links)
+
+
+def _check_load_image(class_type: str, inputs: Mapping[str, Any], path: str) -> None:
+    """ComfyUI reads an image named ``<file> [output]`` or ``[temp]`` from those folders,
+    where earlier tasks (other clients') left their images under sequential names."""
+    image = inputs.get("image")
+    if not (class_type.startswith("LoadImage") and isinstance(image, str)):
+        return
+    if image.rstrip().endswith(_SHARED_FOLDERS):
+        raise ContractError(
+            "not_allowed",
+            "must not name a file in the server's output or temp folder (other tasks' "
+            "images); send the image as a URL",
+            f"{path}.image",
+        )
 
 
 def _check_link(workflow: Mapping[str, Any], value: Any, path: str) -> str | None:

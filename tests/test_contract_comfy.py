@@ -198,6 +198,19 @@ def test_a_link_cycle_is_a_400_naming_a_node_on_it(mutate: Any, cycle: set[str])
     assert "cycle" in info.value.message
 
 
+@pytest.mark.parametrize("name", ["ComfyUI_00001_.png [output]", "x.png[temp]"])
+def test_an_image_left_on_the_server_by_another_task_cannot_be_loaded(name: str) -> None:
+    # ComfyUI reads "<file> [output]" from its output folder: the sequentially named images
+    # of earlier tasks (other clients') on the same pod.
+    graph = workflow()
+    graph["10"] = {"class_type": "LoadImage", "inputs": {"image": name}}
+    with pytest.raises(ContractError) as info:
+        contract.parse_v1alpha2(task_body(graph), RUNTIMES)
+    assert (info.value.code, info.value.field) == ("not_allowed", 'task.content["10"].inputs.image')
+    graph["10"]["inputs"]["image"] = "mask.png"  # the server's own input folder is fine
+    assert contract.parse_v1alpha2(task_body(graph), RUNTIMES)
+
+
 def test_a_long_acyclic_chain_is_accepted() -> None:
     # Checked without recursion: a chain far longer than Python's recursion limit.
     graph = {"0": {"class_type": "Start", "inputs": {}}}
