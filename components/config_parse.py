@@ -15,6 +15,8 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from agent.config import load_config as load_agent_config
+from agent.settings import ConfigError as AgentConfigError
 from components.config_checks import NAMESPACE, ConfigError
 from components.config_model import ClusterConfig, RuntimeConfig, StackConfig
 
@@ -193,6 +195,8 @@ def _runtime_checks(rt: RuntimeConfig, base: str) -> list[str]:
             f"{base}.scaling.minReplicas: {rt.scaling.min_replicas} must be at most "
             f"maxReplicas ({rt.scaling.max_replicas})"
         )
+    if rt.agent.extra_env:
+        errors.extend(_agent_env_combination(rt, f"{base}.agent.extraEnv"))
     taint_keys = [(t.key, t.effect) for t in rt.node_taints]
     if len(set(taint_keys)) != len(taint_keys):
         errors.append(f"{base}.nodeTaints: {taint_keys!r} must not repeat a key and effect")
@@ -202,6 +206,32 @@ def _runtime_checks(rt: RuntimeConfig, base: str) -> list[str]:
             " would never activate; must be at most queueLength x maxReplicas"
         )
     return errors
+
+
+# Stand-ins for the values only a deployed stack knows; the agent checks their form alone.
+_SAMPLE_AGENT_IDENTITY = {
+    "SQS_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/sample",
+    "SNS_TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:sample",
+    "S3_BUCKET": "sample-bucket",
+}
+
+
+def _agent_env_combination(rt: RuntimeConfig, path: str) -> list[str]:
+    """Each extraEnv value is checked alone by the model; the agent also checks how settings
+    combine (heartbeat vs visibility extension), so a bad mix fails here, not as a crash loop."""
+    env = {
+        **_SAMPLE_AGENT_IDENTITY,
+        "RUNTIME_TYPE": rt.type,
+        "RUNTIME_NAME": rt.name,
+        **rt.agent.extra_env,
+    }
+    try:
+        load_agent_config(env)
+    except AgentConfigError as exc:
+        if exc.name in rt.agent.extra_env:
+            return [f"{path}.{exc}"]
+        return [f"{path}: {exc}"]
+    return []
 
 
 def _stack_checks(config: StackConfig) -> list[str]:

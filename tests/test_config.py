@@ -465,6 +465,11 @@ def test_pass_through_and_limits_parse() -> None:
             {"scaling": {"minReplicas": 5, "maxReplicas": 2}},
             "sdfleet:runtimes[0].scaling.minReplicas: 5 must be at most maxReplicas (2)",
         ),
+        (
+            # Valid alone, but a hung beat would outlive the visibility extension.
+            {"agent": {"extraEnv": {"HEARTBEAT_TIMEOUT_SECONDS": "10"}}},
+            "sdfleet:runtimes[0].agent.extraEnv.HEARTBEAT_TIMEOUT_SECONDS: 10 is too long",
+        ),
     ],
 )
 def test_pass_through_errors(runtime_extra: dict[str, Any], expected: str | None) -> None:
