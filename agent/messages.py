@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from typing import Any
 
 from agent.heartbeat import Heartbeat
@@ -21,9 +22,35 @@ class MessageBook:
         self.heartbeat = heartbeat
         self.runtime_name = runtime_name
         self.counts = {"completed": 0, "failed": 0, "poison": 0, "released": 0, "republished": 0}
+        self._held: dict[str, Held] = {}
+        self._lock = threading.Lock()
 
-    def hold(self, held: Held) -> None:
-        self.heartbeat.hold(held.message_id, held.receipt_handle)
+    def hold(self, held: Held) -> bool:
+        """Track a received message; False when this agent holds it already.
+
+        After missed heartbeats SQS may deliver a message again to the agent that is running
+        it. Only the newest receipt handle deletes it, so the held one adopts that handle and
+        the duplicate is dropped instead of running the task twice.
+        """
+        with self._lock:
+            current = self._held.get(held.message_id)
+            if current is None:
+                self._held[held.message_id] = held
+            else:
+                current.receipt_handle = held.receipt_handle
+            self.heartbeat.hold(held.message_id, held.receipt_handle)
+        if current is not None:
+            log.warning(
+                "message delivered again while held; kept the running one",
+                extra={"fields": {"message_id": held.message_id}},
+            )
+        return current is None
+
+    def _forget(self, held: Held) -> None:
+        with self._lock:
+            if self._held.get(held.message_id) is held:
+                del self._held[held.message_id]
+            self.heartbeat.drop(held.message_id)
 
     def delete(self, held: Held) -> None:
         try:
@@ -35,11 +62,11 @@ class MessageBook:
             )
         finally:
             # After the delete: the heartbeat keeps it hidden until it is gone.
-            self.heartbeat.drop(held.message_id)
+            self._forget(held)
 
     def release(self, held: Held, why: str, visibility: int = 0, count: bool = True) -> None:
         """Make a held message visible again (now, or after ``visibility`` seconds)."""
-        self.heartbeat.drop(held.message_id)
+        self._forget(held)
         if count:
             self.counts["released"] += 1
         with contextlib.suppress(Exception):

@@ -139,7 +139,8 @@ class ReceiverStage:
             queue_wait_ms=None,
             trace_header=attributes.get("AWSTraceHeader"),
         )
-        self.book.hold(held)
+        if not self.book.hold(held):
+            return None  # a second delivery of the task this agent is running
         held.queue_wait_ms = queue_wait_ms(None, attributes.get("SentTimestamp"))
         return held
 
