@@ -295,7 +295,7 @@ def test_every_config_key_is_documented() -> None:
     import typing
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    reference = (Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text()
 
     def keys(cls: Any) -> set[str]:
         found = set()
@@ -308,7 +308,7 @@ def test_every_config_key_is_documented() -> None:
                     found |= keys(candidate)
         return found
 
-    missing = sorted(k for k in keys(StackConfig) if k not in readme)
+    missing = sorted(k for k in keys(StackConfig) if k not in reference)
     assert missing == []
 
 
