@@ -34,11 +34,30 @@ def _policy_json(policy_name: str, policies: dict[str, dict[str, Any]]) -> str:
     return json.dumps(policies[policy_name])
 
 
+def _crd_release(name: str, parent: pulumi.Resource, args: KarpenterArgs) -> k8s.helm.v3.Release:
+    """Karpenter's CRDs as their own release of the same version, installed before the
+    controller. take_ownership adopts CRDs an earlier install created from the controller
+    chart's crds/ folder (Helm would otherwise refuse them as not part of this release)."""
+    return k8s.helm.v3.Release(
+        f"{name}-crd-release",
+        name="karpenter-crd",
+        chart=versions.KARPENTER_CRD_CHART,
+        version=versions.KARPENTER_CRD_CHART_VERSION,
+        namespace=NAMESPACE,
+        atomic=True,
+        take_ownership=True,
+        opts=pulumi.ResourceOptions(
+            parent=parent, provider=args.k8s_provider, depends_on=args.depends_on
+        ),
+    )
+
+
 class Karpenter(pulumi.ComponentResource):
     node_role_name: pulumi.Output[str]
     node_role_arn: pulumi.Output[str]
     interruption_queue_name: pulumi.Output[str]
     controller_role_arn: pulumi.Output[str]
+    crd_release: k8s.helm.v3.Release
     release: k8s.helm.v3.Release
 
     def __init__(
@@ -159,6 +178,7 @@ class Karpenter(pulumi.ComponentResource):
                 service_account_name=SERVICE_ACCOUNT,
             )
         )
+        self.crd_release = _crd_release(name, self, args)
         self.release = k8s.helm.v3.Release(
             f"{name}-release",
             name="karpenter",
@@ -167,10 +187,18 @@ class Karpenter(pulumi.ComponentResource):
             namespace=NAMESPACE,
             values=values,
             atomic=True,
+            # The CRDs come from the karpenter-crd release, which upgrades them.
+            skip_crds=True,
             opts=pulumi.ResourceOptions(
                 parent=self,
                 provider=args.k8s_provider,
-                depends_on=[association, access_entry, *attached, *args.depends_on],
+                depends_on=[
+                    self.crd_release,
+                    association,
+                    access_entry,
+                    *attached,
+                    *args.depends_on,
+                ],
             ),
         )
         self.node_role_name = node_role.name

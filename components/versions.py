@@ -145,6 +145,10 @@ PINS: Final = MappingProxyType({row.key: row for row in _ROWS})
 
 KARPENTER_CHART: Final = PINS["karpenter_chart"].location
 KARPENTER_CHART_VERSION: Final = PINS["karpenter_chart"].version
+# The CRD-only chart of the same release (CRDs in templates/, so `helm upgrade` updates them;
+# the controller chart's crds/ are installed once and never upgraded). Same version, always.
+KARPENTER_CRD_CHART: Final = "oci://public.ecr.aws/karpenter/karpenter-crd"
+KARPENTER_CRD_CHART_VERSION: Final = KARPENTER_CHART_VERSION
 KEDA_CHART_REPO: Final = PINS["keda_chart"].location
 KEDA_CHART: Final = "keda"
 KEDA_CHART_VERSION: Final = PINS["keda_chart"].version
