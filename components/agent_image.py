@@ -28,6 +28,8 @@ class AgentImageArgs:
     keep_images: int = 10
     # A prebuilt image (pinned by digest or tag): no repository, no build.
     image_ref: str | None = None
+    # Let `pulumi destroy` delete the repository with the images in it.
+    force_delete: bool = False
 
 
 def _check_prebuilt(ref: str) -> None:
@@ -79,8 +81,9 @@ class AgentImage(pulumi.ComponentResource):
             encryption_configurations=[
                 aws.ecr.RepositoryEncryptionConfigurationArgs(encryption_type="AES256")
             ],
-            # Never delete images a running pod may still pull.
-            force_delete=False,
+            # Only deleting the repository deletes its images, after the pods that pull them
+            # (they depend on the image); the lifecycle policy expires old ones.
+            force_delete=args.force_delete,
             opts=child,
         )
         aws.ecr.LifecyclePolicy(

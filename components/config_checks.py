@@ -144,3 +144,20 @@ def input_locations(v: list[str]) -> str | None:
         if slash and not _KEY_PREFIX.match(prefix):
             return f"has {entry!r}: a prefix after the bucket must be 1-512 printable characters without * ? or spaces"
     return unique(v)
+
+
+def instance_types_check(example: str) -> Check:
+    return lambda v: (
+        None
+        if v and all(INSTANCE_TYPE.match(t) for t in v)
+        else f"must be a non-empty list of EC2 instance types{example}"
+    )
+
+
+def subnet_ids_check(v: list[str]) -> str | None:
+    return None if all(SUBNET_ID.match(s) for s in v) else "must be subnet ids"
+
+
+def args_check(v: list[str]) -> str | None:
+    bad = next((a for a in v if not a or len(a) > 4096 or "\x00" in a), None)
+    return None if bad is None else f"has {bad!r}: arguments must be 1-4096 characters"

@@ -16,22 +16,23 @@ from components.builders import pod_extras as px
 from components.builders.workload import AgentEnv
 from components.config_checks import (
     BUCKET_NAME,
-    INSTANCE_TYPE,
     K8S_VERSION,
     LOG_RETENTION_DAYS,
     RUNTIME_NAME_MAX,
     STAGE_NAME,
-    SUBNET_ID,
     VPC_ID,
+    args_check,
     cfg,
     cidr_check,
     dns_label,
     in_range,
     input_locations,
+    instance_types_check,
     matches,
     one_of,
     pinned_image,
     public_cidrs_check,
+    subnet_ids_check,
 )
 from components.patterns import BOTTLEROCKET_ALIAS, DURATION, QUANTITY, SNAPSHOT_ID
 
@@ -62,29 +63,12 @@ def _agent_env_problem(name: Any, value: Any) -> str | None:
     return None
 
 
-def _instance_types(example: str) -> Any:
-    return lambda v: (
-        None
-        if v and all(INSTANCE_TYPE.match(t) for t in v)
-        else f"must be a non-empty list of EC2 instance types{example}"
-    )
-
-
-def _subnet_ids(v: list[str]) -> str | None:
-    return None if all(SUBNET_ID.match(s) for s in v) else "must be subnet ids"
-
-
-def _args_check(v: list[str]) -> str | None:
-    bad = next((a for a in v if not a or len(a) > 4096 or "\x00" in a), None)
-    return None if bad is None else f"has {bad!r}: arguments must be 1-4096 characters"
-
-
 @dataclass(frozen=True)
 class GpuPoolConfig:
     instance_types: list[str] = cfg(
         "instanceTypes",
         factory=lambda: ["g6.2xlarge", "g5.2xlarge"],
-        check=_instance_types(" such as g6.2xlarge"),
+        check=instance_types_check(" such as g6.2xlarge"),
         doc="EC2 instance types Karpenter may launch for this runtime",
     )
     max_gpus: int = cfg("maxGpus", 8, in_range(1, 1000), doc="limit on the pool's total GPUs")
@@ -152,7 +136,7 @@ class LimitsConfig:
 @dataclass(frozen=True)
 class ServerPassThroughConfig:
     extra_args: list[str] = cfg(
-        "extraArgs", factory=list, check=_args_check, doc="appended to the server's arguments"
+        "extraArgs", factory=list, check=args_check, doc="appended to the server's arguments"
     )
     extra_env: dict[str, str] = cfg(
         "extraEnv",
@@ -268,6 +252,9 @@ class ApiConfig:
 @dataclass(frozen=True)
 class ModelsConfig:
     bucket_name: str | None = cfg("bucketName", None, matches(BUCKET_NAME, "an S3 bucket name"))
+    force_destroy: bool = cfg(
+        "forceDestroy", False, doc="pulumi destroy deletes the bucket we created with its models"
+    )
 
 
 @dataclass(frozen=True)
@@ -283,6 +270,9 @@ class InputsConfig:
 @dataclass(frozen=True)
 class OutputsConfig:
     expire_after_days: int = cfg("expireAfterDays", 30, in_range(1, 3650))
+    force_destroy: bool = cfg(
+        "forceDestroy", True, doc="pulumi destroy deletes the bucket with the results in it"
+    )
 
 
 @dataclass(frozen=True)
@@ -315,8 +305,8 @@ class ObservabilityConfig:
 @dataclass(frozen=True)
 class NetworkConfig:
     vpc_id: str | None = cfg("vpcId", None, matches(VPC_ID, "a VPC id (vpc-...)"))
-    private_subnet_ids: list[str] = cfg("privateSubnetIds", factory=list, check=_subnet_ids)
-    public_subnet_ids: list[str] = cfg("publicSubnetIds", factory=list, check=_subnet_ids)
+    private_subnet_ids: list[str] = cfg("privateSubnetIds", factory=list, check=subnet_ids_check)
+    public_subnet_ids: list[str] = cfg("publicSubnetIds", factory=list, check=subnet_ids_check)
     cidr_block: str = cfg("cidrBlock", "10.0.0.0/16", cidr_check)
     availability_zones: int = cfg("availabilityZones", 3, in_range(2, 6))
     nat_gateways: str = cfg("natGateways", "single", one_of("single", "onePerAz"))
@@ -330,7 +320,7 @@ class SystemNodesConfig:
     instance_types: list[str] = cfg(
         "instanceTypes",
         factory=lambda: ["m7g.large"],
-        check=_instance_types(""),
+        check=instance_types_check(""),
     )
     arch: str = cfg("arch", "arm64", one_of("arm64", "amd64"))
     min_size: int = cfg("minSize", 2, in_range(1, 100))
@@ -373,6 +363,11 @@ class ClusterConfig:
 class AgentImageConfig:
     image_ref: str | None = cfg("imageRef", None, pinned_image)
     keep_images: int = cfg("keepImages", 10, in_range(1, 1000))
+    force_destroy: bool = cfg(
+        "forceDestroy",
+        True,
+        doc="pulumi destroy deletes the ECR repository with its images (none with imageRef)",
+    )
 
 
 @dataclass(frozen=True)

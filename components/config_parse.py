@@ -245,11 +245,24 @@ def _stack_checks(config: StackConfig) -> list[str]:
             "list at least two private subnets (in two zones) with your vpcId"
         )
     errors += _endpoint_checks(config.cluster)
+    errors += _teardown_checks(config)
     sysn = config.cluster.system_nodes
     if not sysn.min_size <= sysn.desired_size <= sysn.max_size:
         errors.append(
             f"{NAMESPACE}:cluster.systemNodes: minSize {sysn.min_size} <= desiredSize "
             f"{sysn.desired_size} <= maxSize {sysn.max_size} must hold"
+        )
+    return errors
+
+
+def _teardown_checks(config: StackConfig) -> list[str]:
+    """forceDestroy applies to what the stack creates: never to a bucket it only looks up."""
+    errors = []
+    models = config.models
+    if models.bucket_name is not None and models.force_destroy:
+        errors.append(
+            f"{NAMESPACE}:models.forceDestroy: True would apply to the existing bucket "
+            f"{models.bucket_name!r}, which sdfleet only reads and never deletes; remove it"
         )
     return errors
 

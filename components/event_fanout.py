@@ -24,6 +24,8 @@ class EventFanoutArgs:
     max_receive_count: int = fb.DEFAULT_MAX_RECEIVE_COUNT
     visibility_timeout_seconds: int = fb.DEFAULT_VISIBILITY_TIMEOUT_SECONDS
     output_expire_after_days: int = 30
+    # Let `pulumi destroy` delete the output bucket with the results still in it.
+    output_force_destroy: bool = False
 
 
 class EventFanout(pulumi.ComponentResource):
@@ -64,6 +66,7 @@ class EventFanout(pulumi.ComponentResource):
             f"{name}-outputs",
             self,
             lifecycle_rules=[s3b.output_lifecycle_rule(args.output_expire_after_days)],
+            force_destroy=args.output_force_destroy,
         )
 
         self.input_topic_arn = input_topic.arn

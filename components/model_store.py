@@ -24,6 +24,9 @@ from components._bucket import secure_bucket
 class ModelStoreArgs:
     # An existing bucket to read from; it is looked up, never modified.
     existing_bucket_name: str | None = None
+    # Let `pulumi destroy` delete the bucket we create together with every object version in
+    # it. Never applies to an existing bucket.
+    force_destroy: bool = False
 
 
 class ModelStore(pulumi.ComponentResource):
@@ -35,6 +38,11 @@ class ModelStore(pulumi.ComponentResource):
         self, name: str, args: ModelStoreArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("sdfleet:index:ModelStore", name, None, opts)
+        if args.existing_bucket_name and args.force_destroy:
+            raise ValueError(
+                f"force_destroy: got True with existing_bucket_name "
+                f"{args.existing_bucket_name!r}; allowed: False (an existing bucket is only read)"
+            )
         if args.existing_bucket_name:
             # A lookup (not `import`), so Pulumi never owns or changes the user's bucket.
             existing = aws.s3.get_bucket_output(
@@ -44,7 +52,9 @@ class ModelStore(pulumi.ComponentResource):
             self.bucket_arn = existing.arn
             self.managed = False
         else:
-            bucket = secure_bucket(f"{name}-models", self, versioning=True)
+            bucket = secure_bucket(
+                f"{name}-models", self, versioning=True, force_destroy=args.force_destroy
+            )
             self.bucket_name = bucket.bucket
             self.bucket_arn = bucket.arn
             self.managed = True

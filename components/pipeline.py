@@ -65,7 +65,12 @@ class SdPipeline(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
 
         self.models = ModelStore(
-            f"{name}-models", ModelStoreArgs(existing_bucket_name=cfg.models.bucket_name), child
+            f"{name}-models",
+            ModelStoreArgs(
+                existing_bucket_name=cfg.models.bucket_name,
+                force_destroy=cfg.models.force_destroy,
+            ),
+            child,
         )
         self.fanout = EventFanout(
             f"{name}-events",
@@ -74,6 +79,7 @@ class SdPipeline(pulumi.ComponentResource):
                 max_receive_count=cfg.queues.max_receive_count,
                 visibility_timeout_seconds=cfg.queues.visibility_timeout_seconds,
                 output_expire_after_days=cfg.outputs.expire_after_days,
+                output_force_destroy=cfg.outputs.force_destroy,
             ),
             child,
         )
@@ -258,7 +264,11 @@ class SdPipeline(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         self.agent_image = AgentImage(
             f"{name}-agent",
-            AgentImageArgs(image_ref=cfg.agent.image_ref, keep_images=cfg.agent.keep_images),
+            AgentImageArgs(
+                image_ref=cfg.agent.image_ref,
+                keep_images=cfg.agent.keep_images,
+                force_delete=cfg.agent.force_destroy,
+            ),
             child,
         )
         region = aws.get_region_output(opts=pulumi.InvokeOutputOptions(parent=self)).region
