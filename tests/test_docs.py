@@ -283,6 +283,16 @@ def test_the_checks_catch_what_they_should(tmp_path: Path) -> None:
     assert slug("`pulumi up` fails: (really)") == "pulumi-up-fails-really"
 
 
+def test_the_offline_shell_reports_failures(tmp_path: Path) -> None:
+    shell = OfflineShell(tmp_path)
+    with pytest.raises(AssertionError, match="make -n no-such-target"):
+        shell.run(["make", "no-such-target"])
+    with pytest.raises(AssertionError, match="sdfleet synth --stack no-such-stack"):
+        shell.run(["sdfleet", "synth", "--stack", "no-such-stack"])
+    with pytest.raises(AssertionError, match="python -m no_such_module"):
+        shell.run(["python", "-m", "no_such_module"])
+
+
 @pytest.mark.parametrize("block", OFFLINE_SHELL, ids=_ids(OFFLINE_SHELL))
 def test_offline_shell_block_runs(block: Block, tmp_path: Path) -> None:
     shell = OfflineShell(tmp_path)
