@@ -29,7 +29,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP)
-	$(BIN)/python -m agent.bench
+	$(BIN)/python -m sdfleet.agent.bench
 	$(BIN)/python -m sdfleet.bench_synth
 
 clean:

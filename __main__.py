@@ -6,8 +6,8 @@ from typing import Any
 import pulumi
 from pulumi.runtime.config import CONFIG, get_config_env
 
-from components.config import ConfigError, parse_config, split_namespaced
-from components.pipeline import SdPipeline, SdPipelineArgs
+from sdfleet.components.config import ConfigError, parse_config, split_namespaced
+from sdfleet.components.pipeline import SdPipeline, SdPipelineArgs
 
 
 def _stack_config() -> dict[str, Any]:

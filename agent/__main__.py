@@ -1,4 +1,4 @@
-"""``python -m agent``: the queue agent entry point."""
+"""``python -m sdfleet.agent``: the queue agent entry point."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from agent.config import Config, ConfigError, load_config
+from sdfleet.agent.config import Config, ConfigError, load_config
 
 log = logging.getLogger("agent")
 
 
 def build_server(config: Config, s3: Any, stop: Any = None) -> Any:
-    from agent.inputs import InputFetcher
-    from agent.policies import RetryPolicy
+    from sdfleet.agent.inputs import InputFetcher
+    from sdfleet.agent.policies import RetryPolicy
 
     fetcher = InputFetcher(
         s3=s3,
@@ -32,12 +32,12 @@ def build_server(config: Config, s3: Any, stop: Any = None) -> Any:
     )
     retry = RetryPolicy(config.server_retries, config.retry_base_seconds, config.retry_max_seconds)
     if config.runtime_type == "sdwebui":
-        from agent.servers.sdwebui import SdWebUIServer
+        from sdfleet.agent.servers.sdwebui import SdWebUIServer
 
         return SdWebUIServer(
             config.api_base_url, fetcher, dynamic_model=config.dynamic_sd_model, retry=retry
         )
-    from agent.servers.comfyui import ComfyUIServer
+    from sdfleet.agent.servers.comfyui import ComfyUIServer
 
     return ComfyUIServer(config.api_base_url, fetcher, retry=retry)
 
@@ -83,7 +83,7 @@ def pod_cost(config: Config, env: Mapping[str, str]) -> Any:
     """The pod-deletion-cost updater, or None (switched off, or outside a cluster)."""
     if not config.pod_deletion_cost:
         return None
-    from agent.pod_cost import PodDeletionCost
+    from sdfleet.agent.pod_cost import PodDeletionCost
 
     return PodDeletionCost.from_env(env)
 
@@ -95,11 +95,11 @@ def main(env: dict[str, str] | None = None) -> int:
         print(f"agent: configuration error: {exc}", file=sys.stderr)
         return 2
 
-    from agent.health import HealthServer
-    from agent.logging_setup import setup_logging
-    from agent.metrics import Metrics
-    from agent.tracing import Tracing
-    from agent.worker import Agent
+    from sdfleet.agent.health import HealthServer
+    from sdfleet.agent.logging_setup import setup_logging
+    from sdfleet.agent.metrics import Metrics
+    from sdfleet.agent.tracing import Tracing
+    from sdfleet.agent.worker import Agent
 
     setup_logging(config.log_level)
     # The GPU thread's hand-off to the next task must not wait the default 5 ms for the GIL

@@ -1,11 +1,11 @@
-"""Agent benchmarks: ``python -m agent.bench`` (from the repository root; not a test).
+"""Agent benchmarks: ``python -m sdfleet.agent.bench`` (from the repository root; not a test).
 
-Pipelining, then recovery (``agent.bench_recovery``: kill -9 recovery, duplicate GPU runs for
+Pipelining, then recovery (``sdfleet.agent.bench_recovery``: kill -9 recovery, duplicate GPU runs for
 long tasks, GPU runs under transient S3/SNS failures). ``--only pipeline|recovery`` runs one.
 
 Pipelining:
 N tasks go through a moto server (real SNS->SQS fan-out, S3, SNS notifications) and the fake SD
-WebUI with a fixed inference time, processed by ``python -m agent`` in its own process (as in a
+WebUI with a fixed inference time, processed by ``python -m sdfleet.agent`` in its own process (as in a
 pod). It prints the makespan, the GPU busy fraction (server busy time over the span of its
 calls), the idle gap between server calls (p50/p95), the per-task overhead and the agent's peak
 RSS. Targets at 200 ms: busy fraction >= 0.97 and idle-gap p50 < 10 ms.
@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent import settings
+from sdfleet.agent import settings
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -74,7 +74,7 @@ def run(tasks: int, inference_seconds: float, size: int) -> dict[str, Any]:
             with open(log_path or os.devnull, "w") as agent_log:
                 started = time.monotonic()
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "agent"],
+                    [sys.executable, "-m", "sdfleet.agent"],
                     env=subprocess_env(env),
                     stdout=agent_log,
                     cwd=Path(__file__).resolve().parents[1],
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         ok = ok and met
     if args.only in (None, "recovery"):
-        from agent import bench_recovery
+        from sdfleet.agent import bench_recovery
 
         print("== recovery (default heartbeat and visibility extension)")
         recovery = bench_recovery.run()

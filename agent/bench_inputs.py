@@ -1,4 +1,4 @@
-"""Input-fetch memory benchmark: ``python -m agent.bench_inputs`` (repository root; not a test).
+"""Input-fetch memory benchmark: ``python -m sdfleet.agent.bench_inputs`` (repository root; not a test).
 
 Six 20 MiB inputs are served from 127.0.0.1 by this process; each mode runs in a fresh child
 process, once for peak RSS (``ru_maxrss``) and once under tracemalloc (Python allocations):
@@ -50,7 +50,7 @@ def _legacy_base64(url: str) -> str:
 
 def _run_mode(mode: str, base_url: str) -> int:
     """Do the work of ``mode``; the number of bytes the result holds (a sanity check)."""
-    from agent.inputs import InputFetcher, inline_sdwebui_inputs
+    from sdfleet.agent.inputs import InputFetcher, inline_sdwebui_inputs
 
     urls = [f"{base_url}/{i}.png" for i in range(INPUTS)]
     fetcher = InputFetcher(allowed_hosts=frozenset({"127.0.0.1"}), max_total_bytes=128 * MIB)
@@ -69,7 +69,7 @@ def _run_mode(mode: str, base_url: str) -> int:
 def child(mode: str, base_url: str, trace: bool) -> None:
     import httpx  # noqa: F401 - imported before the baseline, as in the agent
 
-    import agent.inputs  # noqa: F401
+    import sdfleet.agent.inputs  # noqa: F401
 
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if trace:
@@ -108,7 +108,7 @@ def _report(base_url: str) -> None:
             command = [
                 sys.executable,
                 "-m",
-                "agent.bench_inputs",
+                "sdfleet.agent.bench_inputs",
                 "--child",
                 mode,
                 "--url",

@@ -1,4 +1,4 @@
-"""Recovery benchmark (part of ``python -m agent.bench``; not a test).
+"""Recovery benchmark (part of ``python -m sdfleet.agent.bench``; not a test).
 
 With the agent's default heartbeat (5 s) and visibility extension (15 s), on a moto server:
 
@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from agent import settings
+from sdfleet.agent import settings
 
 HEARTBEAT = float(settings.default("HEARTBEAT_SECONDS"))
 EXTENSION = int(settings.default("VISIBILITY_EXTENSION_SECONDS"))
@@ -50,7 +50,7 @@ def _agent_process(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
     from tests.agent.harness import subprocess_env
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "agent"],
+        [sys.executable, "-m", "sdfleet.agent"],
         env=subprocess_env(env),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

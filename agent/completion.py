@@ -17,9 +17,9 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from agent import errors
-from agent.config import Config
-from agent.contract import (
+from sdfleet.agent import errors
+from sdfleet.agent.config import Config
+from sdfleet.agent.contract import (
     STATUS_COMPLETED,
     STATUS_FAILED,
     STATUS_RUNNING,
@@ -28,12 +28,18 @@ from agent.contract import (
     parse_s3_uri,
     result_key,
 )
-from agent.errors import TaskError
-from agent.held import Finished, Held, Republish, ms
-from agent.messages import MessageBook
-from agent.metrics import Metrics
-from agent.outputs import TaskOutcome, notification, planned_keys, result_document, task_digest
-from agent.policies import RetryPolicy
+from sdfleet.agent.errors import TaskError
+from sdfleet.agent.held import Finished, Held, Republish, ms
+from sdfleet.agent.messages import MessageBook
+from sdfleet.agent.metrics import Metrics
+from sdfleet.agent.outputs import (
+    TaskOutcome,
+    notification,
+    planned_keys,
+    result_document,
+    task_digest,
+)
+from sdfleet.agent.policies import RetryPolicy
 
 log = logging.getLogger("agent.worker")
 T = TypeVar("T")

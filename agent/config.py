@@ -1,8 +1,8 @@
 """Agent configuration: environment variables parsed once into a frozen dataclass.
 
-Every variable, with its type, default and bounds, is defined once in ``agent.settings`` (the
+Every variable, with its type, default and bounds, is defined once in ``sdfleet.agent.settings`` (the
 workload builder writes the pod's env from the same table). A missing or invalid variable raises
-ConfigError, which ``python -m agent`` turns into exit status 2 with a one-line message naming
+ConfigError, which ``python -m sdfleet.agent`` turns into exit status 2 with a one-line message naming
 the variable.
 """
 
@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from agent import settings as s
-from agent.contract import COMFYUI, SDWEBUI, Limits
-from agent.settings import ConfigError
+from sdfleet.agent import settings as s
+from sdfleet.agent.contract import COMFYUI, SDWEBUI, Limits
+from sdfleet.agent.settings import ConfigError
 
 DEFAULT_SDWEBUI_URL = s.default_api_base_url(SDWEBUI)
 DEFAULT_COMFYUI_URL = s.default_api_base_url(COMFYUI)
@@ -59,7 +59,7 @@ class Config:
     input_s3_buckets: frozenset[str] = field(default_factory=frozenset)
     input_connect_timeout: float = _d("INPUT_CONNECT_TIMEOUT_SECONDS")
     input_read_timeout: float = _d("INPUT_READ_TIMEOUT_SECONDS")
-    # TASK_LIMITS (camelCase JSON of agent.contract.Limits); missing keys take the defaults.
+    # TASK_LIMITS (camelCase JSON of sdfleet.agent.contract.Limits); missing keys take the defaults.
     task_limits: Limits = field(default_factory=Limits)
     health_port: int | None = _d("HEALTH_PORT")
     otlp_endpoint: str | None = None

@@ -44,49 +44,49 @@ from dataclasses import dataclass
 from typing import Any
 
 # The contract is split by concern; every public name stays importable from here.
-from agent.contract_base import MAX_ECHO_CHARS as MAX_ECHO_CHARS
-from agent.contract_base import MAX_NAME_CHARS as MAX_NAME_CHARS
-from agent.contract_base import MAX_URL_CHARS as MAX_URL_CHARS
-from agent.contract_base import ContractError as ContractError
-from agent.contract_base import check_string, child_path, require_object, short, type_name
-from agent.contract_comfy import MAX_NODE_ID_CHARS as MAX_NODE_ID_CHARS
-from agent.contract_comfy import is_bare_workflow as is_bare_workflow
-from agent.contract_content import COMFYUI as COMFYUI
-from agent.contract_content import SDWEBUI as SDWEBUI
-from agent.contract_content import requested_model as requested_model
-from agent.contract_content import validate_content as validate_content
-from agent.contract_json import MAX_BODY_BYTES as MAX_BODY_BYTES
-from agent.contract_json import MAX_JSON_DEPTH as MAX_JSON_DEPTH
-from agent.contract_json import MAX_QUEUE_DEPTH as MAX_QUEUE_DEPTH
-from agent.contract_json import loads_strict as loads_strict
-from agent.contract_json import parse_json_body as parse_json_body
-from agent.contract_legacy import LEGACY_ALWAYSON_KEYS as LEGACY_ALWAYSON_KEYS
-from agent.contract_legacy import parse_v1alpha1 as parse_v1alpha1
-from agent.contract_limits import MAX_SIDE as MAX_SIDE
-from agent.contract_limits import Limits as Limits
-from agent.contract_model import ID_PATTERN as ID_PATTERN
-from agent.contract_model import MAX_CONTEXT_BYTES as MAX_CONTEXT_BYTES
-from agent.contract_model import MAX_PREFIX_CHARS as MAX_PREFIX_CHARS
-from agent.contract_model import REQUEST_ID_PATTERN as REQUEST_ID_PATTERN
-from agent.contract_model import RUNTIME_TYPES as RUNTIME_TYPES
-from agent.contract_model import TASKTYPES as TASKTYPES
-from agent.contract_model import RuntimeInfo as RuntimeInfo
-from agent.contract_model import Task as Task
-from agent.contract_model import TaskMetadata as TaskMetadata
-from agent.contract_model import check_context as check_context
-from agent.contract_model import check_tasktype as check_tasktype
-from agent.contract_model import image_key as image_key
-from agent.contract_model import load_runtimes as load_runtimes
-from agent.contract_model import new_task_id as new_task_id
-from agent.contract_model import normalise_prefix as normalise_prefix
-from agent.contract_model import output_location as output_location
-from agent.contract_model import parse_s3_uri as parse_s3_uri
-from agent.contract_model import request_key as request_key
-from agent.contract_model import result_key as result_key
-from agent.contract_model import runtime_by_name as runtime_by_name
-from agent.contract_model import safe_request_id as safe_request_id
-from agent.contract_model import task_key_prefix as task_key_prefix
-from agent.contract_model import validate_task_id as validate_task_id
+from sdfleet.agent.contract_base import MAX_ECHO_CHARS as MAX_ECHO_CHARS
+from sdfleet.agent.contract_base import MAX_NAME_CHARS as MAX_NAME_CHARS
+from sdfleet.agent.contract_base import MAX_URL_CHARS as MAX_URL_CHARS
+from sdfleet.agent.contract_base import ContractError as ContractError
+from sdfleet.agent.contract_base import check_string, child_path, require_object, short, type_name
+from sdfleet.agent.contract_comfy import MAX_NODE_ID_CHARS as MAX_NODE_ID_CHARS
+from sdfleet.agent.contract_comfy import is_bare_workflow as is_bare_workflow
+from sdfleet.agent.contract_content import COMFYUI as COMFYUI
+from sdfleet.agent.contract_content import SDWEBUI as SDWEBUI
+from sdfleet.agent.contract_content import requested_model as requested_model
+from sdfleet.agent.contract_content import validate_content as validate_content
+from sdfleet.agent.contract_json import MAX_BODY_BYTES as MAX_BODY_BYTES
+from sdfleet.agent.contract_json import MAX_JSON_DEPTH as MAX_JSON_DEPTH
+from sdfleet.agent.contract_json import MAX_QUEUE_DEPTH as MAX_QUEUE_DEPTH
+from sdfleet.agent.contract_json import loads_strict as loads_strict
+from sdfleet.agent.contract_json import parse_json_body as parse_json_body
+from sdfleet.agent.contract_legacy import LEGACY_ALWAYSON_KEYS as LEGACY_ALWAYSON_KEYS
+from sdfleet.agent.contract_legacy import parse_v1alpha1 as parse_v1alpha1
+from sdfleet.agent.contract_limits import MAX_SIDE as MAX_SIDE
+from sdfleet.agent.contract_limits import Limits as Limits
+from sdfleet.agent.contract_model import ID_PATTERN as ID_PATTERN
+from sdfleet.agent.contract_model import MAX_CONTEXT_BYTES as MAX_CONTEXT_BYTES
+from sdfleet.agent.contract_model import MAX_PREFIX_CHARS as MAX_PREFIX_CHARS
+from sdfleet.agent.contract_model import REQUEST_ID_PATTERN as REQUEST_ID_PATTERN
+from sdfleet.agent.contract_model import RUNTIME_TYPES as RUNTIME_TYPES
+from sdfleet.agent.contract_model import TASKTYPES as TASKTYPES
+from sdfleet.agent.contract_model import RuntimeInfo as RuntimeInfo
+from sdfleet.agent.contract_model import Task as Task
+from sdfleet.agent.contract_model import TaskMetadata as TaskMetadata
+from sdfleet.agent.contract_model import check_context as check_context
+from sdfleet.agent.contract_model import check_tasktype as check_tasktype
+from sdfleet.agent.contract_model import image_key as image_key
+from sdfleet.agent.contract_model import load_runtimes as load_runtimes
+from sdfleet.agent.contract_model import new_task_id as new_task_id
+from sdfleet.agent.contract_model import normalise_prefix as normalise_prefix
+from sdfleet.agent.contract_model import output_location as output_location
+from sdfleet.agent.contract_model import parse_s3_uri as parse_s3_uri
+from sdfleet.agent.contract_model import request_key as request_key
+from sdfleet.agent.contract_model import result_key as result_key
+from sdfleet.agent.contract_model import runtime_by_name as runtime_by_name
+from sdfleet.agent.contract_model import safe_request_id as safe_request_id
+from sdfleet.agent.contract_model import task_key_prefix as task_key_prefix
+from sdfleet.agent.contract_model import validate_task_id as validate_task_id
 
 # SNS carries at most 256 KiB (body + attributes). Above this the content goes to S3, which
 # leaves room for the attributes and for JSON escaping in the SNS envelope.

@@ -1,6 +1,6 @@
 """The error type and small helpers shared by the contract modules (standard library only).
 
-Import these through :mod:`agent.contract`; this module exists so the content checks
+Import these through :mod:`sdfleet.agent.contract`; this module exists so the content checks
 (``contract_content``, ``contract_comfy``, ``contract_limits``) can raise the same error
 without importing the contract itself.
 """

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from agent.contract_base import (
+from sdfleet.agent.contract_base import (
     MAX_NAME_CHARS,
     ContractError,
     check_string,
@@ -26,7 +26,7 @@ from agent.contract_base import (
     short,
     type_name,
 )
-from agent.contract_limits import ComfyTotals, Limits, check_comfy_node
+from sdfleet.agent.contract_limits import ComfyTotals, Limits, check_comfy_node
 
 MAX_NODE_ID_CHARS = 128
 _WRAPPED_KEYS = ("prompt", "extra_data")

@@ -9,15 +9,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from agent.contract_base import (
+from sdfleet.agent.contract_base import (
     MAX_NAME_CHARS,
     ContractError,
     check_string,
     require_object,
     type_name,
 )
-from agent.contract_comfy import normalise_comfy_content
-from agent.contract_limits import Limits, check_extras, check_sdwebui, pydantic_true
+from sdfleet.agent.contract_comfy import normalise_comfy_content
+from sdfleet.agent.contract_limits import Limits, check_extras, check_sdwebui, pydantic_true
 
 SDWEBUI = "sdwebui"
 COMFYUI = "comfyui"

@@ -1,6 +1,6 @@
 """Strict JSON for request bodies and queue messages (standard library only).
 
-Import these through :mod:`agent.contract`.
+Import these through :mod:`sdfleet.agent.contract`.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from agent.contract_base import MAX_ECHO_CHARS, ContractError
+from sdfleet.agent.contract_base import MAX_ECHO_CHARS, ContractError
 
 # API Gateway -> Lambda synchronous payload limit.
 MAX_BODY_BYTES = 6 * 1024 * 1024

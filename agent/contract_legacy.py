@@ -1,6 +1,6 @@
 """v1alpha1: legacy SD WebUI bodies with routing keys under ``alwayson_scripts`` (stdlib only).
 
-Import these through :mod:`agent.contract`.
+Import these through :mod:`sdfleet.agent.contract`.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from agent.contract_base import (
+from sdfleet.agent.contract_base import (
     MAX_NAME_CHARS,
     MAX_URL_CHARS,
     ContractError,
@@ -17,9 +17,9 @@ from agent.contract_base import (
     short,
     type_name,
 )
-from agent.contract_content import SDWEBUI, validate_content
-from agent.contract_limits import Limits
-from agent.contract_model import (
+from sdfleet.agent.contract_content import SDWEBUI, validate_content
+from sdfleet.agent.contract_limits import Limits
+from sdfleet.agent.contract_model import (
     RuntimeInfo,
     Task,
     TaskMetadata,

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from agent.contract_base import MAX_URL_CHARS, ContractError, child_path, short, type_name
+from sdfleet.agent.contract_base import MAX_URL_CHARS, ContractError, child_path, short, type_name
 
 # Sides above this are refused whatever the pixel limit (ComfyUI's own MAX_RESOLUTION).
 MAX_SIDE = 16384

@@ -1,6 +1,6 @@
 """The task model: runtimes, task objects, ids, prefixes and S3 keys (standard library only).
 
-Import these through :mod:`agent.contract`.
+Import these through :mod:`sdfleet.agent.contract`.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.contract_base import ContractError, short, type_name
-from agent.contract_content import COMFYUI, SDWEBUI
-from agent.contract_limits import Limits
+from sdfleet.agent.contract_base import ContractError, short, type_name
+from sdfleet.agent.contract_content import COMFYUI, SDWEBUI
+from sdfleet.agent.contract_limits import Limits
 
 RUNTIME_TYPES: tuple[str, ...] = (SDWEBUI, COMFYUI)
 

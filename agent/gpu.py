@@ -9,20 +9,20 @@ import threading
 import time
 from typing import Any
 
-from agent import errors
-from agent.config import Config
-from agent.errors import Interrupted, ServerUnavailable, TaskError
-from agent.held import Finished, Held, Liveness, Republish, RunningNote, ms
-from agent.messages import MessageBook
-from agent.policies import ShutdownPolicy
-from agent.servers.base import InferenceServer, JobControl, Prepared
-from agent.tracing import Tracing
+from sdfleet.agent import errors
+from sdfleet.agent.config import Config
+from sdfleet.agent.errors import Interrupted, ServerUnavailable, TaskError
+from sdfleet.agent.held import Finished, Held, Liveness, Republish, RunningNote, ms
+from sdfleet.agent.messages import MessageBook
+from sdfleet.agent.policies import ShutdownPolicy
+from sdfleet.agent.servers.base import InferenceServer, JobControl, Prepared
+from sdfleet.agent.tracing import Tracing
 
 log = logging.getLogger("agent.worker")
 
 
 class GpuStage:
-    """Mixin of :class:`agent.worker.Agent` (the attributes below are the Agent's)."""
+    """Mixin of :class:`sdfleet.agent.worker.Agent` (the attributes below are the Agent's)."""
 
     config: Config
     server: InferenceServer

@@ -2,7 +2,7 @@
 visibility extended well before it expires, so no other pod receives it while we work on it.
 
 The heartbeat runs on its own thread and does nothing but ChangeMessageVisibilityBatch, through
-its own SQS client (short timeouts, no SDK retries: see ``agent.__main__.aws_clients``), so the
+its own SQS client (short timeouts, no SDK retries: see ``sdfleet.agent.__main__.aws_clients``), so the
 long-poll receive, an upload or the GPU stage can never delay it. A failed beat is retried after
 ``retry_delay`` instead of a whole interval: with the defaults (5 s beats, 15 s extension) a held
 message survives two failed beats.

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from agent.contract import Task
-from agent.errors import TaskError
-from agent.servers.base import Prepared, RawResult
+from sdfleet.agent.contract import Task
+from sdfleet.agent.errors import TaskError
+from sdfleet.agent.servers.base import Prepared, RawResult
 
 
 @dataclass
@@ -27,7 +27,7 @@ class Held:
     trace_header: str | None
     task: Task | None = None
     # sha256 of the task as queued (with its content_ref, if offloaded): what a stored result
-    # must match to stand in for a redelivery (see agent.outputs.task_digest).
+    # must match to stand in for a redelivery (see sdfleet.agent.outputs.task_digest).
     digest: str | None = None
     prepared: Prepared | None = None
     span: Any = None

@@ -17,10 +17,10 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
 
-from agent import errors
-from agent.errors import TaskError
-from agent.input_limits import FetchLimits, redact, write_limited
-from agent.netguard import Resolver, address_refused, resolve_within, system_resolver
+from sdfleet.agent import errors
+from sdfleet.agent.errors import TaskError
+from sdfleet.agent.input_limits import FetchLimits, redact, write_limited
+from sdfleet.agent.netguard import Resolver, address_refused, resolve_within, system_resolver
 
 MAX_REDIRECTS = 3
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import IO
 from urllib.parse import urlsplit, urlunsplit
 
-from agent import errors
-from agent.errors import TaskError
+from sdfleet.agent import errors
+from sdfleet.agent.errors import TaskError
 
 Clock = Callable[[], float]
 # A multiple of 3, so each block encodes to base64 without padding.

@@ -2,14 +2,14 @@
 
 Only whole-string URLs are treated as URLs (``^scheme://...$`` with no whitespace), so a prompt
 or a base64 string that happens to start with "http" is left alone. Schemes other than http,
-https and s3 are refused. http(s) hosts must resolve to public addresses (agent.netguard) unless
+https and s3 are refused. http(s) hosts must resolve to public addresses (sdfleet.agent.netguard) unless
 allow-listed, and the connection goes to the address that was checked. s3:// inputs must name an
 allow-listed bucket.
 
 Limits: each input at most ``max_bytes`` and ``fetch_timeout_seconds`` of wall-clock time; all
 inputs of one task together at most ``max_total_bytes`` and ``task_timeout_seconds``
 (``InputFetcher.task()`` opens that per-task budget). Downloads stream into spooled temp files
-(agent.input_limits), so memory stays bounded by the base64 strings the request needs.
+(sdfleet.agent.input_limits), so memory stays bounded by the base64 strings the request needs.
 """
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from agent import errors
-from agent.contract import parse_s3_uri
-from agent.contract_limits import sdwebui_image_slots
-from agent.errors import TaskError
-from agent.input_http import HttpDownloader
-from agent.input_limits import Clock, FetchLimits, new_spool, spool_base64, write_limited
-from agent.netguard import Resolver, address_refused, system_resolver
+from sdfleet.agent import errors
+from sdfleet.agent.contract import parse_s3_uri
+from sdfleet.agent.contract_limits import sdwebui_image_slots
+from sdfleet.agent.errors import TaskError
+from sdfleet.agent.input_http import HttpDownloader
+from sdfleet.agent.input_limits import Clock, FetchLimits, new_spool, spool_base64, write_limited
+from sdfleet.agent.netguard import Resolver, address_refused, system_resolver
 
 __all__ = [
     "ALLOWED_SCHEMES",

@@ -27,7 +27,7 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup_logging(level: str = "INFO", stream: TextIO | None = None) -> None:
-    """Replace the root handlers with one JSON-lines handler (called by ``python -m agent``)."""
+    """Replace the root handlers with one JSON-lines handler (called by ``python -m sdfleet.agent``)."""
     handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()

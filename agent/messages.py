@@ -7,8 +7,8 @@ import logging
 import threading
 from typing import Any
 
-from agent.heartbeat import Heartbeat
-from agent.held import Held
+from sdfleet.agent.heartbeat import Heartbeat
+from sdfleet.agent.held import Held
 
 log = logging.getLogger("agent.worker")
 

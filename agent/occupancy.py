@@ -16,7 +16,7 @@ log = logging.getLogger("agent.occupancy")
 
 
 class BusySink(Protocol):
-    """``agent.pod_cost.PodDeletionCost``'s interface."""
+    """``sdfleet.agent.pod_cost.PodDeletionCost``'s interface."""
 
     def busy(self) -> Any: ...
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.contract import Task, build_notification, image_key, output_location, result_key
+from sdfleet.agent.contract import Task, build_notification, image_key, output_location, result_key
 
 OCTET_STREAM = ("bin", "application/octet-stream")
 # Largest error detail (JSON characters) carried in a notification.

@@ -11,10 +11,10 @@ import threading
 import time
 from typing import Any
 
-from agent import errors
-from agent.completion import Completer
-from agent.config import Config
-from agent.contract import (
+from sdfleet.agent import errors
+from sdfleet.agent.completion import Completer
+from sdfleet.agent.config import Config
+from sdfleet.agent.contract import (
     MAX_BODY_BYTES,
     ContractError,
     PoisonMessage,
@@ -26,19 +26,19 @@ from agent.contract import (
     parse_s3_uri,
     task_key_prefix,
 )
-from agent.errors import ServerUnavailable, TaskError
-from agent.held import Finished, Held, Liveness, Republish, RunningNote, ms, queue_wait_ms
-from agent.messages import MessageBook
-from agent.outputs import task_digest
-from agent.policies import ShutdownPolicy
-from agent.servers.base import InferenceServer
-from agent.tracing import Tracing
+from sdfleet.agent.errors import ServerUnavailable, TaskError
+from sdfleet.agent.held import Finished, Held, Liveness, Republish, RunningNote, ms, queue_wait_ms
+from sdfleet.agent.messages import MessageBook
+from sdfleet.agent.outputs import task_digest
+from sdfleet.agent.policies import ShutdownPolicy
+from sdfleet.agent.servers.base import InferenceServer
+from sdfleet.agent.tracing import Tracing
 
 log = logging.getLogger("agent.worker")
 
 
 class ReceiverStage:
-    """Mixin of :class:`agent.worker.Agent` (the attributes below are the Agent's)."""
+    """Mixin of :class:`sdfleet.agent.worker.Agent` (the attributes below are the Agent's)."""
 
     config: Config
     sqs: Any

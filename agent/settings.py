@@ -1,7 +1,7 @@
 """The queue agent's settings: one table of every environment variable it reads.
 
-Both sides use this table: ``agent.config`` parses the pod's environment through it, and the
-workload builder (``components.builders.workload.AgentEnv``) writes the pod's ``env`` from it, so
+Both sides use this table: ``sdfleet.agent.config`` parses the pod's environment through it, and the
+workload builder (``sdfleet.components.builders.workload.AgentEnv``) writes the pod's ``env`` from it, so
 names and defaults are defined once. Stdlib only (the builder imports it at synth time).
 """
 

@@ -2,9 +2,9 @@
 
 Three stages, each on its own thread, so the GPU never waits for the agent:
 
-* receiver (``agent.receiver``): long-polls SQS, parses, downloads inputs, one task ahead.
-* GPU stage (``agent.gpu``): one task at a time against the inference server, under a watchdog.
-* uploader (``agent.completion``): writes the images and the result document, publishes the
+* receiver (``sdfleet.agent.receiver``): long-polls SQS, parses, downloads inputs, one task ahead.
+* GPU stage (``sdfleet.agent.gpu``): one task at a time against the inference server, under a watchdog.
+* uploader (``sdfleet.agent.completion``): writes the images and the result document, publishes the
   notification (both retried in place) and only then deletes the message.
 
 Every held message (prefetched, running, uploading) is kept invisible by the heartbeat, which
@@ -20,19 +20,19 @@ import threading
 import time
 from typing import Any
 
-from agent.completion import Completer
-from agent.config import Config
-from agent.contract import RuntimeInfo
-from agent.gpu import GpuStage
-from agent.heartbeat import Heartbeat
-from agent.held import Finished, Held, Liveness, Republish, RunningNote, ms
-from agent.messages import MessageBook
-from agent.metrics import Metrics
-from agent.occupancy import BusySink, OccupancyReporter
-from agent.policies import Backoff, ShutdownPolicy
-from agent.receiver import ReceiverStage
-from agent.servers.base import InferenceServer, JobControl, Prepared, StartupError
-from agent.tracing import Tracing
+from sdfleet.agent.completion import Completer
+from sdfleet.agent.config import Config
+from sdfleet.agent.contract import RuntimeInfo
+from sdfleet.agent.gpu import GpuStage
+from sdfleet.agent.heartbeat import Heartbeat
+from sdfleet.agent.held import Finished, Held, Liveness, Republish, RunningNote, ms
+from sdfleet.agent.messages import MessageBook
+from sdfleet.agent.metrics import Metrics
+from sdfleet.agent.occupancy import BusySink, OccupancyReporter
+from sdfleet.agent.policies import Backoff, ShutdownPolicy
+from sdfleet.agent.receiver import ReceiverStage
+from sdfleet.agent.servers.base import InferenceServer, JobControl, Prepared, StartupError
+from sdfleet.agent.tracing import Tracing
 
 log = logging.getLogger("agent.worker")
 

@@ -9,7 +9,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from components.builders import s3 as s3b
+from sdfleet.components.builders import s3 as s3b
 
 
 def secure_bucket(

@@ -7,7 +7,7 @@ import json
 import pulumi
 import pulumi_aws as aws
 
-from components.builders import iam_platform as iamp
+from sdfleet.components.builders import iam_platform as iamp
 
 
 def pod_identity_role(

@@ -15,8 +15,8 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_docker_build as docker_build
 
-from components import versions
-from components.builders import image as ib
+from sdfleet.components import versions
+from sdfleet.components.builders import image as ib
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONTEXT_DIR = str(REPO_ROOT / "agent")

@@ -10,13 +10,13 @@ from pathlib import Path
 import pulumi
 import pulumi_aws as aws
 
-import agent.contract
-from agent.contract import RuntimeInfo
-from components.builders import api as apib
-from components.builders import iam as iamb
+import sdfleet.agent.contract
+from sdfleet.agent.contract import RuntimeInfo
+from sdfleet.components.builders import api as apib
+from sdfleet.components.builders import iam as iamb
 
 HANDLER_FILE = Path(__file__).parent / "task_api" / "handler.py"
-CONTRACT_FILE = Path(agent.contract.__file__)
+CONTRACT_FILE = Path(sdfleet.agent.contract.__file__)
 LAMBDA_RUNTIME = "python3.13"
 LAMBDA_TIMEOUT_SECONDS = 15
 
@@ -44,7 +44,8 @@ def lambda_code() -> pulumi.AssetArchive:
     assets: dict[str, pulumi.Asset | pulumi.Archive] = {
         name: pulumi.FileAsset(str(path)) for name, path in files.items()
     }
-    assets["agent/__init__.py"] = pulumi.StringAsset("")
+    for init in apib.LAMBDA_PACKAGE_INITS:
+        assets[init] = pulumi.StringAsset("")
     return pulumi.AssetArchive(assets)
 
 

@@ -1,14 +1,14 @@
 """The validated stack configuration (namespace ``sdfleet:``), one import for its users.
 
 Pure Python: no Pulumi import, so it is tested without mocks and reused by the offline synth.
-The model lives in :mod:`components.config_model`, field checks in
-:mod:`components.config_checks`, and :func:`parse_config` in :mod:`components.config_parse`.
+The model lives in :mod:`sdfleet.components.config_model`, field checks in
+:mod:`sdfleet.components.config_checks`, and :func:`parse_config` in :mod:`sdfleet.components.config_parse`.
 """
 
 from __future__ import annotations
 
-from components.config_checks import NAMESPACE, ConfigError, cfg
-from components.config_model import (
+from sdfleet.components.config_checks import NAMESPACE, ConfigError, cfg
+from sdfleet.components.config_model import (
     AgentImageConfig,
     AgentPassThroughConfig,
     ApiConfig,
@@ -32,7 +32,7 @@ from components.config_model import (
     SystemNodesConfig,
     ThrottleConfig,
 )
-from components.config_parse import parse_config, split_namespaced
+from sdfleet.components.config_parse import parse_config, split_namespaced
 
 __all__ = [
     "NAMESPACE",

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import field
 from typing import Any
 
-from components.patterns import DNS_LABEL
+from sdfleet.components.patterns import DNS_LABEL
 
 NAMESPACE = "sdfleet"
 

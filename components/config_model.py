@@ -9,12 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from agent import settings as agent_settings
-from agent.contract import MAX_SIDE, Limits
-from components import versions
-from components.builders import pod_extras as px
-from components.builders.workload import AgentEnv
-from components.config_checks import (
+from sdfleet.agent import settings as agent_settings
+from sdfleet.agent.contract import MAX_SIDE, Limits
+from sdfleet.components import versions
+from sdfleet.components.builders import pod_extras as px
+from sdfleet.components.builders.workload import AgentEnv
+from sdfleet.components.config_checks import (
     BUCKET_NAME,
     K8S_VERSION,
     LOG_RETENTION_DAYS,
@@ -34,7 +34,7 @@ from components.config_checks import (
     public_cidrs_check,
     subnet_ids_check,
 )
-from components.patterns import BOTTLEROCKET_ALIAS, DURATION, QUANTITY, SNAPSHOT_ID
+from sdfleet.components.patterns import BOTTLEROCKET_ALIAS, DURATION, QUANTITY, SNAPSHOT_ID
 
 # Task limit defaults are the contract's (the API and the agent enforce the same object).
 _LIMITS = Limits()

@@ -15,10 +15,10 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from agent.config import load_config as load_agent_config
-from agent.settings import ConfigError as AgentConfigError
-from components.config_checks import NAMESPACE, ConfigError
-from components.config_model import ClusterConfig, RuntimeConfig, StackConfig
+from sdfleet.agent.config import load_config as load_agent_config
+from sdfleet.agent.settings import ConfigError as AgentConfigError
+from sdfleet.components.config_checks import NAMESPACE, ConfigError
+from sdfleet.components.config_model import ClusterConfig, RuntimeConfig, StackConfig
 
 
 def _fmt(value: Any) -> str:

@@ -13,10 +13,10 @@ import pulumi_aws as aws
 import pulumi_eks as eks
 import pulumi_kubernetes as k8s
 
-from components import versions
-from components._iam import pod_identity_role
-from components.builders import iam_platform as iamp
-from components.builders.karpenter import DISCOVERY_TAG
+from sdfleet.components import versions
+from sdfleet.components._iam import pod_identity_role
+from sdfleet.components.builders import iam_platform as iamp
+from sdfleet.components.builders.karpenter import DISCOVERY_TAG
 
 CONTROL_PLANE_LOGS = ("api", "audit", "authenticator")
 MOUNTPOINT_SERVICE_ACCOUNT = "s3-csi-driver-sa"

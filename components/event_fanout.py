@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from components._bucket import secure_bucket
-from components.builders import fanout as fb
-from components.builders import s3 as s3b
+from sdfleet.components._bucket import secure_bucket
+from sdfleet.components.builders import fanout as fb
+from sdfleet.components.builders import s3 as s3b
 
 # AWS-managed SNS key: publishers in the account need no key policy changes.
 SNS_KMS_KEY = "alias/aws/sns"

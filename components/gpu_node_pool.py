@@ -11,8 +11,8 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components import versions
-from components.builders import karpenter as kb
+from sdfleet.components import versions
+from sdfleet.components.builders import karpenter as kb
 
 
 @dataclass

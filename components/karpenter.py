@@ -12,10 +12,10 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from components import versions
-from components._iam import pod_identity_role
-from components.builders import iam_platform as iamp
-from components.builders import karpenter as kb
+from sdfleet.components import versions
+from sdfleet.components._iam import pod_identity_role
+from sdfleet.components.builders import iam_platform as iamp
+from sdfleet.components.builders import karpenter as kb
 
 NAMESPACE = "kube-system"
 SERVICE_ACCOUNT = "karpenter"

@@ -6,7 +6,7 @@ Layout the runtimes expect (see README): ``Stable-diffusion/``, ``Lora/``, ``VAE
 
 The read-only policy for a runtime (``s3:ListBucket`` on the bucket, ``s3:GetObject`` on its
 objects, optionally under a prefix) is built by
-``components.builders.iam_platform.model_read_statements``, used by the Mountpoint driver's role
+``sdfleet.components.builders.iam_platform.model_read_statements``, used by the Mountpoint driver's role
 and by each runtime's pod role.
 """
 
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from components._bucket import secure_bucket
+from sdfleet.components._bucket import secure_bucket
 
 
 @dataclass

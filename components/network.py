@@ -10,7 +10,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_awsx as awsx
 
-from components.builders.karpenter import DISCOVERY_TAG
+from sdfleet.components.builders.karpenter import DISCOVERY_TAG
 
 
 @dataclass

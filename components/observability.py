@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from components.builders import observability as ob
+from sdfleet.components.builders import observability as ob
 
 
 @dataclass

@@ -9,20 +9,20 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from agent.contract import RuntimeInfo
-from components import versions
-from components.agent_image import AgentImage, AgentImageArgs
-from components.api_ingress import ApiIngress, ApiIngressArgs
-from components.config import StackConfig
-from components.eks_cluster import EksCluster, EksClusterArgs
-from components.event_fanout import EventFanout, EventFanoutArgs
-from components.gpu_node_pool import GpuNodePool, GpuNodePoolArgs
-from components.karpenter import Karpenter, KarpenterArgs
-from components.keda import Keda, KedaArgs
-from components.model_store import ModelStore, ModelStoreArgs
-from components.network import Network, NetworkArgs
-from components.observability import Observability, ObservabilityArgs
-from components.sd_runtime import SdRuntime, runtime_args
+from sdfleet.agent.contract import RuntimeInfo
+from sdfleet.components import versions
+from sdfleet.components.agent_image import AgentImage, AgentImageArgs
+from sdfleet.components.api_ingress import ApiIngress, ApiIngressArgs
+from sdfleet.components.config import StackConfig
+from sdfleet.components.eks_cluster import EksCluster, EksClusterArgs
+from sdfleet.components.event_fanout import EventFanout, EventFanoutArgs
+from sdfleet.components.gpu_node_pool import GpuNodePool, GpuNodePoolArgs
+from sdfleet.components.karpenter import Karpenter, KarpenterArgs
+from sdfleet.components.keda import Keda, KedaArgs
+from sdfleet.components.model_store import ModelStore, ModelStoreArgs
+from sdfleet.components.network import Network, NetworkArgs
+from sdfleet.components.observability import Observability, ObservabilityArgs
+from sdfleet.components.sd_runtime import SdRuntime, runtime_args
 
 
 @dataclass

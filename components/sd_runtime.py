@@ -20,9 +20,9 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from components._iam import pod_identity_role
-from components.builders import keda as kb
-from components.sd_runtime_plan import (
+from sdfleet.components._iam import pod_identity_role
+from sdfleet.components.builders import keda as kb
+from sdfleet.components.sd_runtime_plan import (
     DEFAULT_MODEL_CACHE_SIZE,
     PART_OF_LABEL,
     PLACEHOLDERS,

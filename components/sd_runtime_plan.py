@@ -1,6 +1,6 @@
 """SdRuntime's inputs and its plain output: the args dataclass (and how the stack config fills
 it), the Kubernetes object names, every manifest and the pods' IAM policy, built from plain
-values. No resources are registered here; :mod:`components.sd_runtime` does that.
+values. No resources are registered here; :mod:`sdfleet.components.sd_runtime` does that.
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ from typing import Any
 
 import pulumi
 
-from agent.contract import Limits
-from components import versions
-from components.builders import iam_platform as iamp
-from components.builders import isolation as iso
-from components.builders import keda as kb
-from components.builders import workload as wl
-from components.config import RuntimeConfig
+from sdfleet.agent.contract import Limits
+from sdfleet.components import versions
+from sdfleet.components.builders import iam_platform as iamp
+from sdfleet.components.builders import isolation as iso
+from sdfleet.components.builders import keda as kb
+from sdfleet.components.builders import workload as wl
+from sdfleet.components.config import RuntimeConfig
 
 PART_OF_LABEL = {"app.kubernetes.io/part-of": "sdfleet"}
 # Pulumi would otherwise wait for the first pod to be ready: a GPU node, a multi-GB image and
@@ -58,7 +58,7 @@ class SdRuntimeArgs:
     agent_image: pulumi.Input[str]
     # Pod spec fields from karpenter.pod_scheduling / GpuNodePool.scheduling.
     scheduling: Mapping[str, Any]
-    # None: the documented default per type (components.versions).
+    # None: the documented default per type (sdfleet.components.versions).
     server_image: str | None = None
     # None: the default args for the default image (workload.DEFAULT_SERVER_ARGS).
     server_args: Sequence[str] | None = None

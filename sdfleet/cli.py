@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from components.config import ConfigError, parse_config, split_namespaced
+from sdfleet.components.config import ConfigError, parse_config, split_namespaced
 from sdfleet.render import jsonable, kubernetes_manifest
 
 

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from pulumi.runtime import rpc
 
-from components import versions
-from components.agent_image import DEFAULT_CONTEXT_DIR, AgentImage, AgentImageArgs
-from components.builders import image as ib
+from sdfleet.components import versions
+from sdfleet.components.agent_image import DEFAULT_CONTEXT_DIR, AgentImage, AgentImageArgs
+from sdfleet.components.builders import image as ib
 from sdfleet.invariants import check_all
 from sdfleet.mocking import Recorder, run_program
 

@@ -7,13 +7,13 @@ import json
 
 import pytest
 
-from agent.contract import image_key, result_key
-from agent.outputs import sniff
-from components.builders import api as apib
-from components.builders import fanout as fb
-from components.builders import iam as iamb
-from components.builders import observability as ob
-from components.builders import s3 as s3b
+from sdfleet.agent.contract import image_key, result_key
+from sdfleet.agent.outputs import sniff
+from sdfleet.components.builders import api as apib
+from sdfleet.components.builders import fanout as fb
+from sdfleet.components.builders import iam as iamb
+from sdfleet.components.builders import observability as ob
+from sdfleet.components.builders import s3 as s3b
 
 TOPIC = "arn:aws:sns:us-east-1:123456789012:input"
 QUEUE = "arn:aws:sqs:us-east-1:123456789012:sd15"
@@ -125,7 +125,7 @@ def test_alarm_specs_and_dashboard() -> None:
 def test_docs_version_table_matches_code() -> None:
     from pathlib import Path
 
-    from components.versions import version_table_markdown
+    from sdfleet.components.versions import version_table_markdown
 
     doc = Path(__file__).resolve().parent.parent / "docs" / "compute-plane.md"
     assert version_table_markdown() in doc.read_text()

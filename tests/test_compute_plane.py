@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from components import versions
-from components.builders import iam_platform as iamp
-from components.builders import karpenter as kb
+from sdfleet.components import versions
+from sdfleet.components.builders import iam_platform as iamp
+from sdfleet.components.builders import karpenter as kb
 from sdfleet.invariants import check_all
 from sdfleet.mocking import ACCOUNT_ID, Recorder
 from sdfleet.render import recorded_manifests

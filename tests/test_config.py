@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from components.config import ConfigError, StackConfig, parse_config, split_namespaced
+from sdfleet.components.config import ConfigError, StackConfig, parse_config, split_namespaced
 
 
 def parse(raw: dict[str, Any]) -> StackConfig:
@@ -317,7 +317,7 @@ def test_every_config_key_is_documented() -> None:
 
 
 def test_new_defaults() -> None:
-    from agent.contract import Limits
+    from sdfleet.agent.contract import Limits
 
     config = parse(minimal())
     rt = config.runtimes[0]

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from agent import contract
-from agent.contract import ContractError, PoisonMessage, RuntimeInfo
-from agent.held import queue_wait_ms
+from sdfleet.agent import contract
+from sdfleet.agent.contract import ContractError, PoisonMessage, RuntimeInfo
+from sdfleet.agent.held import queue_wait_ms
 
 SD15 = RuntimeInfo("sd15", contract.SDWEBUI, model_filename="v1-5-pruned-emaonly.safetensors")
 DYN = RuntimeInfo("sdxl-dyn", contract.SDWEBUI, dynamic_model=True)

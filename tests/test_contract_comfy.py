@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from agent import contract
-from agent.contract import ContractError, RuntimeInfo
-from agent.inputs import InputFetcher
-from agent.servers.comfyui import ComfyUIServer
+from sdfleet.agent import contract
+from sdfleet.agent.contract import ContractError, RuntimeInfo
+from sdfleet.agent.inputs import InputFetcher
+from sdfleet.agent.servers.comfyui import ComfyUIServer
 
 FLUX = RuntimeInfo("flux", contract.COMFYUI)
 RUNTIMES = [FLUX]

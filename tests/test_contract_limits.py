@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from agent import contract
-from agent.contract import ContractError, Limits, PoisonMessage, RuntimeInfo
+from sdfleet.agent import contract
+from sdfleet.agent.contract import ContractError, Limits, PoisonMessage, RuntimeInfo
 
 SD15 = RuntimeInfo("sd15", contract.SDWEBUI, model_filename="v1-5.safetensors")
 FLUX = RuntimeInfo("flux", contract.COMFYUI)

@@ -9,9 +9,9 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 import pytest
 
-from components import versions
-from components.karpenter import Karpenter, KarpenterArgs
 from sdfleet import mocking
+from sdfleet.components import versions
+from sdfleet.components.karpenter import Karpenter, KarpenterArgs
 from sdfleet.mocking import Recorder, run_program
 
 RELEASE = "kubernetes:helm.sh/v3:Release"

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from components.config import parse_config, split_namespaced
+from sdfleet.components.config import parse_config, split_namespaced
 from sdfleet.invariants import check_all
 from sdfleet.mocking import Recorder
 from sdfleet.render import recorded_manifests

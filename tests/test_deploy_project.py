@@ -15,7 +15,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from components.config import StackConfig, parse_config, split_namespaced
+from sdfleet.components.config import StackConfig, parse_config, split_namespaced
 from tests.conftest import REPO_ROOT, load_stack
 
 PROJECT = yaml.safe_load((REPO_ROOT / "Pulumi.yaml").read_text())

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from components.agent_image import AgentImage, AgentImageArgs
-from components.config import ConfigError, parse_config, split_namespaced
-from components.event_fanout import EventFanout, EventFanoutArgs
-from components.model_store import ModelStore, ModelStoreArgs
+from sdfleet.components.agent_image import AgentImage, AgentImageArgs
+from sdfleet.components.config import ConfigError, parse_config, split_namespaced
+from sdfleet.components.event_fanout import EventFanout, EventFanoutArgs
+from sdfleet.components.model_store import ModelStore, ModelStoreArgs
 from sdfleet.mocking import Recorder, run_program
 from tests.conftest import load_stack
 

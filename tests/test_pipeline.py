@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from components.builders import karpenter as kb
+from sdfleet.components.builders import karpenter as kb
 from sdfleet.mocking import Recorder
 from sdfleet.render import jsonable, recorded_manifests
 

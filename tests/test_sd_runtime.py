@@ -16,21 +16,21 @@ import pulumi_kubernetes as k8s
 import pytest
 from pulumi.output import Unknown
 
-from agent.contract import Limits
-from components import versions
-from components.builders import karpenter as kp
-from components.builders import workload as wl
-from components.builders.s3 import OUTPUT_SUFFIXES
-from components.config import RuntimeConfig, ScalingConfig
-from components.sd_runtime import (
+from sdfleet import mocking
+from sdfleet.agent.contract import Limits
+from sdfleet.cli import kubernetes_manifest
+from sdfleet.components import versions
+from sdfleet.components.builders import karpenter as kp
+from sdfleet.components.builders import workload as wl
+from sdfleet.components.builders.s3 import OUTPUT_SUFFIXES
+from sdfleet.components.config import RuntimeConfig, ScalingConfig
+from sdfleet.components.sd_runtime import (
     SKIP_AWAIT,
     RuntimeNames,
     SdRuntime,
     SdRuntimeArgs,
     runtime_args,
 )
-from sdfleet import mocking
-from sdfleet.cli import kubernetes_manifest
 from sdfleet.invariants import check_all
 from sdfleet.mocking import Recorded, Recorder, run_program
 from tests.k8s_validation import assert_valid
@@ -944,7 +944,7 @@ def test_bad_pass_through_names_the_field(over: dict[str, Any], message: str) ->
 
 
 def test_runtime_args_carry_the_pass_through_settings() -> None:
-    from components.config import parse_config
+    from sdfleet.components.config import parse_config
 
     config = parse_config(
         {

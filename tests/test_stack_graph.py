@@ -8,10 +8,10 @@ from typing import Any
 import pulumi
 import pytest
 
-from agent.contract import load_runtimes
-from components.api_ingress import CONTRACT_FILE, HANDLER_FILE
-from components.builders import api as apib
-from components.builders import fanout as fb
+from sdfleet.agent.contract import load_runtimes
+from sdfleet.components.api_ingress import CONTRACT_FILE, HANDLER_FILE
+from sdfleet.components.builders import api as apib
+from sdfleet.components.builders import fanout as fb
 from sdfleet.invariants import check_all
 from sdfleet.mocking import Recorded, Recorder
 
@@ -230,7 +230,7 @@ def test_lambda_settings_and_runtime_catalogue(dev_graph: Recorder) -> None:
     archive = fn.inputs["code"]
     assert isinstance(archive, pulumi.AssetArchive)
     assert sorted(archive.assets) == sorted(
-        ["agent/__init__.py", *apib.lambda_files(HANDLER_FILE, CONTRACT_FILE.parent)]
+        [*apib.LAMBDA_PACKAGE_INITS, *apib.lambda_files(HANDLER_FILE, CONTRACT_FILE.parent)]
     )
     assert fn.inputs["handler"] == "task_api.handler"
 

@@ -21,9 +21,9 @@ import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
-from agent import contract
-from components.builders import fanout
-from components.task_api import handler as task_api
+from sdfleet.agent import contract
+from sdfleet.components.builders import fanout
+from sdfleet.components.task_api import handler as task_api
 
 ROOT = Path(__file__).resolve().parent.parent
 REGION = "us-east-1"
@@ -1074,7 +1074,7 @@ def test_import_makes_no_aws_calls() -> None:
         "import boto3\n"
         "def boom(*a, **k): raise SystemExit('AWS client created at import time')\n"
         "boto3.client = boto3.resource = boto3.Session = boom\n"
-        "import components.task_api.handler as h\n"
+        "import sdfleet.components.task_api.handler as h\n"
         "assert h._clients == {} and h._settings is None\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}

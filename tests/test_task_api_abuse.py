@@ -16,9 +16,9 @@ from botocore.exceptions import ClientError
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-import agent.contract_model
-from agent import contract
-from components.task_api import handler as task_api
+import sdfleet.agent.contract_model
+from sdfleet.agent import contract
+from sdfleet.components.task_api import handler as task_api
 from tests.test_task_api import (
     BUCKET,
     BY_NAME,
@@ -159,7 +159,7 @@ def test_the_final_size_is_checked_before_anything_is_written(
 ) -> None:
     """With the context cap out of the way, metadata alone can outgrow SNS: a 413 naming the
     field, and neither an object nor a message (before: 502 and an orphaned request.json)."""
-    monkeypatch.setattr(agent.contract_model, "MAX_CONTEXT_BYTES", 10**9)
+    monkeypatch.setattr(sdfleet.agent.contract_model, "MAX_CONTEXT_BYTES", 10**9)
     body = v2("sd15", "image-to-image", {"init_images": [BIG]}, context="c" * 300_000)
     status, response = call(make_event(body))
     assert (status, response["error"]["code"], response["error"]["field"]) == (

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from agent import contract
+from sdfleet.agent import contract
 from tests.test_task_api import BY_NAME, Fanout, call, comfy_workflow, make_event, v2
 
 # The moto world (module-scoped) and the per-test cleaning fixture.

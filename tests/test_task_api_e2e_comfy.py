@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from agent.contract import COMFYUI, RuntimeInfo
-from components.task_api import handler as task_api
+from sdfleet.agent.contract import COMFYUI, RuntimeInfo
+from sdfleet.components.task_api import handler as task_api
 from tests.agent.harness import AgentThread, Fleet, MotoServer
 from tests.agent.test_e2e_comfyui import graph
 from tests.fakes.comfyui import FakeComfyUI

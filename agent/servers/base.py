@@ -8,8 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from agent.contract import Task
-from agent.outputs import TaskOutcome
+from sdfleet.agent.contract import Task
+from sdfleet.agent.outputs import TaskOutcome
 
 
 class StartupError(Exception):

@@ -22,13 +22,13 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import websocket
 
-from agent import errors
-from agent.contract import Task
-from agent.errors import Interrupted, ServerUnavailable, TaskError
-from agent.inputs import InputFetcher, is_url
-from agent.outputs import OutputFile, TaskOutcome, sniff
-from agent.policies import RetryPolicy
-from agent.servers.base import JobControl, Prepared, RawResult, StartupError, sent_trace
+from sdfleet.agent import errors
+from sdfleet.agent.contract import Task
+from sdfleet.agent.errors import Interrupted, ServerUnavailable, TaskError
+from sdfleet.agent.inputs import InputFetcher, is_url
+from sdfleet.agent.outputs import OutputFile, TaskOutcome, sniff
+from sdfleet.agent.policies import RetryPolicy
+from sdfleet.agent.servers.base import JobControl, Prepared, RawResult, StartupError, sent_trace
 
 log = logging.getLogger("agent.comfyui")
 

@@ -21,13 +21,13 @@ from typing import Any
 
 import httpx
 
-from agent import errors
-from agent.contract import LEGACY_ALWAYSON_KEYS, Task, requested_model
-from agent.errors import Interrupted, ServerUnavailable, TaskError
-from agent.inputs import InputFetcher, inline_sdwebui_inputs
-from agent.outputs import OutputFile, TaskOutcome
-from agent.policies import RetryPolicy
-from agent.servers.base import JobControl, Prepared, RawResult, StartupError, sent_trace
+from sdfleet.agent import errors
+from sdfleet.agent.contract import LEGACY_ALWAYSON_KEYS, Task, requested_model
+from sdfleet.agent.errors import Interrupted, ServerUnavailable, TaskError
+from sdfleet.agent.inputs import InputFetcher, inline_sdwebui_inputs
+from sdfleet.agent.outputs import OutputFile, TaskOutcome
+from sdfleet.agent.policies import RetryPolicy
+from sdfleet.agent.servers.base import JobControl, Prepared, RawResult, StartupError, sent_trace
 
 log = logging.getLogger("agent.sdwebui")
 

@@ -5,20 +5,25 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from agent.contract import RuntimeInfo
+from sdfleet.agent.contract import RuntimeInfo
 
 API_PATHS = ("v1alpha2", "v1alpha1")
 # The contract is split into stdlib-only modules, all named like this.
 CONTRACT_GLOB = "contract*.py"
+# The handler imports sdfleet.agent.contract; the Lambda gets empty package markers, not the
+# real sdfleet/__init__.py, so nothing but the contract modules is shipped.
+LAMBDA_AGENT_DIR = "sdfleet/agent"
+LAMBDA_PACKAGE_INITS = ("sdfleet/__init__.py", "sdfleet/agent/__init__.py")
 
 
 def lambda_files(handler_file: Path, agent_dir: Path) -> dict[str, Path]:
     """Archive path -> source file of the task Lambda: the handler as ``task_api.py`` and every
-    contract module (``agent/contract*.py``), which import only each other and the standard
-    library. ``agent/__init__.py`` is added empty by the component."""
+    contract module (``agent/contract*.py``, imported as ``sdfleet.agent.contract``), which
+    import only each other and the standard library. The package markers
+    (``LAMBDA_PACKAGE_INITS``) are added empty by the component."""
     files = {"task_api.py": handler_file}
     for module in sorted(agent_dir.glob(CONTRACT_GLOB)):
-        files[f"agent/{module.name}"] = module
+        files[f"{LAMBDA_AGENT_DIR}/{module.name}"] = module
     return files
 
 

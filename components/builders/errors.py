@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from components.patterns import DNS_LABEL
+from sdfleet.components.patterns import DNS_LABEL
 
 
 def fail(field: str, value: Any, allowed: str) -> ValueError:

@@ -18,8 +18,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from components.builders.errors import fail
-from components.builders.s3 import output_writer_statements
+from sdfleet.components.builders.errors import fail
+from sdfleet.components.builders.s3 import output_writer_statements
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 # Wildcards in a key prefix would widen an object ARN.

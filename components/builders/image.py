@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from components.builders.errors import fail
+from sdfleet.components.builders.errors import fail
 
 TAG_PREFIX = "agent-"
 TAG_HASH_LENGTH = 20

@@ -3,10 +3,10 @@ the pod constraints that go with them, and the Karpenter chart values.
 
 Split by concern; import every name from here:
 
-- :mod:`components.builders.karpenter_capacity`: the shared names and the spot-ratio split
+- :mod:`sdfleet.components.builders.karpenter_capacity`: the shared names and the spot-ratio split
   (how a ratio becomes capacity-spread slots: see its docstring);
-- :mod:`components.builders.karpenter_node_class`: the EC2NodeClass;
-- :mod:`components.builders.karpenter_node_pools`: the NodePools;
+- :mod:`sdfleet.components.builders.karpenter_node_class`: the EC2NodeClass;
+- :mod:`sdfleet.components.builders.karpenter_node_pools`: the NodePools;
 - this module: the pods' scheduling constraints and the chart values.
 """
 
@@ -15,9 +15,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from components.builders import pod_extras as px
-from components.builders.errors import check_name, fail
-from components.builders.karpenter_capacity import (
+from sdfleet.components.builders import pod_extras as px
+from sdfleet.components.builders.errors import check_name, fail
+from sdfleet.components.builders.karpenter_capacity import (
     DEFAULT_SLOTS,
     DISCOVERY_TAG,
     FALLBACK_WEIGHT,
@@ -35,14 +35,18 @@ from components.builders.karpenter_capacity import (
     CapacitySplit,
     capacity_split,
 )
-from components.builders.karpenter_node_class import (
+from sdfleet.components.builders.karpenter_node_class import (
     BASELINE_GP3_IOPS,
     BASELINE_GP3_THROUGHPUT,
     SNAPSHOT_DATA_VOLUME_IOPS,
     SNAPSHOT_DATA_VOLUME_THROUGHPUT,
     ec2_node_class,
 )
-from components.builders.karpenter_node_pools import node_pool_names, node_pools, runtime_taints
+from sdfleet.components.builders.karpenter_node_pools import (
+    node_pool_names,
+    node_pools,
+    runtime_taints,
+)
 
 __all__ = [
     "BASELINE_GP3_IOPS",

@@ -34,8 +34,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from components.builders.errors import fail
-from components.patterns import DURATION as _DURATION
+from sdfleet.components.builders.errors import fail
+from sdfleet.components.patterns import DURATION as _DURATION
 
 SPREAD_LABEL = "capacity-spread"
 RUNTIME_LABEL = "sdfleet.io/runtime"

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from components.builders.errors import check_name, fail
-from components.builders.karpenter_capacity import (
+from sdfleet.components.builders.errors import check_name, fail
+from sdfleet.components.builders.karpenter_capacity import (
     DISCOVERY_TAG,
     NODECLASS_API_VERSION,
 )
-from components.patterns import BOTTLEROCKET_ALIAS as _ALIAS
-from components.patterns import SNAPSHOT_ID as _SNAPSHOT_ID
+from sdfleet.components.patterns import BOTTLEROCKET_ALIAS as _ALIAS
+from sdfleet.components.patterns import SNAPSHOT_ID as _SNAPSHOT_ID
 
 # gp3 baseline is 3000 IOPS / 125 MiB/s at no extra cost. A volume restored from a snapshot
 # loads its blocks lazily from S3 on first read, so image layers read at pod start are the

@@ -7,9 +7,9 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from components.builders import pod_extras as px
-from components.builders.errors import check_name, fail
-from components.builders.karpenter_capacity import (
+from sdfleet.components.builders import pod_extras as px
+from sdfleet.components.builders.errors import check_name, fail
+from sdfleet.components.builders.karpenter_capacity import (
     FALLBACK_WEIGHT,
     GPU_RESOURCE,
     GPU_TAINT_KEY,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from components.builders.errors import fail
+from sdfleet.components.builders.errors import fail
 
 API_VERSION = "keda.sh/v1alpha1"
 OPERATOR_SERVICE_ACCOUNT = "keda-operator"

@@ -8,7 +8,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from components.builders.karpenter_capacity import (
+from sdfleet.components.builders.karpenter_capacity import (
     GPU_TAINT_KEY,
     MOUNTPOINT_STARTUP_TAINT_KEY,
     RUNTIME_LABEL,

@@ -18,13 +18,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agent import settings as agent_settings
-from components.builders import isolation
-from components.builders import pod_extras as px
-from components.builders.errors import check_name, fail
-from components.builders.karpenter import GPU_RESOURCE, runtime_selector_labels
-from components.builders.workload_agent_env import AgentEnv
-from components.builders.workload_checks import (
+from sdfleet.agent import settings as agent_settings
+from sdfleet.components.builders import isolation
+from sdfleet.components.builders import pod_extras as px
+from sdfleet.components.builders.errors import check_name, fail
+from sdfleet.components.builders.karpenter import GPU_RESOURCE, runtime_selector_labels
+from sdfleet.components.builders.workload_agent_env import AgentEnv
+from sdfleet.components.builders.workload_checks import (
     COMFYUI,
     RUNTIME_TYPES,
     SDWEBUI,
@@ -33,7 +33,7 @@ from components.builders.workload_checks import (
     _check_type,
     _meta,
 )
-from components.builders.workload_objects import (
+from sdfleet.components.builders.workload_objects import (
     CSI_DRIVER,
     model_claim,
     model_mount_options,
@@ -284,7 +284,7 @@ def runtime_deployment(
 ) -> dict[str, Any]:
     """The runtime's Deployment (no ``replicas``: KEDA owns it).
 
-    ``scheduling`` is :func:`components.builders.karpenter.pod_scheduling` output, merged into
+    ``scheduling`` is :func:`sdfleet.components.builders.karpenter.pod_scheduling` output, merged into
     the pod spec as-is. The startup budget is ``startup_period_seconds *
     startup_failure_threshold`` (15 minutes by default) for the server to load its model.
     ``termination_grace_period_seconds`` defaults to drain + 30 s capped at 120 s (the spot

@@ -7,15 +7,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from agent import settings as agent_settings
-from components.builders.errors import fail
-from components.builders.workload_checks import _check_int, _check_type
+from sdfleet.agent import settings as agent_settings
+from sdfleet.components.builders.errors import fail
+from sdfleet.components.builders.workload_checks import _check_int, _check_type
 
 
 @dataclass(frozen=True)
 class AgentEnv:
     """The queue agent's environment, one field per variable. Names, defaults and the value
-    format come from the agent's own settings table (``agent.settings``), so the pod's env and
+    format come from the agent's own settings table (``sdfleet.agent.settings``), so the pod's env and
     what the agent reads cannot drift apart."""
 
     sqs_queue_url: str
@@ -30,7 +30,7 @@ class AgentEnv:
     model_filename: str | None = None
     api_base_url: str | None = None
     health_port: int = int(agent_settings.default("HEALTH_PORT"))
-    # camelCase JSON of agent.contract.Limits (maxSteps, maxPixels, maxImages, maxInputs).
+    # camelCase JSON of sdfleet.agent.contract.Limits (maxSteps, maxPixels, maxImages, maxInputs).
     task_limits: Mapping[str, int] | None = None
     input_s3_buckets: tuple[str, ...] = ()
     input_fetch_timeout_seconds: float = agent_settings.default("INPUT_FETCH_TIMEOUT_SECONDS")

@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from components.builders.errors import fail
-from components.patterns import QUANTITY as _QUANTITY
+from sdfleet.components.builders.errors import fail
+from sdfleet.components.patterns import QUANTITY as _QUANTITY
 
 SDWEBUI = "sdwebui"
 COMFYUI = "comfyui"

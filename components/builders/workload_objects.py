@@ -7,8 +7,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from components.builders.errors import check_name, fail
-from components.builders.workload_checks import (
+from sdfleet.components.builders.errors import check_name, fail
+from sdfleet.components.builders.workload_checks import (
     _check_int,
     _check_quantity,
     _meta,

@@ -1,4 +1,4 @@
-"""The task API Lambda: validates a task (``agent.contract``) and publishes it to the input topic.
+"""The task API Lambda: validates a task (``sdfleet.agent.contract``) and publishes it to the input topic.
 
 API Gateway REST API, proxy integration: ``POST /v1alpha2`` and ``POST /v1alpha1``. Runs on the
 Lambda Python runtime with its bundled boto3 and nothing else.
@@ -31,7 +31,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from agent import contract
+from sdfleet.agent import contract
 
 logger = logging.getLogger("sdfleet.task_api")
 logger.setLevel(logging.INFO)

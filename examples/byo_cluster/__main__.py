@@ -9,9 +9,9 @@ too (for example from an sdfleet stack's outputs). See examples/README.md.
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.agent_image import AgentImage, AgentImageArgs
-from components.gpu_node_pool import GpuNodePool, GpuNodePoolArgs
-from components.sd_runtime import SdRuntime, SdRuntimeArgs
+from sdfleet.components.agent_image import AgentImage, AgentImageArgs
+from sdfleet.components.gpu_node_pool import GpuNodePool, GpuNodePoolArgs
+from sdfleet.components.sd_runtime import SdRuntime, SdRuntimeArgs
 
 config = pulumi.Config()
 aws_config = pulumi.Config("aws")

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from components.builders.iam import RESOURCE_STAR_ALLOWED_ACTIONS as CORE_STAR_ACTIONS
-from components.builders.iam_platform import (
+from sdfleet.components.builders.iam import RESOURCE_STAR_ALLOWED_ACTIONS as CORE_STAR_ACTIONS
+from sdfleet.components.builders.iam_platform import (
     RESOURCE_STAR_ALLOWED_ACTIONS as PLATFORM_STAR_ACTIONS,
 )
-from components.builders.observability import KEY_ADMIN_ACTIONS
+from sdfleet.components.builders.observability import KEY_ADMIN_ACTIONS
 
 # Actions AWS only grants on `Resource: "*"` (no resource-level permissions). The builders own
 # the lists, next to the statements that need them: X-Ray tracing, and the describe-style calls

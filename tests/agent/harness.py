@@ -21,9 +21,9 @@ from typing import Any
 
 import boto3
 
-from agent.config import load_config
-from agent.contract import Task, TaskMetadata
-from components.builders.fanout import (
+from sdfleet.agent.config import load_config
+from sdfleet.agent.contract import Task, TaskMetadata
+from sdfleet.components.builders.fanout import (
     FILTER_POLICY_SCOPE,
     RAW_MESSAGE_DELIVERY,
     redrive_policy,
@@ -320,7 +320,7 @@ class Fleet:
 
 
 class AgentThread:
-    """An in-process agent (``agent.worker.Agent``) on a thread, wired to the fleet."""
+    """An in-process agent (``sdfleet.agent.worker.Agent``) on a thread, wired to the fleet."""
 
     def __init__(
         self,
@@ -334,9 +334,9 @@ class AgentThread:
         **overrides: str,
     ) -> None:
         """``wrap_s3``/``wrap_sns`` wrap the agent's clients (fault injection, see Flaky)."""
-        from agent.__main__ import build_server
-        from agent.metrics import Metrics
-        from agent.worker import Agent
+        from sdfleet.agent.__main__ import build_server
+        from sdfleet.agent.metrics import Metrics
+        from sdfleet.agent.worker import Agent
 
         self.env = fleet.agent_env(api_base_url, **overrides)
         self.config = load_config(self.env)
@@ -468,6 +468,6 @@ class ImageHost:
 
 
 def subprocess_env(env: dict[str, str]) -> dict[str, str]:
-    """Environment for ``python -m agent`` in a subprocess (PATH etc. kept)."""
+    """Environment for ``python -m sdfleet.agent`` in a subprocess (PATH etc. kept)."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     return {**base, **env, "PYTHONUNBUFFERED": "1"}

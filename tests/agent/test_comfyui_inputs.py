@@ -8,11 +8,11 @@ from typing import Any
 import httpx
 import pytest
 
-from agent import errors
-from agent.contract import Task, TaskMetadata
-from agent.errors import TaskError
-from agent.inputs import InputFetcher
-from agent.servers.comfyui import ComfyUIServer
+from sdfleet.agent import errors
+from sdfleet.agent.contract import Task, TaskMetadata
+from sdfleet.agent.errors import TaskError
+from sdfleet.agent.inputs import InputFetcher
+from sdfleet.agent.servers.comfyui import ComfyUIServer
 
 PUBLIC = "93.184.216.34"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 592

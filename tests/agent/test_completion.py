@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from agent.completion import Completer
-from agent.config import load_config
-from agent.contract import Task, TaskMetadata
-from agent.metrics import Metrics
-from agent.outputs import task_digest
+from sdfleet.agent.completion import Completer
+from sdfleet.agent.config import load_config
+from sdfleet.agent.contract import Task, TaskMetadata
+from sdfleet.agent.metrics import Metrics
+from sdfleet.agent.outputs import task_digest
 from tests.agent.harness import AGENT_ENV
 
 ENV = {**AGENT_ENV, "S3_BUCKET": "out-bucket"}

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.config import (
+from sdfleet.agent.config import (
     DEFAULT_COMFYUI_URL,
     DEFAULT_SDWEBUI_URL,
     ConfigError,
@@ -118,11 +118,11 @@ def test_busy_health_port_exits_2_naming_it(
     import socket
     import sys
 
-    from agent.__main__ import main
+    from sdfleet.agent.__main__ import main
 
     # main() configures the process; keep this test's process as the other tests expect it.
     monkeypatch.setattr(sys, "setswitchinterval", lambda _interval: None)
-    monkeypatch.setattr("agent.logging_setup.setup_logging", lambda *_a, **_k: None)
+    monkeypatch.setattr("sdfleet.agent.logging_setup.setup_logging", lambda *_a, **_k: None)
     root = logging.getLogger()
     monkeypatch.setattr(root, "handlers", list(root.handlers))
 
@@ -170,8 +170,8 @@ def test_new_settings_parse() -> None:
 def test_every_config_default_comes_from_the_settings_table() -> None:
     import dataclasses
 
-    from agent import settings
-    from agent.config import Config
+    from sdfleet.agent import settings
+    from sdfleet.agent.config import Config
 
     config = load_config(BASE)
     by_field = {

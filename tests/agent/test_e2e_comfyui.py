@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from agent.contract import COMFYUI
+from sdfleet.agent.contract import COMFYUI
 from tests.agent.harness import AgentThread, Fleet, ImageHost
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.images import make_png

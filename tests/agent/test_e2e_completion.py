@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from agent.contract import request_key
+from sdfleet.agent.contract import request_key
 from tests.agent.harness import AgentThread, Fleet, failing
 from tests.fakes.sdwebui import FakeSdWebUI
 
@@ -140,7 +140,7 @@ def test_direct_sns_task_over_the_runtime_limits_fails_without_the_server(
 
 
 class RecordingPodCost:
-    """Stands in for agent.pod_cost.PodDeletionCost: records busy/idle calls."""
+    """Stands in for sdfleet.agent.pod_cost.PodDeletionCost: records busy/idle calls."""
 
     def __init__(self) -> None:
         self.calls: list[str] = []

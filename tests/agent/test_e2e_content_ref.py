@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from agent.contract import MAX_BODY_BYTES, Task, request_key
+from sdfleet.agent.contract import MAX_BODY_BYTES, Task, request_key
 from tests.agent.harness import AgentThread, Fleet
 from tests.fakes.sdwebui import FakeSdWebUI
 

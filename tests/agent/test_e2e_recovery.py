@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import load_config
+from sdfleet.agent.config import load_config
 from tests.agent.harness import AGENT_ENV, Fleet, subprocess_env
 from tests.fakes.sdwebui import FakeSdWebUI
 
@@ -38,7 +38,7 @@ def test_killed_agents_task_runs_elsewhere_within_one_extension(fleet: Fleet) ->
         env = fleet.agent_env(url, RECEIVE_WAIT_SECONDS="20", **speed)
         procs.append(
             subprocess.Popen(
-                [sys.executable, "-m", "agent"],
+                [sys.executable, "-m", "sdfleet.agent"],
                 env=subprocess_env(env),
                 stdout=subprocess.DEVNULL,
                 cwd=ROOT,

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from agent.contract import request_key
+from sdfleet.agent.contract import request_key
 from tests.agent.harness import AgentThread, Fleet, ImageHost
 from tests.fakes.images import make_png
 from tests.fakes.sdwebui import FakeSdWebUI
@@ -318,7 +318,7 @@ def test_trace_header_is_continued(fleet: Fleet) -> None:
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from agent.tracing import Tracing
+    from sdfleet.agent.tracing import Tracing
 
     exporter = InMemorySpanExporter()
     provider = TracerProvider()

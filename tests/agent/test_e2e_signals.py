@@ -1,4 +1,4 @@
-"""``python -m agent`` as a subprocess: signals, kill -9, health endpoints, config errors."""
+"""``python -m sdfleet.agent`` as a subprocess: signals, kill -9, health endpoints, config errors."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 class AgentProcess:
     def __init__(self, env: dict[str, str]) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agent"],
+            [sys.executable, "-m", "sdfleet.agent"],
             cwd=REPO,
             env=subprocess_env(env),
             stdout=subprocess.PIPE,
@@ -171,7 +171,7 @@ def test_bad_config_exits_2_naming_the_variable(
 ) -> None:
     env = fleet.agent_env("http://127.0.0.1:9", **override)
     result = subprocess.run(
-        [sys.executable, "-m", "agent"],
+        [sys.executable, "-m", "sdfleet.agent"],
         cwd=REPO,
         env=subprocess_env(env),
         capture_output=True,
@@ -184,7 +184,7 @@ def test_bad_config_exits_2_naming_the_variable(
 
 
 def test_bench_smoke() -> None:
-    from agent.bench import run
+    from sdfleet.agent.bench import run
 
     result = run(tasks=3, inference_seconds=0.05, size=64)
     assert result["completed"] == 3

@@ -6,9 +6,9 @@ import threading
 import time
 from typing import Any
 
-from agent.config import load_config
-from agent.heartbeat import Heartbeat
-from agent.occupancy import OccupancyReporter
+from sdfleet.agent.config import load_config
+from sdfleet.agent.heartbeat import Heartbeat
+from sdfleet.agent.occupancy import OccupancyReporter
 from tests.agent.harness import AGENT_ENV
 
 BASE = AGENT_ENV
@@ -105,7 +105,7 @@ def test_occupancy_reporter_applies_the_latest_state_off_the_callers_thread() ->
 
 
 def test_the_heartbeat_has_its_own_fast_failing_sqs_client() -> None:
-    from agent.__main__ import aws_clients
+    from sdfleet.agent.__main__ import aws_clients
 
     config = load_config({**BASE, "AWS_REGION": "eu-west-1"})
     clients = aws_clients(config)
@@ -131,7 +131,7 @@ def test_default_recovery_bound_and_margin() -> None:
 
 
 def test_pod_cost_is_off_when_switched_off_or_outside_a_cluster() -> None:
-    from agent.__main__ import pod_cost
+    from sdfleet.agent.__main__ import pod_cost
 
     env = {**BASE, "POD_NAME": "p", "POD_NAMESPACE": "n"}
     assert pod_cost(load_config({**env, "POD_DELETION_COST": "false"}), env) is None

@@ -8,8 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
-from agent.errors import TaskError
-from agent.inputs import InputFetcher, inline_sdwebui_inputs
+from sdfleet.agent.errors import TaskError
+from sdfleet.agent.inputs import InputFetcher, inline_sdwebui_inputs
 
 PUBLIC = "93.184.215.14"
 

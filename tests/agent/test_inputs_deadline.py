@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from agent.errors import TaskError
-from agent.inputs import InputFetcher, inline_sdwebui_inputs
+from sdfleet.agent.errors import TaskError
+from sdfleet.agent.inputs import InputFetcher, inline_sdwebui_inputs
 from tests.agent.input_servers import DripServer
 
 LOOPBACK = frozenset({"127.0.0.1"})

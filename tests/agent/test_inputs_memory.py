@@ -11,8 +11,8 @@ from typing import IO
 
 import pytest
 
-from agent.input_limits import new_spool, spool_base64
-from agent.inputs import InputFetcher
+from sdfleet.agent.input_limits import new_spool, spool_base64
+from sdfleet.agent.inputs import InputFetcher
 from tests.agent.input_servers import BlobServer
 
 MIB = 1024 * 1024

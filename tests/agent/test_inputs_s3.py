@@ -9,8 +9,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from agent.errors import TaskError
-from agent.inputs import InputFetcher, inline_sdwebui_inputs
+from sdfleet.agent.errors import TaskError
+from sdfleet.agent.inputs import InputFetcher, inline_sdwebui_inputs
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"p" * 100
 

@@ -7,9 +7,9 @@ import ipaddress
 import httpx
 import pytest
 
-from agent.errors import TaskError
-from agent.inputs import InputFetcher
-from agent.netguard import IPV4_DENY, IPV6_DENY, address_refused
+from sdfleet.agent.errors import TaskError
+from sdfleet.agent.inputs import InputFetcher
+from sdfleet.agent.netguard import IPV4_DENY, IPV6_DENY, address_refused
 
 # The IANA IPv4 and IPv6 Special-Purpose Address Registries (plus multicast and fec0::/10),
 # written out here independently of the module's table: dropping a row there fails a test.

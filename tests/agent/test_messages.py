@@ -10,9 +10,9 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from agent.heartbeat import Heartbeat
-from agent.held import Held
-from agent.messages import MessageBook
+from sdfleet.agent.heartbeat import Heartbeat
+from sdfleet.agent.held import Held
+from sdfleet.agent.messages import MessageBook
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from agent.pod_cost import ANNOTATION, BUSY_COST, IDLE_COST, PodDeletionCost
+from sdfleet.agent.pod_cost import ANNOTATION, BUSY_COST, IDLE_COST, PodDeletionCost
 
 BUSY = {"metadata": {"annotations": {ANNOTATION: "1000"}}}
 IDLE = {"metadata": {"annotations": {ANNOTATION: "-1000"}}}

@@ -6,10 +6,10 @@ import dataclasses
 
 import pytest
 
-from agent import settings
-from agent.config import load_config
-from agent.contract import Limits
-from components.builders import workload as w
+from sdfleet.agent import settings
+from sdfleet.agent.config import load_config
+from sdfleet.agent.contract import Limits
+from sdfleet.components.builders import workload as w
 
 
 def _env(**overrides: object) -> w.AgentEnv:

@@ -11,15 +11,15 @@ from typing import Any
 import httpx
 import pytest
 
-from agent.contract import LEGACY_ALWAYSON_KEYS
-from agent.errors import TaskError
-from agent.inputs import InputFetcher, inline_sdwebui_inputs, is_url
-from agent.logging_setup import JsonFormatter
-from agent.metrics import Metrics
-from agent.outputs import OutputFile, planned_keys, sniff
-from agent.policies import Backoff, RetryPolicy, ShutdownPolicy
-from agent.servers.comfyui import ComfyUIServer, output_refs
-from agent.servers.sdwebui import build_payload, find_model, strip_hash
+from sdfleet.agent.contract import LEGACY_ALWAYSON_KEYS
+from sdfleet.agent.errors import TaskError
+from sdfleet.agent.inputs import InputFetcher, inline_sdwebui_inputs, is_url
+from sdfleet.agent.logging_setup import JsonFormatter
+from sdfleet.agent.metrics import Metrics
+from sdfleet.agent.outputs import OutputFile, planned_keys, sniff
+from sdfleet.agent.policies import Backoff, RetryPolicy, ShutdownPolicy
+from sdfleet.agent.servers.comfyui import ComfyUIServer, output_refs
+from sdfleet.agent.servers.sdwebui import build_payload, find_model, strip_hash
 
 PUBLIC = "93.184.215.14"
 
@@ -447,7 +447,7 @@ def test_tracing_continues_the_xray_trace() -> None:
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from agent.tracing import Tracing
+    from sdfleet.agent.tracing import Tracing
 
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
@@ -468,7 +468,7 @@ def test_tracing_continues_the_xray_trace() -> None:
 
 
 def test_health_server_reports_checks() -> None:
-    from agent.health import HealthServer
+    from sdfleet.agent.health import HealthServer
 
     state = {"live": True}
     server = HealthServer(
@@ -491,14 +491,14 @@ def test_module_import_has_no_side_effects() -> None:
     import importlib
 
     names = (
-        "agent.worker",
-        "agent.__main__",
-        "agent.bench",
-        "agent.bench_recovery",
-        "agent.settings",
-        "agent.completion",
-        "agent.occupancy",
-        "agent.servers.comfyui",
+        "sdfleet.agent.worker",
+        "sdfleet.agent.__main__",
+        "sdfleet.agent.bench",
+        "sdfleet.agent.bench_recovery",
+        "sdfleet.agent.settings",
+        "sdfleet.agent.completion",
+        "sdfleet.agent.occupancy",
+        "sdfleet.agent.servers.comfyui",
     )
     for name in names:
         importlib.import_module(name)
@@ -506,7 +506,7 @@ def test_module_import_has_no_side_effects() -> None:
 
 
 def test_liveness_reports_stale_stages() -> None:
-    from agent.worker import Liveness
+    from sdfleet.agent.worker import Liveness
 
     now = [0.0]
     live = Liveness(clock=lambda: now[0])
@@ -522,7 +522,7 @@ def test_liveness_reports_stale_stages() -> None:
 
 
 def test_large_error_detail_is_truncated_in_the_notification_only() -> None:
-    from agent.outputs import notification
+    from sdfleet.agent.outputs import notification
 
     detail = {"node_errors": {"4": {"errors": ["x" * 100_000]}}}
     body, attributes = notification(
@@ -547,7 +547,7 @@ def test_large_error_detail_is_truncated_in_the_notification_only() -> None:
 def test_tracing_with_an_endpoint_uses_the_sdk() -> None:
     from opentelemetry.sdk.trace import TracerProvider
 
-    from agent.tracing import Tracing
+    from sdfleet.agent.tracing import Tracing
 
     tracing = Tracing.setup("http://127.0.0.1:9/v1/traces", "sdfleet-agent-test")
     assert isinstance(tracing.provider, TracerProvider)

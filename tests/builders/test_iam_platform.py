@@ -5,8 +5,8 @@ from typing import Any
 
 import pytest
 
-from components.builders import iam_platform as iam
-from components.builders.s3 import OUTPUT_SUFFIXES
+from sdfleet.components.builders import iam_platform as iam
+from sdfleet.components.builders.s3 import OUTPUT_SUFFIXES
 
 ACCOUNT = "111122223333"
 REGION = "us-west-2"

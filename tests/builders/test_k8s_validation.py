@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from components.builders import karpenter as k
-from components.builders import keda
-from components.builders import workload as w
+from sdfleet.components.builders import karpenter as k
+from sdfleet.components.builders import keda
+from sdfleet.components.builders import workload as w
 from tests import k8s_validation as v
 
 K8S = "1.33"

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from components.builders import karpenter as k
+from sdfleet.components.builders import karpenter as k
 from tests.k8s_validation import assert_valid
 
 K8S = "1.33"

@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from components.builders import keda
+from sdfleet.components.builders import keda
 from tests.k8s_validation import assert_valid
 
 K8S = "1.33"

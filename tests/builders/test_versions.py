@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from components import versions
+from sdfleet.components import versions
 
 
 def test_required_pins() -> None:

@@ -4,8 +4,8 @@ from typing import Any
 
 import pytest
 
-from components.builders import karpenter as k
-from components.builders import workload as w
+from sdfleet.components.builders import karpenter as k
+from sdfleet.components.builders import workload as w
 from tests.k8s_validation import assert_valid
 
 K8S = "1.33"
