@@ -324,3 +324,29 @@ def test_a_consumer_with_its_own_components_folder(installed: Installed, tmp_pat
     } <= types
     # An existing cluster: nothing of a cluster or a network is created.
     assert not types & {"aws:eks/cluster:Cluster", "eks:index:Cluster", "aws:ec2/vpc:Vpc"}
+
+
+@pytest.mark.wheel
+def test_an_editable_install_imports_from_anywhere(tmp_path: Path) -> None:
+    """``pip install -e .`` (what ``make venv`` runs): sdfleet, its components and its agent
+    import from any directory, and no ``components`` or ``agent`` package is added."""
+    src = _source_copy(tmp_path / "src")
+    build = f"from setuptools import build_meta as b; print(b.build_editable({str(tmp_path)!r}))"
+    wheel = tmp_path / _run([sys.executable, "-c", build], src).strip().splitlines()[-1]
+    venv.create(tmp_path / "venv", with_pip=False)
+    python = tmp_path / "venv" / "bin" / "python"
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--python", str(python)]
+    _run([*pip, "install", "--no-deps", "--no-index", "-q", str(wheel)], tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    code = textwrap.dedent(
+        f"""
+        import importlib.util as u
+        import sdfleet.agent.contract
+        assert sdfleet.agent.contract.__file__.startswith({str(src)!r})
+        spec = u.find_spec("sdfleet.components.builders.image")
+        assert spec.origin == {str(src / "sdfleet" / "components" / "builders" / "image.py")!r}
+        assert u.find_spec("components") is None and u.find_spec("agent") is None
+        """
+    )
+    _run([str(python), "-c", code], elsewhere, env={"PATH": "/usr/bin:/bin"})
