@@ -32,15 +32,6 @@ DATA: dict[str, Callable[[str], object]] = {"json": json.loads, "yaml": yaml.saf
 UNCHECKED = {"text", "mermaid", ""}
 MARKS = {"deploy", "fragment"}
 
-# Blocks in pages other sessions own that still lack their mark (the owners were asked to add
-# it). Each entry must still match an unmarked block: test_pending_marks_are_still_needed
-# fails once the owner fixes the block, so the entry is removed rather than left stale.
-PENDING_MARKS = {
-    "docs/policy-checks.md": "pulumi preview --policy-pack policypack",
-    "docs/agent-inputs.md": "fetcher = InputFetcher(",
-    "docs/api.md": '"extra_data": {...}',
-}
-
 _FENCE = re.compile(r"^(\s*)```(.*)$")
 _LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
@@ -57,11 +48,6 @@ class Block:
     @property
     def name(self) -> str:
         return f"{self.path.relative_to(ROOT)}:{self.line}"
-
-    @property
-    def pending(self) -> bool:
-        snippet = PENDING_MARKS.get(str(self.path.relative_to(ROOT)))
-        return snippet is not None and snippet in self.text
 
 
 def parse_blocks(path: Path) -> list[Block]:
@@ -224,11 +210,9 @@ class OfflineShell:
 # The tests
 
 ALL_BLOCKS = [b for path in DOC_FILES for b in parse_blocks(path)]
-OFFLINE_SHELL = [
-    b for b in ALL_BLOCKS if b.lang in SHELL and "deploy" not in b.marks and not b.pending
-]
-PYTHON = [b for b in ALL_BLOCKS if b.lang == "python" and not b.pending]
-DATA_BLOCKS = [b for b in ALL_BLOCKS if b.lang in DATA and not b.pending]
+OFFLINE_SHELL = [b for b in ALL_BLOCKS if b.lang in SHELL and "deploy" not in b.marks]
+PYTHON = [b for b in ALL_BLOCKS if b.lang == "python"]
+DATA_BLOCKS = [b for b in ALL_BLOCKS if b.lang in DATA]
 
 
 def _ids(blocks: list[Block]) -> list[str]:
@@ -243,8 +227,6 @@ def test_relative_links_resolve(path: Path) -> None:
 def test_every_block_is_runnable_or_marked() -> None:
     problems = []
     for block in ALL_BLOCKS:
-        if block.pending:
-            continue
         if block.lang not in SHELL | set(DATA) | UNCHECKED | {"python"}:
             problems.append(f"{block.name}: unknown language {block.lang!r}")
         if not block.marks <= MARKS:
@@ -254,14 +236,6 @@ def test_every_block_is_runnable_or_marked() -> None:
                 if not runnable(argv):
                     problems.append(f"{block.name}: `{shlex.join(argv)}` needs `sh deploy`")
     assert problems == []
-
-
-def test_pending_marks_are_still_needed() -> None:
-    for file, snippet in PENDING_MARKS.items():
-        matching = [b for b in ALL_BLOCKS if b.pending and file in b.name]
-        assert matching, f"{file}: no block contains {snippet!r}; remove it from PENDING_MARKS"
-        fixed = [b.name for b in matching if b.marks or b.lang in UNCHECKED]
-        assert fixed == [], "marked (or made text) now: drop the PENDING_MARKS entry"
 
 
 def test_the_checks_catch_what_they_should(tmp_path: Path) -> None:
