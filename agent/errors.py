@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-# Codes reported in the notification's ``error.code`` (documented in the README, "The queue agent").
+# Codes reported in the notification's ``error.code`` (documented in docs/agent.md#notifications).
 INVALID_TASK = "invalid_task"
 CONTENT_REF_FAILED = "content_ref_failed"
 INPUT_FORBIDDEN = "input_forbidden"

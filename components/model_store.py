@@ -1,6 +1,6 @@
 """ModelStore: the bucket the runtimes read models from, new or imported read-only.
 
-Layout the runtimes expect (see README): ``Stable-diffusion/``, ``Lora/``, ``VAE/``,
+Layout the runtimes expect (see docs/compute-plane.md#buckets-and-models): ``Stable-diffusion/``, ``Lora/``, ``VAE/``,
 ``ControlNet/``, ``ESRGAN/``, ``embeddings/`` for SD WebUI; ``checkpoints/``, ``loras/``,
 ``vae/``, ``controlnet/``, ``upscale_models/``, ``embeddings/`` for ComfyUI.
 

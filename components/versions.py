@@ -1,6 +1,6 @@
 """Every version sdfleet deploys, in one table. Nothing here may say ``latest``.
 
-The README's version table is generated from :data:`PINS` by :func:`version_table_markdown`.
+The version table in docs/compute-plane.md is generated from :data:`PINS` by :func:`version_table_markdown`.
 The ``source`` column says how each pin was checked. EKS addon builds are published per
 Kubernetes minor version; the ones below were read from public infrastructure code pinning them
 for 1.33, not from the AWS API (no account here). Before changing the Kubernetes version, check
@@ -185,7 +185,7 @@ def default_server_image(runtime_type: str) -> str:
 
 
 def version_table_markdown() -> str:
-    """The README's version table."""
+    """The version table of docs/compute-plane.md."""
     lines = [
         "| what | where | version | checked against |",
         "| --- | --- | --- | --- |",
