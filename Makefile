@@ -7,10 +7,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: venv synth test lint typecheck bench clean
 
-$(STAMP): pyproject.toml
+# The same pinned runtime versions as `pulumi up` installs (requirements.txt), plus dev tools.
+$(STAMP): pyproject.toml requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -r requirements.txt -e '.[dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)
