@@ -28,15 +28,20 @@ def test_every_contract_module_is_bundled() -> None:
     assert not {"sdfleet/agent/worker.py", "sdfleet/agent/inputs.py"} & set(files)
 
 
-def test_the_bundle_imports_in_isolation(tmp_path: Path) -> None:
-    """Only the bundled files and the standard library: the contract must not reach for
-    anything else (the handler's boto3 comes with the Lambda runtime)."""
+def _lay_out_bundle(root: Path) -> None:
+    """The Lambda's code archive, unpacked under ``root``."""
     for name, source in apib.lambda_files(HANDLER, ROOT / "agent").items():
-        target = tmp_path / name
+        target = root / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(source, target)
     for init in apib.LAMBDA_PACKAGE_INITS:
-        (tmp_path / init).write_text("")
+        (root / init).write_text("")
+
+
+def test_the_bundle_imports_in_isolation(tmp_path: Path) -> None:
+    """Only the bundled files and the standard library: the contract must not reach for
+    anything else (the handler's boto3 comes with the Lambda runtime)."""
+    _lay_out_bundle(tmp_path)
     code = (
         "import sys\n"
         f"sys.path[:] = [{str(tmp_path)!r}] + [p for p in sys.path if 'site-packages' not in p]\n"
@@ -58,12 +63,7 @@ def test_the_handler_imports_from_the_bundle(tmp_path: Path) -> None:
     """The Lambda's handler path ``task_api.handler`` resolves in the bundle, its
     ``sdfleet.agent.contract`` import is the bundled one, and no other sdfleet code is needed
     (boto3 stands in for the Lambda runtime's own copy)."""
-    for name, source in apib.lambda_files(HANDLER, ROOT / "agent").items():
-        target = tmp_path / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(source, target)
-    for init in apib.LAMBDA_PACKAGE_INITS:
-        (tmp_path / init).write_text("")
+    _lay_out_bundle(tmp_path)
     code = (
         "import sys\n"
         f"sys.path.insert(0, {str(tmp_path)!r})\n"
