@@ -6,8 +6,6 @@ Numbers may be JSON numbers or numeric strings (SD WebUI and ComfyUI both coerce
 both are checked; booleans, non-finite and negative values are refused.
 """
 
-from __future__ import annotations
-
 import math
 import re
 from collections.abc import Mapping
@@ -44,7 +42,7 @@ class Limits:
         return {_JSON_KEYS[item.name]: getattr(self, item.name) for item in fields(self)}
 
     @classmethod
-    def from_json(cls, data: Any) -> Limits:
+    def from_json(cls, data: Any) -> "Limits":
         """Missing keys take the defaults; ``ValueError`` names the bad key."""
         if data is None:
             return cls()

@@ -3,8 +3,6 @@
 Import these through :mod:`sdfleet.agent.contract`.
 """
 
-from __future__ import annotations
-
 import json
 import re
 import uuid
@@ -52,7 +50,7 @@ class RuntimeInfo:
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> RuntimeInfo:
+    def from_json(cls, data: Mapping[str, Any]) -> "RuntimeInfo":
         """``limits`` may be absent (the defaults); a bad one is a ``ValueError``."""
         return cls(
             name=str(data["name"]),

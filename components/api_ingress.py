@@ -1,7 +1,5 @@
 """ApiIngress: the REST API (API key + usage plan) and the task Lambda behind it."""
 
-from __future__ import annotations
-
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -50,6 +48,9 @@ def lambda_code() -> pulumi.AssetArchive:
 
 
 class ApiIngress(pulumi.ComponentResource):
+    """The task API: an API Gateway REST API with an API key and usage plan, and the Lambda
+    function that validates tasks and publishes them to the input topic."""
+
     api_url: pulumi.Output[str]
     api_key: pulumi.Output[str]
     rest_api_id: pulumi.Output[str]

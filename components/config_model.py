@@ -4,8 +4,6 @@ components/config_parse.py walks raw values into these. Pure Python: no Pulumi i
 Later issues add fields here; every field must carry a ``cfg(...)`` key.
 """
 
-from __future__ import annotations
-
 from dataclasses import dataclass
 from typing import Any
 

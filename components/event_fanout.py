@@ -1,8 +1,6 @@
 """EventFanout: the input and output topics, one queue (+ DLQ) per runtime, and the output
 bucket. Tasks are routed by their ``runtime`` message attribute."""
 
-from __future__ import annotations
-
 import json
 from dataclasses import dataclass
 
@@ -29,6 +27,10 @@ class EventFanoutArgs:
 
 
 class EventFanout(pulumi.ComponentResource):
+    """The task bus: an input SNS topic, one SQS queue (and dead-letter queue) per runtime fed by
+    a subscription filtered on the runtime name, a queue for unrouted tasks, the output SNS
+    topic and the output bucket."""
+
     input_topic_arn: pulumi.Output[str]
     output_topic_arn: pulumi.Output[str]
     queue_urls: dict[str, pulumi.Output[str]]

@@ -2,8 +2,6 @@
 spot ratio asks for; it exposes the pod constraints the runtime's pods must carry, so SdRuntime
 applies them without knowing how the ratio is built."""
 
-from __future__ import annotations
-
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,7 +9,7 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from sdfleet.components import versions
+from sdfleet.components import _opts, versions
 from sdfleet.components.builders import karpenter as kb
 
 
@@ -20,7 +18,6 @@ class GpuNodePoolArgs:
     runtime_name: str
     cluster_name: str
     node_role_name: pulumi.Input[str]
-    k8s_provider: pulumi.ProviderResource
     spot_ratio: float
     instance_types: Sequence[str] = ("g6.2xlarge", "g5.2xlarge")
     max_gpus: int = 8
@@ -36,14 +33,15 @@ class GpuNodePoolArgs:
     # effect}); the runtime's pods get matching tolerations through ``scheduling``.
     node_requirements: Sequence[Mapping[str, Any]] = ()
     node_taints: Sequence[Mapping[str, Any]] = ()
-    # Karpenter's CRDs must exist first: pass its Helm release.
-    depends_on: list[pulumi.Resource] = field(default_factory=list)
 
 
 class GpuNodePool(pulumi.ComponentResource):
+    """One runtime's GPU capacity: a Karpenter EC2NodeClass (Bottlerocket) and the NodePools its
+    spot ratio asks for, plus the pod scheduling constraints that land pods on them. The
+    Kubernetes provider and ``depends_on`` (Karpenter's release) come through ResourceOptions."""
+
     node_class_name: str
     node_pool_names: list[str]
-    split: kb.CapacitySplit
     # Pod spec fields (camelCase): tolerations, nodeSelector, affinity, topologySpreadConstraints.
     scheduling: dict[str, Any]
     pod_labels: dict[str, str]
@@ -53,11 +51,14 @@ class GpuNodePool(pulumi.ComponentResource):
         self, name: str, args: GpuNodePoolArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("sdfleet:index:GpuNodePool", name, None, opts)
-        self.split = kb.capacity_split(args.spot_ratio, spot_fallback=args.spot_fallback)
-        self.node_class_name = f"{args.runtime_name}-gpu"
-        k8s_opts = pulumi.ResourceOptions(
-            parent=self, provider=args.k8s_provider, depends_on=args.depends_on
+        # Set in __init__, not declared on the class: the schema analyzer takes class-level
+        # annotations as outputs, and a CapacitySplit (tuples) is not one.
+        self.split: kb.CapacitySplit = kb.capacity_split(
+            args.spot_ratio, spot_fallback=args.spot_fallback
         )
+        self.node_class_name = f"{args.runtime_name}-gpu"
+        provider, deps = _opts.k8s_provider(opts), _opts.depends_on(opts)
+        k8s_opts = pulumi.ResourceOptions(parent=self, provider=provider, depends_on=deps)
 
         node_class = pulumi.Output.from_input(args.node_role_name).apply(
             lambda role: kb.ec2_node_class(
@@ -102,8 +103,8 @@ class GpuNodePool(pulumi.ComponentResource):
                 spec=pool["spec"],
                 opts=pulumi.ResourceOptions(
                     parent=self,
-                    provider=args.k8s_provider,
-                    depends_on=[node_class_resource, *args.depends_on],
+                    provider=provider,
+                    depends_on=[node_class_resource, *deps],
                 ),
             )
         self.scheduling = kb.pod_scheduling(

@@ -10,8 +10,6 @@ objects, optionally under a prefix) is built by
 and by each runtime's pod role.
 """
 
-from __future__ import annotations
-
 from dataclasses import dataclass
 
 import pulumi
@@ -30,6 +28,9 @@ class ModelStoreArgs:
 
 
 class ModelStore(pulumi.ComponentResource):
+    """The bucket the runtimes read models from: a new one, or an existing one looked up and
+    never modified."""
+
     bucket_name: pulumi.Output[str]
     bucket_arn: pulumi.Output[str]
     managed: bool

@@ -1,7 +1,5 @@
 """Observability: alarms on every place a task can get stuck, an alarm topic, a dashboard."""
 
-from __future__ import annotations
-
 import json
 from dataclasses import dataclass
 
@@ -12,9 +10,19 @@ from sdfleet.components.builders import observability as ob
 
 
 @dataclass
+class RuntimeQueueNames:
+    """The two queues of one runtime that get alarms and dashboard widgets."""
+
+    queue_name: pulumi.Input[str]
+    """The runtime's task queue."""
+    dlq_name: pulumi.Input[str]
+    """Its dead-letter queue."""
+
+
+@dataclass
 class ObservabilityArgs:
-    # runtime name -> (queue name, DLQ name)
-    runtime_queues: dict[str, tuple[pulumi.Input[str], pulumi.Input[str]]]
+    # runtime name -> its queue and DLQ names
+    runtime_queues: dict[str, RuntimeQueueNames]
     unrouted_queue_name: pulumi.Input[str]
     function_name: pulumi.Input[str]
     api_name: pulumi.Input[str]
@@ -23,6 +31,9 @@ class ObservabilityArgs:
 
 
 class Observability(pulumi.ComponentResource):
+    """Alarms on every place a task can get stuck (queues, DLQs, the unrouted queue, the API and
+    its function), an SNS alarm topic with optional e-mail subscription, and a dashboard."""
+
     alarm_topic_arn: pulumi.Output[str]
     dashboard_name: pulumi.Output[str]
     alarm_names: list[pulumi.Output[str]]
@@ -61,12 +72,17 @@ class Observability(pulumi.ComponentResource):
         }
         for spec in ob.platform_alarms():
             self.alarm_names.append(self._alarm(name, topic, spec, platform_roles))
-        for runtime, (queue_name, dlq_name) in args.runtime_queues.items():
-            roles: dict[str, pulumi.Input[str]] = {"queue": queue_name, "dlq": dlq_name}
+        for runtime, queues in args.runtime_queues.items():
+            roles: dict[str, pulumi.Input[str]] = {
+                "queue": queues.queue_name,
+                "dlq": queues.dlq_name,
+            }
             for spec in ob.queue_alarms(runtime):
                 self.alarm_names.append(self._alarm(name, topic, spec, roles))
 
-        queue_names = {rt: pulumi.Output.all(q, d) for rt, (q, d) in args.runtime_queues.items()}
+        queue_names = {
+            rt: pulumi.Output.all(q.queue_name, q.dlq_name) for rt, q in args.runtime_queues.items()
+        }
         dashboard = aws.cloudwatch.Dashboard(
             f"{name}-dashboard",
             dashboard_name=pulumi.Output.concat(pulumi.get_project(), "-", pulumi.get_stack()),

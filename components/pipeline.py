@@ -1,10 +1,10 @@
 """SdPipeline: the whole sdfleet pipeline from one validated configuration."""
 
-from __future__ import annotations
-
 import json
+import re
 import shlex
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -21,8 +21,19 @@ from sdfleet.components.karpenter import Karpenter, KarpenterArgs
 from sdfleet.components.keda import Keda, KedaArgs
 from sdfleet.components.model_store import ModelStore, ModelStoreArgs
 from sdfleet.components.network import Network, NetworkArgs
-from sdfleet.components.observability import Observability, ObservabilityArgs
+from sdfleet.components.observability import (
+    Observability,
+    ObservabilityArgs,
+    RuntimeQueueNames,
+)
 from sdfleet.components.sd_runtime import SdRuntime, runtime_args
+
+# Stack output -> SdPipeline attribute where it is not the snake_case of the key.
+_OUTPUT_ATTRS = {"agentImage": "agent_image_ref"}
+
+
+def _snake(key: str) -> str:
+    return re.sub(r"(?<!^)([A-Z])", r"_\1", key).lower()
 
 
 @dataclass
@@ -44,23 +55,47 @@ def runtime_catalogue(config: StackConfig) -> list[RuntimeInfo]:
 
 
 class SdPipeline(pulumi.ComponentResource):
-    models: ModelStore
-    fanout: EventFanout
-    ingress: ApiIngress
-    observability: Observability
-    network: Network
-    cluster: EksCluster
-    karpenter: Karpenter
-    keda: Keda
-    gpu_pools: dict[str, GpuNodePool]
-    agent_image: AgentImage
-    runtimes: dict[str, SdRuntime]
-    outputs: dict[str, pulumi.Output]
+    """The whole sdfleet pipeline from one validated stack configuration: network, EKS cluster,
+    Karpenter, KEDA, the event fan-out, the task API, the model store, the agent image, one GPU
+    node pool and SdRuntime per runtime, and observability. Its outputs are the stack's."""
+
+    # Class-level annotations are the package schema's outputs (the stack outputs); the child
+    # components are declared in __init__ so the schema analyzer does not take them as outputs.
+    api_url: pulumi.Output[str]
+    api_key: pulumi.Output[str]
+    input_topic_arn: pulumi.Output[str]
+    output_topic_arn: pulumi.Output[str]
+    output_bucket: pulumi.Output[str]
+    model_bucket: pulumi.Output[str]
+    queue_urls: pulumi.Output[dict[str, str]]
+    queue_arns: pulumi.Output[dict[str, str]]
+    dlq_arns: pulumi.Output[dict[str, str]]
+    unrouted_queue_url: pulumi.Output[str]
+    alarm_topic_arn: pulumi.Output[str]
+    dashboard: pulumi.Output[str]
+    agent_image_ref: pulumi.Output[str]
+    runtime_namespaces: pulumi.Output[dict[str, str]]
+    cluster_name: pulumi.Output[str]
+    kubeconfig: pulumi.Output[str]
+    update_kubeconfig_command: pulumi.Output[str]
+    subscribe_example: pulumi.Output[str]
 
     def __init__(
         self, name: str, args: SdPipelineArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("sdfleet:index:SdPipeline", name, None, opts)
+        self.models: ModelStore
+        self.fanout: EventFanout
+        self.ingress: ApiIngress
+        self.observability: Observability
+        self.network: Network
+        self.cluster: EksCluster
+        self.karpenter: Karpenter
+        self.keda: Keda
+        self.gpu_pools: dict[str, GpuNodePool]
+        self.agent_image: AgentImage
+        self.runtimes: dict[str, SdRuntime]
+        self.outputs: dict[str, pulumi.Output[Any]]
         cfg = args.config
         child = pulumi.ResourceOptions(parent=self)
 
@@ -106,7 +141,9 @@ class SdPipeline(pulumi.ComponentResource):
             f"{name}-observability",
             ObservabilityArgs(
                 runtime_queues={
-                    rt.name: (self.fanout.queue_names[rt.name], self.fanout.dlq_names[rt.name])
+                    rt.name: RuntimeQueueNames(
+                        self.fanout.queue_names[rt.name], self.fanout.dlq_names[rt.name]
+                    )
                     for rt in cfg.runtimes
                 },
                 unrouted_queue_name=self.fanout.unrouted_queue_name,
@@ -161,6 +198,8 @@ class SdPipeline(pulumi.ComponentResource):
                 ),
             ),
         }
+        for key, value in self.outputs.items():
+            setattr(self, _OUTPUT_ATTRS.get(key, _snake(key)), value)
         self.register_outputs(self.outputs)
 
     def _compute_plane(self, name: str, cfg: StackConfig) -> None:
@@ -236,7 +275,6 @@ class SdPipeline(pulumi.ComponentResource):
                     runtime_name=rt.name,
                     cluster_name=cluster_name,
                     node_role_name=self.karpenter.node_role_name,
-                    k8s_provider=provider,
                     spot_ratio=cfg.runtime_spot_ratio(rt),
                     instance_types=gpu.instance_types,
                     max_gpus=gpu.max_gpus,
@@ -254,9 +292,11 @@ class SdPipeline(pulumi.ComponentResource):
                     node_taints=[
                         {"key": t.key, "value": t.value, "effect": t.effect} for t in rt.node_taints
                     ],
-                    depends_on=[self.karpenter.release],
                 ),
-                child,
+                # Karpenter's CRDs must exist first.
+                pulumi.ResourceOptions(
+                    parent=self, provider=provider, depends_on=[self.karpenter.release]
+                ),
             )
         self._runtimes(name, cfg, cluster_name)
 
@@ -279,7 +319,6 @@ class SdPipeline(pulumi.ComponentResource):
                 f"{name}-{rt.name}",
                 runtime_args(
                     rt,
-                    k8s_provider=self.cluster.k8s_provider,
                     cluster_name=cluster_name,
                     region=region,
                     queue_url=self.fanout.queue_urls[rt.name],
@@ -291,7 +330,12 @@ class SdPipeline(pulumi.ComponentResource):
                     agent_image=self.agent_image.ref,
                     scheduling=pool.scheduling,
                     input_s3_buckets=tuple(cfg.inputs.s3_buckets),
+                ),
+                # KEDA's CRDs, the Mountpoint and Pod Identity addons, and the runtime's
+                # NodePools for its pods to land anywhere.
+                pulumi.ResourceOptions(
+                    parent=self,
+                    provider=self.cluster.k8s_provider,
                     depends_on=[self.keda.release, *self.cluster.addons, pool],
                 ),
-                child,
             )

@@ -10,8 +10,6 @@ Everything it needs comes in as IDs, ARNs, URLs and a Kubernetes provider, so it
 cluster this stack does not manage ("bring your own cluster").
 """
 
-from __future__ import annotations
-
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -20,6 +18,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
+from sdfleet.components import _opts
 from sdfleet.components._iam import pod_identity_role
 from sdfleet.components.builders import keda as kb
 from sdfleet.components.sd_runtime_plan import (
@@ -69,6 +68,11 @@ def _named(resource: pulumi.CustomResource, value: str) -> pulumi.Output[str]:
 
 
 class SdRuntime(pulumi.ComponentResource):
+    """One inference runtime on the GPU plane: namespace, service account with a Pod Identity
+    role, the model bucket mounted read-only, a Deployment (inference server sidecar plus queue
+    agent) and a KEDA ScaledObject on the runtime's queue. The Kubernetes provider and
+    ``depends_on`` (KEDA, the addons, the NodePools) come through ResourceOptions."""
+
     names: RuntimeNames
     namespace: pulumi.Output[str]
     service_account: pulumi.Output[str]
@@ -91,9 +95,11 @@ class SdRuntime(pulumi.ComponentResource):
 
         role, role_policy, association = self._identity(name, args, wired)
 
+        provider, deps = _opts.k8s_provider(opts), _opts.depends_on(opts)
+
         def k8s_opts(*extra: pulumi.Resource) -> pulumi.ResourceOptions:
             return pulumi.ResourceOptions(
-                parent=self, provider=args.k8s_provider, depends_on=[*args.depends_on, *extra]
+                parent=self, provider=provider, depends_on=[*deps, *extra]
             )
 
         namespace_deps: list[pulumi.Resource] = []

@@ -3,8 +3,6 @@ it), the Kubernetes object names, every manifest and the pods' IAM policy, built
 values. No resources are registered here; :mod:`sdfleet.components.sd_runtime` does that.
 """
 
-from __future__ import annotations
-
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,7 +43,6 @@ class SdRuntimeArgs:
     runtime_name: str
     runtime_type: str
     namespace: str
-    k8s_provider: pulumi.ProviderResource
     cluster_name: pulumi.Input[str]
     region: pulumi.Input[str]
     queue_url: pulumi.Input[str]
@@ -106,14 +103,12 @@ class SdRuntimeArgs:
     kms_key_arns: Sequence[str] = ()
     # False: the namespace exists already (bring your own cluster).
     create_namespace: bool = True
-    # CRDs and controllers that must exist first: the KEDA release, the Mountpoint addon, the
-    # Pod Identity agent addon (and Karpenter's NodePools for the pods to land anywhere).
-    depends_on: list[pulumi.Resource] = field(default_factory=list)
 
 
 def runtime_args(runtime: RuntimeConfig, **wiring: Any) -> SdRuntimeArgs:
-    """SdRuntimeArgs from a validated runtime config; ``wiring`` gives the rest (provider,
-    cluster name, region, queue, topic, buckets, agent image, scheduling, depends_on)."""
+    """SdRuntimeArgs from a validated runtime config; ``wiring`` gives the rest (cluster
+    name, region, queue, topic, buckets, agent image, scheduling); the Kubernetes provider and
+    ``depends_on`` go in the component's ResourceOptions."""
     scaling = runtime.scaling
     return SdRuntimeArgs(
         runtime_name=runtime.name,
@@ -164,7 +159,7 @@ class RuntimeNames:
     deletion_cost_role: str
 
     @classmethod
-    def of(cls, runtime_name: str, namespace: str) -> RuntimeNames:
+    def of(cls, runtime_name: str, namespace: str) -> "RuntimeNames":
         # The PV is cluster-scoped: a hash of namespace/runtime keeps its name (and the CSI
         # volume handle, which must be unique in the cluster) apart from every other runtime's.
         digest = hashlib.sha256(f"{namespace}/{runtime_name}".encode()).hexdigest()[:8]

@@ -254,6 +254,7 @@ OWNER = "consumer"
 CONSUMER_PROGRAM = """
 import json
 
+import pulumi
 import pulumi_kubernetes as k8s
 
 import components.event_fanout as own  # the consumer's own (ns-rewrite: keep)
@@ -273,7 +274,6 @@ def program():
             runtime_name="sd15",
             runtime_type="sdwebui",
             namespace="sd15",
-            k8s_provider=cluster,
             cluster_name="existing-cluster",
             region="us-east-1",
             queue_url=fanout.queue_urls["sd15"],
@@ -287,6 +287,8 @@ def program():
             agent_image=IMAGE,
             scheduling={},
         ),
+        # The cluster comes as a provider option, as for any Pulumi component.
+        pulumi.ResourceOptions(provider=cluster),
     )
 
 

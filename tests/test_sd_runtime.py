@@ -95,7 +95,6 @@ def scheduling(runtime: str) -> dict[str, Any]:
 def wiring(runtime: str, **over: Any) -> dict[str, Any]:
     """What SdRuntimeArgs takes besides the runtime's own settings (runtime_args' ``wiring``)."""
     return {
-        "k8s_provider": None,
         "cluster_name": CLUSTER,
         "region": REGION,
         "queue_url": queue_url(runtime),
@@ -110,7 +109,12 @@ def wiring(runtime: str, **over: Any) -> dict[str, Any]:
     }
 
 
-def make_args(runtime: str, provider: pulumi.ProviderResource, **over: Any) -> SdRuntimeArgs:
+def on_cluster(provider: pulumi.ProviderResource, *deps: pulumi.Resource) -> pulumi.ResourceOptions:
+    """How a caller hands SdRuntime its cluster and prerequisites: ResourceOptions, not Args."""
+    return pulumi.ResourceOptions(provider=provider, depends_on=list(deps))
+
+
+def make_args(runtime: str, **over: Any) -> SdRuntimeArgs:
     rtype, namespace, extra = CASES[runtime]
     values: dict[str, Any] = {
         "runtime_name": runtime,
@@ -118,7 +122,6 @@ def make_args(runtime: str, provider: pulumi.ProviderResource, **over: Any) -> S
         "namespace": namespace,
         **wiring(
             runtime,
-            k8s_provider=provider,
             # An Output, as AgentImage.ref is: the manifests are built inside an apply.
             agent_image=pulumi.Output.from_input(AGENT_IMAGE),
             scheduling=scheduling(runtime),
@@ -168,7 +171,7 @@ def run_runtimes(**over: Any) -> Run:
     def program() -> None:
         provider = k8s.Provider("byo-cluster", kubeconfig=KUBECONFIG)
         for runtime in CASES:
-            rt = SdRuntime(f"rt-{runtime}", make_args(runtime, provider, **over))
+            rt = SdRuntime(f"rt-{runtime}", make_args(runtime, **over), on_cluster(provider))
             got = outputs.setdefault(runtime, {})
             for attr in (
                 "namespace",
@@ -561,7 +564,8 @@ def test_preview_with_unknown_wiring() -> None:
         provider = k8s.Provider("byo-cluster", kubeconfig=KUBECONFIG)
         SdRuntime(
             "rt-sd15",
-            make_args("sd15", provider, queue_url=_unknown(), agent_image=_unknown()),
+            make_args("sd15", queue_url=_unknown(), agent_image=_unknown()),
+            on_cluster(provider),
         )
 
     graph = run_program(program, {"aws:region": REGION}, preview=True)
@@ -610,7 +614,7 @@ def test_creation_order_and_provider(monkeypatch: pytest.MonkeyPatch) -> None:
         addon = aws.eks.Addon(
             "prerequisite", cluster_name=CLUSTER, addon_name="aws-mountpoint-s3-csi-driver"
         )
-        SdRuntime("rt-sd15", make_args("sd15", provider, depends_on=[addon]))
+        SdRuntime("rt-sd15", make_args("sd15"), on_cluster(provider, addon))
 
     graph = run_program(program, {"aws:region": REGION})
     deps = _DependencyMonitor.dependencies
@@ -648,7 +652,7 @@ def test_creation_order_and_provider(monkeypatch: pytest.MonkeyPatch) -> None:
 def _construct(runtime: str = "sd15", **over: Any) -> None:
     def program() -> None:
         provider = k8s.Provider("byo-cluster", kubeconfig=KUBECONFIG)
-        SdRuntime("rt", make_args(runtime, provider, **over))
+        SdRuntime("rt", make_args(runtime, **over), on_cluster(provider))
 
     run_program(program, {"aws:region": REGION})
 
@@ -679,7 +683,7 @@ def test_server_command_overrides_the_entrypoint() -> None:
 
     def program() -> None:
         provider = k8s.Provider("byo-cluster", kubeconfig=KUBECONFIG)
-        rt = SdRuntime("rt", make_args("sd15", provider, server_command=command))
+        rt = SdRuntime("rt", make_args("sd15", server_command=command), on_cluster(provider))
         rt.manifests.apply(lambda m: outputs.setdefault("m", m))
 
     run_program(program, {"aws:region": REGION})
@@ -703,7 +707,8 @@ def test_long_drain_works_with_an_explicit_grace_period() -> None:
         provider = k8s.Provider("byo-cluster", kubeconfig=KUBECONFIG)
         rt = SdRuntime(
             "rt",
-            make_args("sd15", provider, drain_seconds=300, termination_grace_period_seconds=330),
+            make_args("sd15", drain_seconds=300, termination_grace_period_seconds=330),
+            on_cluster(provider),
         )
         rt.manifests.apply(lambda m: outputs.setdefault("m", m))
 

@@ -34,10 +34,10 @@ pool = GpuNodePool(
         cluster_name=cluster_name,
         # The role your Karpenter nodes already use (it needs an EC2_LINUX access entry).
         node_role_name=config.require("nodeRoleName"),
-        k8s_provider=provider,
         spot_ratio=0.5 if spot_ratio is None else spot_ratio,
         instance_types=(config.get("instanceTypes") or "g6.2xlarge,g5.2xlarge").split(","),
     ),
+    pulumi.ResourceOptions(provider=provider),
 )
 
 sd = SdRuntime(
@@ -46,7 +46,6 @@ sd = SdRuntime(
         runtime_name=runtime,
         runtime_type=runtime_type,
         namespace=config.get("namespace") or runtime,
-        k8s_provider=provider,
         cluster_name=cluster_name,
         region=region,
         queue_url=config.require("queueUrl"),
@@ -60,9 +59,9 @@ sd = SdRuntime(
         agent_image=agent.ref,
         scheduling=pool.scheduling,
         server_image=config.get("serverImage"),
-        # The NodePools must exist before pods that can only run on them.
-        depends_on=[pool],
     ),
+    # The NodePools must exist before pods that can only run on them.
+    pulumi.ResourceOptions(provider=provider, depends_on=[pool]),
 )
 
 pulumi.export("namespace", sd.namespace)
