@@ -12,7 +12,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from sdfleet.components import versions
+from sdfleet.components import _opts, versions
 from sdfleet.components._iam import pod_identity_role
 from sdfleet.components.builders import iam_platform as iamp
 from sdfleet.components.builders import karpenter as kb
@@ -24,9 +24,7 @@ SERVICE_ACCOUNT = "karpenter"
 @dataclass
 class KarpenterArgs:
     cluster_name: str
-    k8s_provider: pulumi.ProviderResource
     system_node_selector: dict[str, str] = field(default_factory=dict)
-    depends_on: list[pulumi.Resource] = field(default_factory=list)
     create_spot_service_linked_role: bool = False
 
 
@@ -34,7 +32,9 @@ def _policy_json(policy_name: str, policies: dict[str, dict[str, Any]]) -> str:
     return json.dumps(policies[policy_name])
 
 
-def _crd_release(name: str, parent: pulumi.Resource, args: KarpenterArgs) -> k8s.helm.v3.Release:
+def _crd_release(
+    name: str, parent: pulumi.Resource, k8s_opts: pulumi.ResourceOptions
+) -> k8s.helm.v3.Release:
     """Karpenter's CRDs as their own release of the same version, installed before the
     controller. take_ownership adopts CRDs an earlier install created from the controller
     chart's crds/ folder (Helm would otherwise refuse them as not part of this release)."""
@@ -46,13 +46,14 @@ def _crd_release(name: str, parent: pulumi.Resource, args: KarpenterArgs) -> k8s
         namespace=NAMESPACE,
         atomic=True,
         take_ownership=True,
-        opts=pulumi.ResourceOptions(
-            parent=parent, provider=args.k8s_provider, depends_on=args.depends_on
-        ),
+        opts=pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(parent=parent)),
     )
 
 
 class Karpenter(pulumi.ComponentResource):
+    """Karpenter on an existing EKS cluster. The Kubernetes provider and the resources the
+    chart must wait for (the cluster's addons) come through ``ResourceOptions``."""
+
     node_role_name: pulumi.Output[str]
     node_role_arn: pulumi.Output[str]
     interruption_queue_name: pulumi.Output[str]
@@ -64,6 +65,8 @@ class Karpenter(pulumi.ComponentResource):
         self, name: str, args: KarpenterArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("sdfleet:index:Karpenter", name, None, opts)
+        provider, deps = _opts.k8s_provider(opts), _opts.depends_on(opts)
+        k8s_opts = pulumi.ResourceOptions(parent=self, provider=provider, depends_on=deps)
         child = pulumi.ResourceOptions(parent=self)
         invoke = pulumi.InvokeOutputOptions(parent=self)
         identity = aws.get_caller_identity_output(opts=invoke)
@@ -89,7 +92,7 @@ class Karpenter(pulumi.ComponentResource):
             cluster_name=args.cluster_name,
             principal_arn=node_role.arn,
             type="EC2_LINUX",
-            opts=pulumi.ResourceOptions(parent=self, depends_on=args.depends_on),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=deps),
         )
 
         queue = aws.sqs.Queue(
@@ -162,7 +165,7 @@ class Karpenter(pulumi.ComponentResource):
             namespace=NAMESPACE,
             service_account=SERVICE_ACCOUNT,
             role_arn=controller_role.arn,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=args.depends_on),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=deps),
         )
         if args.create_spot_service_linked_role:
             aws.iam.ServiceLinkedRole(
@@ -178,7 +181,7 @@ class Karpenter(pulumi.ComponentResource):
                 service_account_name=SERVICE_ACCOUNT,
             )
         )
-        self.crd_release = _crd_release(name, self, args)
+        self.crd_release = _crd_release(name, self, k8s_opts)
         self.release = k8s.helm.v3.Release(
             f"{name}-release",
             name="karpenter",
@@ -191,14 +194,8 @@ class Karpenter(pulumi.ComponentResource):
             skip_crds=True,
             opts=pulumi.ResourceOptions(
                 parent=self,
-                provider=args.k8s_provider,
-                depends_on=[
-                    self.crd_release,
-                    association,
-                    access_entry,
-                    *attached,
-                    *args.depends_on,
-                ],
+                provider=provider,
+                depends_on=[self.crd_release, association, access_entry, *attached, *deps],
             ),
         )
         self.node_role_name = node_role.name

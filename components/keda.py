@@ -12,7 +12,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from sdfleet.components import versions
+from sdfleet.components import _opts, versions
 from sdfleet.components._iam import pod_identity_role
 from sdfleet.components.builders import iam_platform as iamp
 from sdfleet.components.builders import keda as kedab
@@ -21,19 +21,21 @@ from sdfleet.components.builders import keda as kedab
 @dataclass
 class KedaArgs:
     cluster_name: str
-    k8s_provider: pulumi.ProviderResource
     queue_arns: Sequence[pulumi.Input[str]]
     system_node_selector: dict[str, str] = field(default_factory=dict)
-    depends_on: list[pulumi.Resource] = field(default_factory=list)
 
 
 class Keda(pulumi.ComponentResource):
+    """KEDA with a Pod Identity role that may read the given queues' depth. The Kubernetes
+    provider and the resources the chart must wait for come through ``ResourceOptions``."""
+
     operator_role_arn: pulumi.Output[str]
     namespace: str
     release: k8s.helm.v3.Release
 
     def __init__(self, name: str, args: KedaArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("sdfleet:index:Keda", name, None, opts)
+        provider, deps = _opts.k8s_provider(opts), _opts.depends_on(opts)
         region = aws.get_region_output(opts=pulumi.InvokeOutputOptions(parent=self))
 
         role = pod_identity_role(f"{name}-operator-role", self)
@@ -51,14 +53,12 @@ class Keda(pulumi.ComponentResource):
             namespace=kedab.NAMESPACE,
             service_account=kedab.OPERATOR_SERVICE_ACCOUNT,
             role_arn=role.arn,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=args.depends_on),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=deps),
         )
         namespace = k8s.core.v1.Namespace(
             f"{name}-namespace",
             metadata=k8s.meta.v1.ObjectMetaArgs(name=kedab.NAMESPACE),
-            opts=pulumi.ResourceOptions(
-                parent=self, provider=args.k8s_provider, depends_on=args.depends_on
-            ),
+            opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=deps),
         )
         self.release = k8s.helm.v3.Release(
             f"{name}-release",
@@ -73,8 +73,8 @@ class Keda(pulumi.ComponentResource):
             atomic=True,
             opts=pulumi.ResourceOptions(
                 parent=self,
-                provider=args.k8s_provider,
-                depends_on=[namespace, association, policy, *args.depends_on],
+                provider=provider,
+                depends_on=[namespace, association, policy, *deps],
             ),
         )
         self.operator_role_arn = role.arn

@@ -244,27 +244,26 @@ class SdPipeline(pulumi.ComponentResource):
             child,
         )
         provider = self.cluster.k8s_provider
+        k8s_child = pulumi.ResourceOptions(
+            parent=self, provider=provider, depends_on=self.cluster.addons
+        )
         self.karpenter = Karpenter(
             f"{name}-karpenter",
             KarpenterArgs(
                 cluster_name=cluster_name,
-                k8s_provider=provider,
                 system_node_selector=self.cluster.system_node_selector,
-                depends_on=self.cluster.addons,
                 create_spot_service_linked_role=cl.create_spot_service_linked_role,
             ),
-            child,
+            k8s_child,
         )
         self.keda = Keda(
             f"{name}-keda",
             KedaArgs(
                 cluster_name=cluster_name,
-                k8s_provider=provider,
                 queue_arns=[self.fanout.queue_arns[rt.name] for rt in cfg.runtimes],
                 system_node_selector=self.cluster.system_node_selector,
-                depends_on=self.cluster.addons,
             ),
-            child,
+            k8s_child,
         )
         self.gpu_pools = {}
         for rt in cfg.runtimes:

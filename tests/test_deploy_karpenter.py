@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 import pytest
@@ -35,7 +36,11 @@ def karpenter_graph(monkeypatch: pytest.MonkeyPatch) -> tuple[Recorder, dict[str
     def program() -> None:
         provider = k8s.Provider("cluster", kubeconfig="{}")
         addon = aws.eks.Addon("addon", cluster_name="c1", addon_name="vpc-cni")
-        Karpenter("kp", KarpenterArgs(cluster_name="c1", k8s_provider=provider, depends_on=[addon]))
+        Karpenter(
+            "kp",
+            KarpenterArgs(cluster_name="c1"),
+            pulumi.ResourceOptions(provider=provider, depends_on=[addon]),
+        )
 
     graph = run_program(program, {"aws:region": "us-east-1"})
     return graph, dict(_DependencyMonitor.dependencies)
