@@ -49,8 +49,8 @@ def cpu_model() -> str:
 
 def run(tasks: int, inference_seconds: float, size: int) -> dict[str, Any]:
     # Test-only dependencies, imported here so the agent image never needs them.
+    from sdfleet.fakes.sdwebui import FakeSdWebUI
     from tests.agent.harness import Fleet, MotoProcess, subprocess_env
-    from tests.fakes.sdwebui import FakeSdWebUI
 
     # The fake server shares this process with boto3 calls: keep its handler threads from
     # waiting the default 5 ms for the GIL (the agent does the same for its GPU thread).

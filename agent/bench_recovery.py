@@ -71,8 +71,8 @@ def _agent_process(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
 def kill9_recovery(endpoint: str, kill_after: float) -> float:
     """Seconds from SIGKILL of the agent holding a task to its start on another agent's GPU.
     ``kill_after``: seconds after the first agent started the task."""
+    from sdfleet.fakes.sdwebui import FakeSdWebUI
     from tests.agent.harness import Fleet
-    from tests.fakes.sdwebui import FakeSdWebUI
 
     fleet = Fleet(endpoint)
     with FakeSdWebUI(inference_seconds=0.05) as gpu_a, FakeSdWebUI(inference_seconds=0.05) as gpu_b:
@@ -94,8 +94,8 @@ def kill9_recovery(endpoint: str, kill_after: float) -> float:
 
 def long_tasks(endpoint: str, tasks: int, inference_seconds: float) -> dict[str, Any]:
     """Two agent processes and ``tasks`` tasks of ``inference_seconds`` each."""
+    from sdfleet.fakes.sdwebui import FakeSdWebUI
     from tests.agent.harness import Fleet
-    from tests.fakes.sdwebui import FakeSdWebUI
 
     fleet = Fleet(endpoint)
     with (
@@ -122,8 +122,8 @@ def long_tasks(endpoint: str, tasks: int, inference_seconds: float) -> dict[str,
 
 def flaky_outputs(endpoint: str, tasks: int, method: str, failures: int) -> dict[str, Any]:
     """In-process agent whose S3 ``put_object`` or SNS ``publish`` fails ``failures`` times."""
+    from sdfleet.fakes.sdwebui import FakeSdWebUI
     from tests.agent.harness import AgentThread, Fleet, failing
-    from tests.fakes.sdwebui import FakeSdWebUI
 
     fleet = Fleet(endpoint)
     flaky, wrap = failing(method, failures)

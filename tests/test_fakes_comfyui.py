@@ -12,8 +12,8 @@ import httpx
 import pytest
 import websocket
 
-from tests.fakes.comfyui import FakeComfyUI
-from tests.fakes.images import make_png, png_size, png_text
+from sdfleet.fakes.comfyui import FakeComfyUI
+from sdfleet.fakes.images import make_png, png_size, png_text
 
 FAST = 0.03
 TIMEOUT = 5

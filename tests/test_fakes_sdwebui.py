@@ -14,9 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.fakes._common import free_port
-from tests.fakes.images import make_png, png_pixels, png_size, png_text
-from tests.fakes.sdwebui import FakeSdWebUI
+from sdfleet.fakes._common import free_port
+from sdfleet.fakes.images import make_png, png_pixels, png_size, png_text
+from sdfleet.fakes.sdwebui import FakeSdWebUI
 
 FAST = 0.05
 

@@ -13,9 +13,9 @@ import pytest
 
 from sdfleet.agent.contract import COMFYUI, RuntimeInfo
 from sdfleet.components.task_api import handler as task_api
+from sdfleet.fakes.comfyui import FakeComfyUI
 from tests.agent.harness import AgentThread, Fleet, MotoServer
 from tests.agent.test_e2e_comfyui import graph
-from tests.fakes.comfyui import FakeComfyUI
 
 pytestmark = pytest.mark.e2e
 

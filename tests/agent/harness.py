@@ -436,7 +436,7 @@ class ImageHost:
     """A tiny HTTP server for input images (``/small.png``, ``/big.bin``)."""
 
     def __init__(self, big: int = 4096) -> None:
-        from tests.fakes.images import make_png
+        from sdfleet.fakes.images import make_png
 
         payloads = {"/small.png": make_png(64, 64, 7), "/big.bin": b"\0" * big}
 

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from sdfleet.agent.contract import COMFYUI
+from sdfleet.fakes.comfyui import FakeComfyUI
+from sdfleet.fakes.images import make_png
 from tests.agent.harness import AgentThread, Fleet, ImageHost
-from tests.fakes.comfyui import FakeComfyUI
-from tests.fakes.images import make_png
 
 pytestmark = pytest.mark.e2e
 

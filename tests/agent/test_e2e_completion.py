@@ -9,8 +9,8 @@ import threading
 import pytest
 
 from sdfleet.agent.contract import request_key
+from sdfleet.fakes.sdwebui import FakeSdWebUI
 from tests.agent.harness import AgentThread, Fleet, failing
-from tests.fakes.sdwebui import FakeSdWebUI
 
 pytestmark = pytest.mark.e2e
 

@@ -8,8 +8,8 @@ import json
 import pytest
 
 from sdfleet.agent.contract import MAX_BODY_BYTES, Task, request_key
+from sdfleet.fakes.sdwebui import FakeSdWebUI
 from tests.agent.harness import AgentThread, Fleet
-from tests.fakes.sdwebui import FakeSdWebUI
 
 pytestmark = pytest.mark.e2e
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from sdfleet.agent.config import load_config
+from sdfleet.fakes.sdwebui import FakeSdWebUI
 from tests.agent.harness import AGENT_ENV, Fleet, subprocess_env
-from tests.fakes.sdwebui import FakeSdWebUI
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]

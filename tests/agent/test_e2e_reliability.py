@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from sdfleet.fakes.sdwebui import FakeSdWebUI
 from tests.agent.harness import AgentThread, Fleet
-from tests.fakes.sdwebui import FakeSdWebUI
 
 pytestmark = pytest.mark.e2e
 

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 import pytest
 
 from sdfleet.agent.contract import request_key
+from sdfleet.fakes.images import make_png
+from sdfleet.fakes.sdwebui import FakeSdWebUI
 from tests.agent.harness import AgentThread, Fleet, ImageHost
-from tests.fakes.images import make_png
-from tests.fakes.sdwebui import FakeSdWebUI
 
 pytestmark = pytest.mark.e2e
 

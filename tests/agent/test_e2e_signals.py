@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
+from sdfleet.fakes.sdwebui import FakeSdWebUI
 from tests.agent.harness import AgentThread, Fleet, free_port, subprocess_env
-from tests.fakes.sdwebui import FakeSdWebUI
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]

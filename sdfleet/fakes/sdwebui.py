@@ -43,7 +43,7 @@ Runtime knobs and observations:
   200 ``null``), ``interrupts`` / ``skips`` (counts), ``model_loads`` (names loaded, in order),
   ``add_model(name)`` (visible after ``refresh-checkpoints``), ``options`` (the live settings).
 
-Images are PNGs from :func:`tests.fakes.images.make_png` seeded with each image's seed and
+Images are PNGs from :func:`sdfleet.fakes.images.make_png` seeded with each image's seed and
 carrying the infotext in a ``parameters`` chunk. ``samples_format`` other than png is not
 emulated.
 """
@@ -67,9 +67,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from tests.fakes._common import Call, CallLog, free_port
-from tests.fakes._validate import F, validate_body
-from tests.fakes.images import make_png, png_size, png_text, sniff_image_type
+from sdfleet.fakes._common import Call, CallLog, free_port
+from sdfleet.fakes._validate import F, validate_body
+from sdfleet.fakes.images import make_png, png_size, png_text, sniff_image_type
 
 __all__ = ["Call", "FakeModel", "FakeSdWebUI", "Job"]
 

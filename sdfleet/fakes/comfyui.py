@@ -73,8 +73,8 @@ from typing import Any, TypeVar
 
 from aiohttp import WSMsgType, web
 
-from tests.fakes._common import Call, CallLog, free_port
-from tests.fakes.images import make_png, png_size
+from sdfleet.fakes._common import Call, CallLog, free_port
+from sdfleet.fakes.images import make_png, png_size
 
 __all__ = ["Call", "Execution", "FakeComfyUI"]
 
