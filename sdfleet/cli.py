@@ -51,6 +51,54 @@ def _tree_lines(records: list[Any]) -> list[str]:
     return lines
 
 
+def _write_manifests(recorder: Any, manifest_dir: Path) -> int:
+    """Each Kubernetes resource's manifest as YAML; stale files from an earlier run go first."""
+    if manifest_dir.exists():
+        for old in manifest_dir.glob("*.yaml"):
+            old.unlink()
+    manifests = 0
+    for rec in recorder.resources:
+        manifest = kubernetes_manifest(rec.type, jsonable(rec.inputs))
+        if manifest is None:
+            continue
+        manifest_dir.mkdir(exist_ok=True)
+        kind = manifest["kind"].lower()
+        (manifest_dir / f"{kind}-{rec.name}.yaml").write_text(
+            yaml.safe_dump(manifest, sort_keys=False)
+        )
+        manifests += 1
+    return manifests
+
+
+def _print_summary(
+    stack: str,
+    recorder: Any,
+    counts: dict[str, int],
+    out_dir: Path,
+    manifest_dir: Path,
+    manifests: int,
+) -> None:
+    from sdfleet.mocking import PLACEHOLDER_NOTE
+
+    print(f"sdfleet synth: stack {stack!r} under Pulumi's mock runtime")
+    print(PLACEHOLDER_NOTE)
+    print()
+    print("Resource tree:")
+    for line in _tree_lines(recorder.resources):
+        print(f"  {line}")
+    print()
+    print("Counts by type:")
+    width = max(len(t) for t in counts)
+    for type_, count in counts.items():
+        print(f"  {type_:<{width}}  {count}")
+    print(f"  {'total':<{width}}  {len(recorder.resources)}")
+    print()
+    print(
+        f"Wrote {out_dir / 'resources.json'}"
+        + (f" and {manifests} manifests in {manifest_dir}" if manifests else "")
+    )
+
+
 def synth(project_dir: Path, stack: str, out_dir: Path, *, quiet: bool = False) -> int:
     from sdfleet.mocking import PLACEHOLDER_NOTE, config_from_stack_file, run_program
 
@@ -79,20 +127,7 @@ def synth(project_dir: Path, stack: str, out_dir: Path, *, quiet: bool = False) 
     (out_dir / "resources.json").write_text(json.dumps(resources, indent=2, sort_keys=True))
 
     manifest_dir = out_dir / "manifests"
-    if manifest_dir.exists():
-        for old in manifest_dir.glob("*.yaml"):
-            old.unlink()
-    manifests = 0
-    for rec in recorder.resources:
-        manifest = kubernetes_manifest(rec.type, jsonable(rec.inputs))
-        if manifest is None:
-            continue
-        manifest_dir.mkdir(exist_ok=True)
-        kind = manifest["kind"].lower()
-        (manifest_dir / f"{kind}-{rec.name}.yaml").write_text(
-            yaml.safe_dump(manifest, sort_keys=False)
-        )
-        manifests += 1
+    manifests = _write_manifests(recorder, manifest_dir)
 
     from sdfleet.invariants import check_all
 
@@ -108,23 +143,7 @@ def synth(project_dir: Path, stack: str, out_dir: Path, *, quiet: bool = False) 
     }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     if not quiet:
-        print(f"sdfleet synth: stack {stack!r} under Pulumi's mock runtime")
-        print(PLACEHOLDER_NOTE)
-        print()
-        print("Resource tree:")
-        for line in _tree_lines(recorder.resources):
-            print(f"  {line}")
-        print()
-        print("Counts by type:")
-        width = max(len(t) for t in counts)
-        for type_, count in counts.items():
-            print(f"  {type_:<{width}}  {count}")
-        print(f"  {'total':<{width}}  {len(recorder.resources)}")
-        print()
-        print(
-            f"Wrote {out_dir / 'resources.json'}"
-            + (f" and {manifests} manifests in {manifest_dir}" if manifests else "")
-        )
+        _print_summary(stack, recorder, counts, out_dir, manifest_dir, manifests)
     if violations:
         print("Security invariants violated:", file=sys.stderr)
         for line in violations:

@@ -184,105 +184,160 @@ class RecordingMocks(pulumi.runtime.Mocks):
 
     def _outputs(self, typ: str, name: str, inputs: Mapping[str, Any]) -> dict[str, Any]:
         r = self.region
-        out: dict[str, Any] = {}
-        service = typ.split(":")[1].split("/")[0] if typ.count(":") >= 2 else ""
         physical = inputs.get("name") or f"{name}-mock"
-        if typ == "aws:sqs/queue:Queue":
-            out = {
-                "arn": _arn("sqs", r, physical),
-                "name": physical,
-                "url": f"https://sqs.{r}.amazonaws.com/{ACCOUNT_ID}/{physical}",
-            }
-        elif typ == "aws:sns/topic:Topic":
-            out = {"arn": _arn("sns", r, physical), "name": physical}
-        elif typ == "aws:s3/bucket:Bucket":
-            bucket = inputs.get("bucket") or f"{name}-mock"
-            out = {
-                "arn": f"arn:aws:s3:::{bucket}",
-                "bucket": bucket,
-                "id": bucket,
-                "bucketDomainName": f"{bucket}.s3.amazonaws.com",
-                "bucketRegionalDomainName": f"{bucket}.s3.{r}.amazonaws.com",
-            }
-        elif typ == "aws:iam/role:Role":
-            out = {"arn": f"arn:aws:iam::{ACCOUNT_ID}:role/{physical}", "name": physical}
-        elif typ == "aws:iam/policy:Policy":
-            out = {"arn": f"arn:aws:iam::{ACCOUNT_ID}:policy/{physical}", "name": physical}
-        elif typ == "aws:cloudwatch/logGroup:LogGroup":
-            out = {"arn": _arn("logs", r, f"log-group:{physical}"), "name": physical}
-        elif typ == "aws:lambda/function:Function":
-            arn = _arn("lambda", r, f"function:{physical}")
-            out = {
-                "arn": arn,
-                "name": physical,
-                "qualifiedArn": f"{arn}:$LATEST",
-                "invokeArn": f"arn:aws:apigateway:{r}:lambda:path/2015-03-31/functions/"
-                f"{arn}/invocations",
-            }
-        elif typ == "aws:apigateway/restApi:RestApi":
-            out = {
-                "id": f"{name}-api",
-                "rootResourceId": f"{name}-root",
-                "executionArn": _arn("execute-api", r, f"{name}-api"),
-                "arn": _arn("apigateway", r, f"/restapis/{name}-api", account=False),
-            }
-        elif typ == "aws:apigateway/stage:Stage":
-            stage = inputs.get("stageName", "v1")
-            out = {
-                "invokeUrl": f"https://mock-api.execute-api.{r}.amazonaws.com/{stage}",
-                "executionArn": _arn("execute-api", r, f"mock-api/{stage}"),
-                "arn": _arn("apigateway", r, f"/restapis/mock-api/stages/{stage}", account=False),
-            }
-        elif typ == "aws:apigateway/apiKey:ApiKey":
-            out = {
-                "value": "mock-api-key-0123456789abcdef",
-                "arn": _arn("apigateway", r, f"/apikeys/{name}", account=False),
-            }
-        elif typ == "aws:kms/key:Key":
-            out = {"arn": _arn("kms", r, f"key/{name}-mock"), "keyId": f"{name}-mock"}
-        elif typ == "aws:ecr/repository:Repository":
-            out = {
-                "arn": _arn("ecr", r, f"repository/{physical}"),
-                "name": physical,
-                "registryId": ACCOUNT_ID,
-                "repositoryUrl": f"{ACCOUNT_ID}.dkr.ecr.{r}.amazonaws.com/{physical}",
-            }
-        elif typ == "docker-build:index:Image":
-            tags = inputs.get("tags") or ["mock:tag"]
-            repo = str(tags[0]).rsplit(":", 1)[0]
-            out = {"ref": f"{repo}@sha256:{'0' * 64}", "digest": f"sha256:{'0' * 64}"}
-        elif typ == "eks:index:Cluster":
-            cluster = inputs.get("name") or name
-            out = {
-                "kubeconfigJson": json.dumps(
-                    {"apiVersion": "v1", "kind": "Config", "clusters": [{"name": cluster}]}
-                ),
-                "clusterSecurityGroupId": "sg-0123456789abcdef0",
-                "nodeSecurityGroupId": "sg-0123456789abcdef0",
-                "oidcProviderArn": f"arn:aws:iam::{ACCOUNT_ID}:oidc-provider/mock",
-                "oidcIssuer": "oidc.eks.mock/id/MOCK",
-            }
-        elif typ == "awsx:ec2:Vpc":
-            out = {
-                "vpcId": "vpc-0123456789abcdef0",
-                "privateSubnetIds": [f"subnet-00000000000000a{i}" for i in range(3)],
-                "publicSubnetIds": [f"subnet-00000000000000b{i}" for i in range(3)],
-                "isolatedSubnetIds": [],
-            }
-        elif typ == "aws:eks/podIdentityAssociation:PodIdentityAssociation":
-            cluster = inputs.get("clusterName") or "cluster"
-            association_id = f"a-{name}"
-            association_arn = _arn("eks", r, f"podidentityassociation/{cluster}/{association_id}")
-            out = {
-                "associationArn": association_arn,
-                "associationId": association_id,
-                "id": f"{cluster},{association_id}",
-            }
+        build = _OUTPUTS_BY_TYPE.get(typ)
+        out: dict[str, Any] = {}
+        if build is not None:
+            out = build(_Made(name=name, physical=physical, inputs=inputs, region=r))
         elif typ.startswith("aws:") and "arn" not in inputs:
+            service = typ.split(":")[1].split("/")[0] if typ.count(":") >= 2 else ""
             out = {"arn": _arn(service, r, f"{typ.rsplit(':', 1)[-1].lower()}/{name}")}
         if typ.startswith("aws:") and "name" not in inputs and "name" not in out:
             out["name"] = physical  # the provider's auto-name
         return out
+
+
+@dataclass(frozen=True)
+class _Made:
+    """What a mocked resource's outputs are made from."""
+
+    name: str
+    physical: str
+    inputs: Mapping[str, Any]
+    region: str
+
+
+def _queue(m: _Made) -> dict[str, Any]:
+    return {
+        "arn": _arn("sqs", m.region, m.physical),
+        "name": m.physical,
+        "url": f"https://sqs.{m.region}.amazonaws.com/{ACCOUNT_ID}/{m.physical}",
+    }
+
+
+def _bucket(m: _Made) -> dict[str, Any]:
+    bucket = m.inputs.get("bucket") or f"{m.name}-mock"
+    return {
+        "arn": f"arn:aws:s3:::{bucket}",
+        "bucket": bucket,
+        "id": bucket,
+        "bucketDomainName": f"{bucket}.s3.amazonaws.com",
+        "bucketRegionalDomainName": f"{bucket}.s3.{m.region}.amazonaws.com",
+    }
+
+
+def _function(m: _Made) -> dict[str, Any]:
+    arn = _arn("lambda", m.region, f"function:{m.physical}")
+    return {
+        "arn": arn,
+        "name": m.physical,
+        "qualifiedArn": f"{arn}:$LATEST",
+        "invokeArn": f"arn:aws:apigateway:{m.region}:lambda:path/2015-03-31/functions/"
+        f"{arn}/invocations",
+    }
+
+
+def _rest_api(m: _Made) -> dict[str, Any]:
+    return {
+        "id": f"{m.name}-api",
+        "rootResourceId": f"{m.name}-root",
+        "executionArn": _arn("execute-api", m.region, f"{m.name}-api"),
+        "arn": _arn("apigateway", m.region, f"/restapis/{m.name}-api", account=False),
+    }
+
+
+def _stage(m: _Made) -> dict[str, Any]:
+    stage = m.inputs.get("stageName", "v1")
+    return {
+        "invokeUrl": f"https://mock-api.execute-api.{m.region}.amazonaws.com/{stage}",
+        "executionArn": _arn("execute-api", m.region, f"mock-api/{stage}"),
+        "arn": _arn("apigateway", m.region, f"/restapis/mock-api/stages/{stage}", account=False),
+    }
+
+
+def _repository(m: _Made) -> dict[str, Any]:
+    return {
+        "arn": _arn("ecr", m.region, f"repository/{m.physical}"),
+        "name": m.physical,
+        "registryId": ACCOUNT_ID,
+        "repositoryUrl": f"{ACCOUNT_ID}.dkr.ecr.{m.region}.amazonaws.com/{m.physical}",
+    }
+
+
+def _image(m: _Made) -> dict[str, Any]:
+    tags = m.inputs.get("tags") or ["mock:tag"]
+    repo = str(tags[0]).rsplit(":", 1)[0]
+    return {"ref": f"{repo}@sha256:{'0' * 64}", "digest": f"sha256:{'0' * 64}"}
+
+
+def _cluster(m: _Made) -> dict[str, Any]:
+    cluster = m.inputs.get("name") or m.name
+    return {
+        "kubeconfigJson": json.dumps(
+            {"apiVersion": "v1", "kind": "Config", "clusters": [{"name": cluster}]}
+        ),
+        "clusterSecurityGroupId": "sg-0123456789abcdef0",
+        "nodeSecurityGroupId": "sg-0123456789abcdef0",
+        "oidcProviderArn": f"arn:aws:iam::{ACCOUNT_ID}:oidc-provider/mock",
+        "oidcIssuer": "oidc.eks.mock/id/MOCK",
+    }
+
+
+def _vpc(m: _Made) -> dict[str, Any]:
+    return {
+        "vpcId": "vpc-0123456789abcdef0",
+        "privateSubnetIds": [f"subnet-00000000000000a{i}" for i in range(3)],
+        "publicSubnetIds": [f"subnet-00000000000000b{i}" for i in range(3)],
+        "isolatedSubnetIds": [],
+    }
+
+
+def _pod_identity(m: _Made) -> dict[str, Any]:
+    cluster = m.inputs.get("clusterName") or "cluster"
+    association_id = f"a-{m.name}"
+    return {
+        "associationArn": _arn(
+            "eks", m.region, f"podidentityassociation/{cluster}/{association_id}"
+        ),
+        "associationId": association_id,
+        "id": f"{cluster},{association_id}",
+    }
+
+
+# Outputs the provider would compute, per resource type; other aws: types get an ARN.
+_OUTPUTS_BY_TYPE: dict[str, Callable[[_Made], dict[str, Any]]] = {
+    "aws:sqs/queue:Queue": _queue,
+    "aws:sns/topic:Topic": lambda m: {"arn": _arn("sns", m.region, m.physical), "name": m.physical},
+    "aws:s3/bucket:Bucket": _bucket,
+    "aws:iam/role:Role": lambda m: {
+        "arn": f"arn:aws:iam::{ACCOUNT_ID}:role/{m.physical}",
+        "name": m.physical,
+    },
+    "aws:iam/policy:Policy": lambda m: {
+        "arn": f"arn:aws:iam::{ACCOUNT_ID}:policy/{m.physical}",
+        "name": m.physical,
+    },
+    "aws:cloudwatch/logGroup:LogGroup": lambda m: {
+        "arn": _arn("logs", m.region, f"log-group:{m.physical}"),
+        "name": m.physical,
+    },
+    "aws:lambda/function:Function": _function,
+    "aws:apigateway/restApi:RestApi": _rest_api,
+    "aws:apigateway/stage:Stage": _stage,
+    "aws:apigateway/apiKey:ApiKey": lambda m: {
+        "value": "mock-api-key-0123456789abcdef",
+        "arn": _arn("apigateway", m.region, f"/apikeys/{m.name}", account=False),
+    },
+    "aws:kms/key:Key": lambda m: {
+        "arn": _arn("kms", m.region, f"key/{m.name}-mock"),
+        "keyId": f"{m.name}-mock",
+    },
+    "aws:ecr/repository:Repository": _repository,
+    "docker-build:index:Image": _image,
+    "eks:index:Cluster": _cluster,
+    "awsx:ec2:Vpc": _vpc,
+    "aws:eks/podIdentityAssociation:PodIdentityAssociation": _pod_identity,
+}
 
 
 class RecordingMonitor(pulumi_mocks.MockMonitor):

@@ -107,31 +107,18 @@ def _selector_terms(cluster_name: str, ids: Sequence[str]) -> list[dict[str, Any
     return [{"tags": {DISCOVERY_TAG: cluster_name}}]
 
 
-def ec2_node_class(
+def _check_node_class_inputs(
     *,
     name: str,
     cluster_name: str,
     node_role_name: str,
     ami_alias: str,
-    data_volume_size_gib: int,
-    data_volume_snapshot_id: str | None = None,
-    volume_initialization_rate: int | None = None,
-    os_volume_size_gib: int = 10,
-    instance_store_policy: str | None = None,
-    security_group_ids: Sequence[str] = (),
-    subnet_ids: Sequence[str] = (),
-    kms_key_id: str | None = None,
-    tags: Mapping[str, str] | None = None,
-    user_data: str | None = None,
-) -> dict[str, Any]:
-    """A Bottlerocket EC2NodeClass (the NVIDIA variant is chosen per GPU instance type).
-
-    Subnets and security groups are selected by the ``karpenter.sh/discovery: <cluster>`` tag
-    unless explicit ids are given. The OS volume is ``/dev/xvda``, the data volume (container
-    images, kubelet, ephemeral storage) ``/dev/xvdb``; with ``data_volume_snapshot_id`` (an
-    image-cache snapshot) the data volume gets raised gp3 IOPS/throughput (see the constants
-    above for numbers and cost).
-    """
+    sizes: tuple[int, int],
+    data_volume_snapshot_id: str | None,
+    volume_initialization_rate: int | None,
+    instance_store_policy: str | None,
+) -> None:
+    data_volume_size_gib, os_volume_size_gib = sizes
     check_name("name", name)
     if not cluster_name or not isinstance(cluster_name, str):
         raise fail("cluster_name", cluster_name, "a non-empty cluster name")
@@ -163,6 +150,43 @@ def ec2_node_class(
             raise fail("volumeInitializationRate", rate, "an integer from 100 to 300 (MiB/s)")
     if instance_store_policy not in (None, "RAID0"):
         raise fail("instanceStorePolicy", instance_store_policy, "'RAID0' or unset")
+
+
+def ec2_node_class(
+    *,
+    name: str,
+    cluster_name: str,
+    node_role_name: str,
+    ami_alias: str,
+    data_volume_size_gib: int,
+    data_volume_snapshot_id: str | None = None,
+    volume_initialization_rate: int | None = None,
+    os_volume_size_gib: int = 10,
+    instance_store_policy: str | None = None,
+    security_group_ids: Sequence[str] = (),
+    subnet_ids: Sequence[str] = (),
+    kms_key_id: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    user_data: str | None = None,
+) -> dict[str, Any]:
+    """A Bottlerocket EC2NodeClass (the NVIDIA variant is chosen per GPU instance type).
+
+    Subnets and security groups are selected by the ``karpenter.sh/discovery: <cluster>`` tag
+    unless explicit ids are given. The OS volume is ``/dev/xvda``, the data volume (container
+    images, kubelet, ephemeral storage) ``/dev/xvdb``; with ``data_volume_snapshot_id`` (an
+    image-cache snapshot) the data volume gets raised gp3 IOPS/throughput (see the constants
+    above for numbers and cost).
+    """
+    _check_node_class_inputs(
+        name=name,
+        cluster_name=cluster_name,
+        node_role_name=node_role_name,
+        ami_alias=ami_alias,
+        sizes=(data_volume_size_gib, os_volume_size_gib),
+        data_volume_snapshot_id=data_volume_snapshot_id,
+        volume_initialization_rate=volume_initialization_rate,
+        instance_store_policy=instance_store_policy,
+    )
     tag_map = dict(tags or {})
     for key in tag_map:
         if key in _FORBIDDEN_TAG_KEYS or key.startswith("kubernetes.io/cluster"):

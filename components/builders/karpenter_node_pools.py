@@ -141,6 +141,42 @@ def node_pool_names(runtime_name: str, split: CapacitySplit) -> list[str]:
     return names
 
 
+def _check_pool_inputs(
+    *,
+    runtime_name: str,
+    node_class_name: str,
+    instance_types: Sequence[str],
+    instance_families: Sequence[str],
+    max_gpus: int,
+    durations: tuple[str, str, str],
+    disruption_budget_nodes: str,
+    arch: str,
+) -> None:
+    consolidate_after, expire_after, termination_grace_period = durations
+    check_name("runtime_name", runtime_name, max_len=40)
+    check_name("node_class_name", node_class_name)
+    if not instance_types and not instance_families:
+        raise fail("instanceTypes", list(instance_types), "at least one instance type or family")
+    for field, items in (
+        ("instanceTypes", instance_types),
+        ("instanceFamilies", instance_families),
+    ):
+        for i, item in enumerate(items):
+            if not isinstance(item, str) or not re.match(r"^[a-z0-9][a-z0-9.-]*$", item):
+                raise fail(f"{field}[{i}]", item, "an EC2 instance type/family such as 'g6'")
+    if isinstance(max_gpus, bool) or not isinstance(max_gpus, int) or max_gpus < 1:
+        raise fail("maxGpus", max_gpus, "an integer >= 1")
+    _check_duration("consolidateAfter", consolidate_after, allow_never=True)
+    _check_duration("expireAfter", expire_after, allow_never=True)
+    _check_duration("terminationGracePeriod", termination_grace_period)
+    if not isinstance(disruption_budget_nodes, str) or not _BUDGET_NODES.match(
+        disruption_budget_nodes
+    ):
+        raise fail("disruptionBudgetNodes", disruption_budget_nodes, "'N' or 'N%' as a string")
+    if arch not in ("amd64", "arm64"):
+        raise fail("arch", arch, "'amd64' or 'arm64'")
+
+
 def node_pools(
     *,
     runtime_name: str,
@@ -168,28 +204,16 @@ def node_pools(
     ``max_gpus`` is a per-NodePool limit on ``nvidia.com/gpu`` (Karpenter has no cross-pool
     limit); the runtime's KEDA ``maxReplicaCount`` bounds the pods, hence the GPUs in use.
     """
-    check_name("runtime_name", runtime_name, max_len=40)
-    check_name("node_class_name", node_class_name)
-    if not instance_types and not instance_families:
-        raise fail("instanceTypes", list(instance_types), "at least one instance type or family")
-    for field, items in (
-        ("instanceTypes", instance_types),
-        ("instanceFamilies", instance_families),
-    ):
-        for i, item in enumerate(items):
-            if not isinstance(item, str) or not re.match(r"^[a-z0-9][a-z0-9.-]*$", item):
-                raise fail(f"{field}[{i}]", item, "an EC2 instance type/family such as 'g6'")
-    if isinstance(max_gpus, bool) or not isinstance(max_gpus, int) or max_gpus < 1:
-        raise fail("maxGpus", max_gpus, "an integer >= 1")
-    _check_duration("consolidateAfter", consolidate_after, allow_never=True)
-    _check_duration("expireAfter", expire_after, allow_never=True)
-    _check_duration("terminationGracePeriod", termination_grace_period)
-    if not isinstance(disruption_budget_nodes, str) or not _BUDGET_NODES.match(
-        disruption_budget_nodes
-    ):
-        raise fail("disruptionBudgetNodes", disruption_budget_nodes, "'N' or 'N%' as a string")
-    if arch not in ("amd64", "arm64"):
-        raise fail("arch", arch, "'amd64' or 'arm64'")
+    _check_pool_inputs(
+        runtime_name=runtime_name,
+        node_class_name=node_class_name,
+        instance_types=instance_types,
+        instance_families=instance_families,
+        max_gpus=max_gpus,
+        durations=(consolidate_after, expire_after, termination_grace_period),
+        disruption_budget_nodes=disruption_budget_nodes,
+        arch=arch,
+    )
     extra_reqs = _extra_requirements(extra_requirements)
     common: dict[str, Any] = {
         "extra_taints": _extra_taints(extra_taints),
