@@ -7,12 +7,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from sdfleet.components.builders.enums import RuntimeType
 from sdfleet.components.builders.errors import fail
 from sdfleet.components.patterns import QUANTITY as _QUANTITY
 
-SDWEBUI = "sdwebui"
-COMFYUI = "comfyui"
-RUNTIME_TYPES = (SDWEBUI, COMFYUI)
+SDWEBUI: str = RuntimeType.SDWEBUI.value
+COMFYUI: str = RuntimeType.COMFYUI.value
+RUNTIME_TYPES = tuple(t.value for t in RuntimeType)
 
 
 def _check_type(runtime_type: str) -> None:

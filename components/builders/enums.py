@@ -1,0 +1,23 @@
+"""Closed sets that component Args and the config model share, as ``StrEnum``s: Pulumi's
+schema analyzer turns an Enum subclass into a schema enum (it rejects ``typing.Literal``), and a
+member compares and formats as its plain string value, so callers may still pass strings."""
+
+from enum import StrEnum
+
+
+class RuntimeType(StrEnum):
+    """The inference server a runtime runs; it decides the server's default image, arguments,
+    model path, startup probe and the agent's API client."""
+
+    SDWEBUI = "sdwebui"
+    """AUTOMATIC1111 Stable Diffusion WebUI, driven through its ``/sdapi/v1`` HTTP API."""
+    COMFYUI = "comfyui"
+    """ComfyUI, driven through its workflow (``/prompt``) HTTP API."""
+
+
+class InstanceStorePolicy(StrEnum):
+    """What Karpenter does with a GPU node's local NVMe instance store."""
+
+    RAID0 = "RAID0"
+    """Stripe every NVMe disk into one RAID0 array used for the kubelet, container images and
+    emptyDir volumes (faster image pulls and model cache than EBS)."""
