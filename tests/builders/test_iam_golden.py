@@ -15,9 +15,7 @@ from typing import Any
 
 import pytest
 
-from sdfleet.components.builders import fanout, s3
-from sdfleet.components.builders import iam as iamb
-from sdfleet.components.builders import iam_platform as iamp
+from sdfleet.components.builders import fanout, iam, s3
 from sdfleet.components.builders import observability as ob
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "iam_policies.json"
@@ -40,14 +38,14 @@ CN_NODE_ROLE = f"arn:aws-cn:iam::{ACCOUNT}:role/node"
 CN_QUEUE = f"arn:aws-cn:sqs:cn-north-1:{ACCOUNT}:sdfleet"
 
 CASES: dict[str, Callable[[], Any]] = {
-    "karpenter_controller": lambda: iamp.karpenter_controller_policies(
+    "karpenter_controller": lambda: iam.karpenter_controller_policies(
         cluster_name=CLUSTER,
         region=REGION,
         account_id=ACCOUNT,
         node_role_arn=NODE_ROLE,
         interruption_queue_arn=INT_QUEUE,
     ),
-    "karpenter_controller_cn_zonal_shift": lambda: iamp.karpenter_controller_policies(
+    "karpenter_controller_cn_zonal_shift": lambda: iam.karpenter_controller_policies(
         cluster_name="gpu",
         region="cn-north-1",
         account_id=ACCOUNT,
@@ -56,37 +54,37 @@ CASES: dict[str, Callable[[], Any]] = {
         partition="aws-cn",
         enable_zonal_shift=True,
     ),
-    "node_role_managed_policy_arns": lambda: iamp.node_role_managed_policy_arns(),
-    "node_role_managed_policy_arns_cn": lambda: iamp.node_role_managed_policy_arns("aws-cn"),
-    "ec2_trust": lambda: iamp.ec2_trust_policy(),
-    "ec2_trust_cn": lambda: iamp.ec2_trust_policy("amazonaws.com.cn"),
-    "pod_identity_trust": lambda: iamp.pod_identity_trust_policy(),
-    "pod_identity_trust_pinned": lambda: iamp.pod_identity_trust_policy(ACCOUNT),
-    "service_trust": lambda: iamb.service_trust_policy("lambda.amazonaws.com"),
-    "service_trust_pinned": lambda: iamb.service_trust_policy("apigateway.amazonaws.com", ACCOUNT),
-    "task_api_lambda": lambda: iamb.task_api_lambda_policy(
+    "node_role_managed_policy_arns": lambda: iam.node_role_managed_policy_arns(),
+    "node_role_managed_policy_arns_cn": lambda: iam.node_role_managed_policy_arns("aws-cn"),
+    "ec2_trust": lambda: iam.ec2_trust_policy(),
+    "ec2_trust_cn": lambda: iam.ec2_trust_policy("amazonaws.com.cn"),
+    "pod_identity_trust": lambda: iam.pod_identity_trust_policy(),
+    "pod_identity_trust_pinned": lambda: iam.pod_identity_trust_policy(ACCOUNT),
+    "service_trust": lambda: iam.service_trust_policy("lambda.amazonaws.com"),
+    "service_trust_pinned": lambda: iam.service_trust_policy("apigateway.amazonaws.com", ACCOUNT),
+    "task_api_lambda": lambda: iam.task_api_lambda_policy(
         input_topic_arn=TOPIC, output_bucket_arn=OUT_BUCKET, log_group_arn=LOG_GROUP
     ),
-    "keda_operator": lambda: iamp.keda_operator_policy([QUEUE]),
-    "keda_operator_two_queues": lambda: iamp.keda_operator_policy([QUEUE, QUEUE2]),
-    "model_read_statements": lambda: iamp.model_read_statements(MODEL_BUCKET),
-    "model_read_statements_prefix": lambda: iamp.model_read_statements(
+    "keda_operator": lambda: iam.keda_operator_policy([QUEUE]),
+    "keda_operator_two_queues": lambda: iam.keda_operator_policy([QUEUE, QUEUE2]),
+    "model_read_statements": lambda: iam.model_read_statements(MODEL_BUCKET),
+    "model_read_statements_prefix": lambda: iam.model_read_statements(
         MODEL_BUCKET, "sd15/", sid_prefix="Sd15"
     ),
-    "mountpoint_driver": lambda: iamp.mountpoint_driver_policy(MODEL_BUCKET),
-    "mountpoint_driver_prefix": lambda: iamp.mountpoint_driver_policy(MODEL_BUCKET, "sd15/"),
-    "runtime_pod": lambda: iamp.runtime_pod_policy(
+    "mountpoint_driver": lambda: iam.mountpoint_driver_policy(MODEL_BUCKET),
+    "mountpoint_driver_prefix": lambda: iam.mountpoint_driver_policy(MODEL_BUCKET, "sd15/"),
+    "runtime_pod": lambda: iam.runtime_pod_policy(
         queue_arn=QUEUE, output_bucket_arn=OUT_BUCKET, output_topic_arn=OUT_TOPIC
     ),
-    "runtime_pod_inputs_keys": lambda: iamp.runtime_pod_policy(
+    "runtime_pod_inputs_keys": lambda: iam.runtime_pod_policy(
         queue_arn=QUEUE,
         output_bucket_arn=OUT_BUCKET,
         output_topic_arn=OUT_TOPIC,
         input_s3_buckets=["inputs", "shared.bucket/team-a/"],
         kms_key_arns=[KEY],
     ),
-    "interruption_queue": lambda: iamp.interruption_queue_policy(INT_QUEUE),
-    "interruption_event_patterns": lambda: iamp.interruption_event_patterns(),
+    "interruption_queue": lambda: iam.interruption_queue_policy(INT_QUEUE),
+    "interruption_event_patterns": lambda: iam.interruption_event_patterns(),
     # Resource policies of the other builders, pinned here too.
     "tls_only_bucket": lambda: s3.tls_only_bucket_policy(OUT_BUCKET),
     "output_writer_statements": lambda: s3.output_writer_statements(OUT_BUCKET),

@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from sdfleet.components.builders import iam_platform as iam
+from sdfleet.components.builders import iam
 from sdfleet.components.builders.s3 import OUTPUT_SUFFIXES
 
 ACCOUNT = "111122223333"
@@ -152,7 +152,7 @@ def test_resource_star_only_for_allow_listed_actions() -> None:
     for stmt in _by_sid(_controller(enable_zonal_shift=True)).values():
         if "*" in _resources(stmt):
             star_actions |= _actions(stmt)
-    assert star_actions == iam.RESOURCE_STAR_ALLOWED_ACTIONS
+    assert star_actions == iam.DISCOVERY_STAR_ACTIONS
 
 
 def test_partition_is_used_everywhere() -> None:

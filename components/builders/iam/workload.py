@@ -1,0 +1,133 @@
+"""Least-privilege policies of sdfleet's workloads: the runtimes' pods, the Mountpoint S3 CSI
+driver, the KEDA operator and the task API's Lambda."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from sdfleet.components.builders.errors import fail
+from sdfleet.components.builders.iam.documents import checked_arn, policy, statement
+from sdfleet.components.builders.s3 import output_writer_statements
+
+# Actions that AWS only grants on `Resource: "*"`; the security invariants allow `*` for these
+# (and the Karpenter controller's, see karpenter.DISCOVERY_STAR_ACTIONS) and nothing else.
+TRACING_STAR_ACTIONS: frozenset[str] = frozenset(
+    {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
+)
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+# Wildcards in a key prefix would widen an object ARN.
+_KEY_PREFIX = re.compile(r"^[!-)+->@-~]{0,512}$")
+
+
+def task_api_lambda_policy(
+    *, input_topic_arn: str, output_bucket_arn: str, log_group_arn: str
+) -> dict[str, Any]:
+    """The task Lambda publishes tasks, offloads large contents, and writes its own logs."""
+    return policy(
+        statement(["sns:Publish"], input_topic_arn, sid="PublishTasks"),
+        # Delete: the handler removes its own offloaded request when the publish fails.
+        statement(
+            ["s3:PutObject", "s3:DeleteObject"],
+            f"{output_bucket_arn}/*request.json",
+            sid="OffloadLargeRequests",
+        ),
+        statement(
+            ["logs:CreateLogStream", "logs:PutLogEvents"], f"{log_group_arn}:*", sid="WriteLogs"
+        ),
+        statement(["xray:PutTraceSegments", "xray:PutTelemetryRecords"], "*", sid="Tracing"),
+    )
+
+
+def keda_operator_policy(queue_arns: Sequence[str]) -> dict[str, Any]:
+    """The KEDA operator reads queue depth, nothing else (GetQueueAttributes is the only call
+    the aws-sqs-queue scaler makes)."""
+    if not queue_arns:
+        raise fail("queue_arns", list(queue_arns), "at least one SQS queue ARN")
+    arns = [checked_arn(f"queue_arns[{i}]", a, "sqs") for i, a in enumerate(queue_arns)]
+    return policy(statement("sqs:GetQueueAttributes", arns, sid="ReadRuntimeQueueDepth"))
+
+
+def _prefix(model_prefix: str | None) -> str:
+    if not model_prefix:
+        return ""
+    if model_prefix.startswith("/") or not model_prefix.endswith("/"):
+        raise fail("model_prefix", model_prefix, "a key prefix ending with '/', e.g. 'sd15/'")
+    return model_prefix
+
+
+def model_read_statements(
+    model_bucket_arn: str, model_prefix: str | None = None, sid_prefix: str = "Model"
+) -> list[dict[str, Any]]:
+    """Read-only access to the model bucket (or a prefix of it), as Mountpoint needs it."""
+    bucket = checked_arn("model_bucket_arn", model_bucket_arn, "s3")
+    prefix = _prefix(model_prefix)
+    # ListBucket cannot be scoped by resource; a prefix needs the s3:prefix condition.
+    listing = {"StringLike": {"s3:prefix": [f"{prefix}*"]}} if prefix else None
+    return [
+        statement("s3:ListBucket", bucket, sid=f"{sid_prefix}List", condition=listing),
+        statement("s3:GetObject", f"{bucket}/{prefix}*", sid=f"{sid_prefix}Read"),
+    ]
+
+
+def mountpoint_driver_policy(
+    model_bucket_arn: str, model_prefix: str | None = None
+) -> dict[str, Any]:
+    """For the Mountpoint S3 CSI driver's Pod Identity role: read the model bucket only."""
+    return policy(*model_read_statements(model_bucket_arn, model_prefix))
+
+
+def _input_bucket_objects(index: int, entry: Any, partition: str) -> str:
+    """``bucket`` or ``bucket/prefix`` -> the object ARN pattern (the agent allows the same)."""
+    bucket, _, prefix = entry.partition("/") if isinstance(entry, str) else ("", "", "")
+    if not _BUCKET.match(bucket) or ".." in bucket or not _KEY_PREFIX.match(prefix):
+        raise fail(
+            f"input_s3_buckets[{index}]",
+            entry,
+            "an S3 bucket name, optionally /key-prefix without * or ? (not an ARN)",
+        )
+    return f"arn:{partition}:s3:::{bucket}/{prefix}*"
+
+
+def runtime_pod_policy(
+    *,
+    queue_arn: str,
+    output_bucket_arn: str,
+    output_topic_arn: str,
+    input_s3_buckets: Sequence[str] = (),
+    kms_key_arns: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Least privilege for a runtime's pods (the queue agent): its own queue, writing results
+    and reading offloaded requests in the output bucket, publishing completions, and reading
+    objects (never listing) in the buckets ``s3://`` task inputs may name. No model access:
+    models reach the server through the Mountpoint driver's own role. ``kms_key_arns`` only
+    when the queue/bucket/topic use customer-managed keys."""
+    checked_arn("queue_arn", queue_arn, "sqs")
+    out = checked_arn("output_bucket_arn", output_bucket_arn, "s3")
+    partition = out.split(":")[1]
+    checked_arn("output_topic_arn", output_topic_arn, "sns")
+    statements = [
+        statement(
+            [
+                "sqs:ReceiveMessage",
+                "sqs:DeleteMessage",
+                "sqs:ChangeMessageVisibility",
+                "sqs:GetQueueAttributes",
+            ],
+            queue_arn,
+            sid="ConsumeOwnQueue",
+        ),
+        *output_writer_statements(out),
+        statement("sns:Publish", output_topic_arn, sid="PublishCompletions"),
+    ]
+    if input_s3_buckets:
+        arns = [_input_bucket_objects(i, b, partition) for i, b in enumerate(input_s3_buckets)]
+        statements.append(statement("s3:GetObject", arns, sid="ReadTaskInputs"))
+    if kms_key_arns:
+        keys = [checked_arn(f"kms_key_arns[{i}]", k, "kms") for i, k in enumerate(kms_key_arns)]
+        statements.append(
+            statement(["kms:Decrypt", "kms:GenerateDataKey"], keys, sid="UseEncryptionKeys")
+        )
+    return policy(*statements)
