@@ -333,3 +333,58 @@ def test_interruption_event_patterns() -> None:
     }
     patterns["SpotInterruptionRule"]["source"].append("x")
     assert iam.INTERRUPTION_EVENT_PATTERNS["SpotInterruptionRule"]["source"] == ["aws.ec2"]
+
+
+def test_statement_orders_keys_and_keeps_single_values_as_strings() -> None:
+    s = iam.statement(
+        ("sqs:*",),
+        "arn:aws:sqs:us-west-2:111122223333:q",
+        sid="DenyHTTP",
+        effect="Deny",
+        principal="*",
+        condition={"Bool": {"aws:SecureTransport": "false"}},
+    )
+    assert list(s) == ["Sid", "Effect", "Principal", "Action", "Resource", "Condition"]
+    assert s["Action"] == ["sqs:*"] and s["Resource"] == "arn:aws:sqs:us-west-2:111122223333:q"
+    # A trust statement names no resource; an empty condition is left out.
+    trust = iam.statement(
+        "sts:AssumeRole", principal={"Service": "ec2.amazonaws.com"}, condition={}
+    )
+    assert trust == {
+        "Effect": "Allow",
+        "Principal": {"Service": "ec2.amazonaws.com"},
+        "Action": "sts:AssumeRole",
+    }
+
+
+def test_statement_copies_its_inputs() -> None:
+    # The controller policies reuse condition maps across statements; none may alias another.
+    tags = {"aws:ResourceTag/x": "owned"}
+    actions = ["s3:GetObject"]
+    s = iam.statement(actions, "*", condition={"StringEquals": tags})
+    tags["aws:ResourceTag/y"] = "changed"
+    actions.append("s3:PutObject")
+    assert s["Condition"] == {"StringEquals": {"aws:ResourceTag/x": "owned"}}
+    assert s["Action"] == ["s3:GetObject"]
+
+
+def test_policy_document_with_and_without_id() -> None:
+    s = iam.statement("sqs:SendMessage", "*")
+    assert iam.policy(s) == {"Version": "2012-10-17", "Statement": [s]}
+    assert list(iam.policy(s, policy_id="P")) == ["Version", "Id", "Statement"]
+
+
+@pytest.mark.parametrize(
+    ("value", "service"),
+    [("arn:aws:sns:us-west-2:111122223333:t", "sqs"), ("queue", "sqs"), (None, "s3")],
+)
+def test_checked_arn_rejects_other_services(value: Any, service: str) -> None:
+    with pytest.raises(ValueError, match=rf"^arn: got .*allowed: an {service} ARN"):
+        iam.checked_arn("arn", value, service)
+
+
+@pytest.mark.parametrize("account", ["12345678901", "1234567890123", "12345678901a"])
+def test_check_account_id(account: str) -> None:
+    with pytest.raises(ValueError, match=r"^account: got .*12-digit"):
+        iam.check_account_id("account", account)
+    assert iam.check_account_id("account", "111122223333") == "111122223333"

@@ -7,9 +7,11 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+# The module, not the name: s3 builds its statements with this package's helper, so either
+# may be imported first.
+from sdfleet.components.builders import s3
 from sdfleet.components.builders.errors import fail
 from sdfleet.components.builders.iam.documents import checked_arn, policy, statement
-from sdfleet.components.builders.s3 import output_writer_statements
 
 # Actions that AWS only grants on `Resource: "*"`; the security invariants allow `*` for these
 # (and the Karpenter controller's, see karpenter.DISCOVERY_STAR_ACTIONS) and nothing else.
@@ -119,7 +121,7 @@ def runtime_pod_policy(
             queue_arn,
             sid="ConsumeOwnQueue",
         ),
-        *output_writer_statements(out),
+        *s3.output_writer_statements(out),
         statement("sns:Publish", output_topic_arn, sid="PublishCompletions"),
     ]
     if input_s3_buckets:
