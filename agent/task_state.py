@@ -1,0 +1,388 @@
+"""The task table: one DynamoDB item per task id, moved forward only.
+
+Item schema (attribute names in ``sdfleet.agent.task_state_schema``; times in epoch ms, N)::
+
+    task_id          S   partition key (no sort key, no index)
+    state            S   queued | running | completed | failed
+    runtime          S   the runtime the task was sent to
+    api_key_id       S   API Gateway apiKeyId of the creator; absent for tasks sent to SNS
+    created_by       S   "api" (POST) or "agent" (task sent straight to SNS)
+    create_token     S   random per create call; recognises our own write after an ambiguous 5xx
+    attempts         N   how many times an agent started the task (0 until the first start)
+    queued_at        N   accepted by the API, or the SQS SentTimestamp the agent passes
+    started_at       N   first start
+    last_started_at  N   latest start (inference time = finished_at - last_started_at)
+    finished_at      N   completed or failed
+    updated_at       N   latest write
+    error            M   {code: S, message: S}, failed tasks only (message cut at 2048 chars)
+    output_bucket    S   completed tasks, when the caller passes it
+    output_keys      L   completed tasks: S3 keys of the images, in output order
+    expires_at       N   epoch SECONDS, the table's TTL attribute: latest write + ttl_seconds
+    webhook_last_status, webhook_attempts, webhook_last_attempt_at   N   reserved (webhooks)
+
+Guarantees:
+
+* ``create`` is a conditional put: an id that exists raises :class:`TaskExists` carrying the
+  stored state, and nothing is overwritten (an item past its TTL but not yet deleted counts as
+  absent).
+* ``mark_*`` are conditional updates allowed only out of ``queued``/``running`` or onto no
+  item (a task sent straight to SNS gets its record from the agent's first write). ``running``
+  may repeat and adds one attempt each time; ``completed``/``failed`` are final, and a later
+  write of any state is a no-op reported as ``Transition(applied=False)``, not an error. Only
+  the call that applied a final state sees ``applied=True``: the DLQ sweeper dedupes on it.
+* ``get`` answers None for an absent, expired, or another key's task, so the API answers 404
+  alike.
+* Throttling and 5xx are retried (``StateRetryPolicy``). The strict methods raise
+  ``TaskStateUnavailable`` once retries run out; the ``record_*`` variants log and return None,
+  for paths (a finished task) that must not fail because the table did.
+
+A retried ``running`` whose first try succeeded but answered 5xx counts one extra attempt:
+DynamoDB has no idempotency token for UpdateItem.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from boto3.dynamodb.types import TypeSerializer
+from botocore.exceptions import ClientError
+
+from sdfleet.agent import task_state_schema as s
+from sdfleet.agent.task_state_record import TaskExists, TaskRecord, Transition
+from sdfleet.agent.task_state_retry import StateRetryPolicy, TaskStateUnavailable, error_code
+
+__all__ = [
+    "StateRetryPolicy",
+    "TaskExists",
+    "TaskRecord",
+    "TaskStateUnavailable",
+    "TaskStore",
+    "Transition",
+]
+
+log = logging.getLogger("agent.task_state")
+_ser = TypeSerializer()
+
+# Every attribute goes through ExpressionAttributeNames (state, ttl-like and timestamp words
+# are reserved in DynamoDB expressions; one rule for all is simpler than a list).
+_NAMES: dict[str, str] = {
+    "#id": s.TASK_ID,
+    "#st": s.STATE,
+    "#rt": s.RUNTIME,
+    "#cb": s.CREATED_BY,
+    "#att": s.ATTEMPTS,
+    "#qa": s.QUEUED_AT,
+    "#sa": s.STARTED_AT,
+    "#lsa": s.LAST_STARTED_AT,
+    "#fa": s.FINISHED_AT,
+    "#up": s.UPDATED_AT,
+    "#exp": s.EXPIRES_AT,
+    "#err": s.ERROR,
+    "#ob": s.OUTPUT_BUCKET,
+    "#ok": s.OUTPUT_KEYS,
+}
+_FORWARD_ONLY = "attribute_not_exists(#id) OR #st IN (:queued, :running)"
+_ALIAS = re.compile(r"#\w+")
+
+
+def _conditional_failure(exc: BaseException) -> bool:
+    return error_code(exc) == "ConditionalCheckFailedException"
+
+
+class TaskStore:
+    """The task table through an injected low-level DynamoDB client (``boto3.client("dynamodb")``)."""
+
+    def __init__(
+        self,
+        client: Any,
+        table_name: str,
+        *,
+        ttl_seconds: int = s.DEFAULT_TTL_SECONDS,
+        retry: StateRetryPolicy | None = None,
+        clock: Callable[[], float] = time.time,
+        token: Callable[[], str] = lambda: uuid.uuid4().hex,
+    ) -> None:
+        if not table_name:
+            raise ValueError("table_name is required")
+        if ttl_seconds <= 0:
+            raise ValueError("ttl_seconds must be positive")
+        self.client = client
+        self.table_name = table_name
+        self.ttl_seconds = int(ttl_seconds)
+        self.retry = retry or StateRetryPolicy()
+        self.clock = clock
+        self.token = token
+
+    # -- reads ---------------------------------------------------------------------------
+    def get(self, task_id: str, api_key_id: str | None) -> TaskRecord | None:
+        """The task if it exists, has not expired and ``api_key_id`` created it; else None."""
+        if not api_key_id:
+            return None
+        record = self.load(task_id)
+        if record is None or record.api_key_id != api_key_id:
+            return None
+        return record
+
+    def load(self, task_id: str) -> TaskRecord | None:
+        """The task whoever owns it, for trusted callers (agent, sweeper); never for clients."""
+        _check_id(task_id)
+        item = self._get_item(task_id)
+        if not item:
+            return None
+        record = TaskRecord.from_item(item)
+        # Expired items linger until DynamoDB's sweep (typically up to two days).
+        if record.expires_at is not None and record.expires_at <= int(self.clock()):
+            return None
+        return record
+
+    # -- create (API) --------------------------------------------------------------------
+    def create(
+        self, task_id: str, runtime: str, api_key_id: str, *, queued_at_ms: int | None = None
+    ) -> TaskRecord:
+        """Record a queued task owned by ``api_key_id``; raise TaskExists if the id is taken."""
+        _check_id(task_id)
+        if not runtime or not api_key_id:
+            raise ValueError("runtime and api_key_id are required")
+        now = self.clock()
+        now_ms = int(now * 1000)
+        token = self.token()
+        plain: dict[str, Any] = {
+            s.TASK_ID: task_id,
+            s.STATE: s.QUEUED,
+            s.RUNTIME: runtime,
+            s.API_KEY_ID: api_key_id,
+            s.CREATED_BY: s.CREATED_BY_API,
+            s.CREATE_TOKEN: token,
+            s.ATTEMPTS: 0,
+            s.QUEUED_AT: now_ms if queued_at_ms is None else int(queued_at_ms),
+            s.UPDATED_AT: now_ms,
+            s.EXPIRES_AT: int(now) + self.ttl_seconds,
+        }
+        item = {name: _ser.serialize(value) for name, value in plain.items()}
+        try:
+            self.retry.call(
+                "create",
+                task_id,
+                lambda: self.client.put_item(
+                    TableName=self.table_name,
+                    Item=item,
+                    ConditionExpression="attribute_not_exists(#id) OR #exp <= :now_s",
+                    ExpressionAttributeNames={"#id": s.TASK_ID, "#exp": s.EXPIRES_AT},
+                    ExpressionAttributeValues={":now_s": {"N": str(int(now))}},
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                ),
+            )
+        except ClientError as exc:
+            if not _conditional_failure(exc):
+                raise
+            existing = self._existing(task_id, exc)
+            if existing.create_token == token:
+                return existing  # our own put, answered 5xx and retried
+            log.info(
+                "task id exists",
+                extra={"fields": {"event": "task_exists", "id": task_id, "state": existing.state}},
+            )
+            raise TaskExists(task_id, existing) from None
+        return TaskRecord.from_item(item)
+
+    # -- transitions (agent, sweeper) ----------------------------------------------------
+    def mark_running(
+        self, task_id: str, runtime: str, *, queued_at_ms: int | None = None
+    ) -> Transition:
+        """An agent starts (or restarts) the task: one more attempt."""
+        return self._advance(
+            "mark_running",
+            task_id,
+            runtime,
+            queued_at_ms,
+            s.RUNNING,
+            sets=["#sa = if_not_exists(#sa, :now)", "#lsa = :now"],
+            adds=["#att :one"],
+            values={":one": {"N": "1"}},
+        )
+
+    def mark_completed(
+        self,
+        task_id: str,
+        runtime: str,
+        output_keys: Sequence[str],
+        *,
+        output_bucket: str | None = None,
+        queued_at_ms: int | None = None,
+    ) -> Transition:
+        sets = ["#fa = :now", "#ok = :keys", "#att = if_not_exists(#att, :zero)"]
+        values: dict[str, Any] = {
+            ":keys": {"L": [{"S": str(k)} for k in output_keys]},
+            ":zero": {"N": "0"},
+        }
+        if output_bucket:
+            sets.append("#ob = :bucket")
+            values[":bucket"] = {"S": output_bucket}
+        return self._advance(
+            "mark_completed", task_id, runtime, queued_at_ms, s.COMPLETED, sets=sets, values=values
+        )
+
+    def mark_failed(
+        self,
+        task_id: str,
+        runtime: str,
+        code: str,
+        message: str,
+        *,
+        queued_at_ms: int | None = None,
+    ) -> Transition:
+        if not code:
+            raise ValueError("a failed task needs an error code")
+        error = {
+            "M": {
+                "code": {"S": code},
+                "message": {"S": str(message)[: s.MAX_ERROR_MESSAGE_CHARS]},
+            }
+        }
+        return self._advance(
+            "mark_failed",
+            task_id,
+            runtime,
+            queued_at_ms,
+            s.FAILED,
+            sets=["#fa = :now", "#err = :error", "#att = if_not_exists(#att, :zero)"],
+            values={":error": error, ":zero": {"N": "0"}},
+        )
+
+    # -- lenient variants: a finished task never fails because the table did -------------
+    def record_running(self, task_id: str, runtime: str, **kw: Any) -> Transition | None:
+        return self._lenient(
+            "mark_running", task_id, lambda: self.mark_running(task_id, runtime, **kw)
+        )
+
+    def record_completed(
+        self, task_id: str, runtime: str, output_keys: Sequence[str], **kw: Any
+    ) -> Transition | None:
+        return self._lenient(
+            "mark_completed",
+            task_id,
+            lambda: self.mark_completed(task_id, runtime, output_keys, **kw),
+        )
+
+    def record_failed(
+        self, task_id: str, runtime: str, code: str, message: str, **kw: Any
+    ) -> Transition | None:
+        return self._lenient(
+            "mark_failed", task_id, lambda: self.mark_failed(task_id, runtime, code, message, **kw)
+        )
+
+    # -- internals -----------------------------------------------------------------------
+    def _advance(
+        self,
+        op: str,
+        task_id: str,
+        runtime: str,
+        queued_at_ms: int | None,
+        state: str,
+        *,
+        sets: list[str],
+        values: dict[str, Any],
+        adds: Sequence[str] = (),
+    ) -> Transition:
+        """One conditional UpdateItem that creates the item when absent (upsert)."""
+        _check_id(task_id)
+        if not runtime:
+            raise ValueError("runtime is required")
+        now = self.clock()
+        common = [
+            "#st = :state",
+            "#rt = if_not_exists(#rt, :rt)",
+            "#cb = if_not_exists(#cb, :agent)",
+            "#up = :now",
+            "#exp = :exp",
+        ]
+        all_values: dict[str, Any] = {
+            ":state": {"S": state},
+            ":rt": {"S": runtime},
+            ":agent": {"S": s.CREATED_BY_AGENT},
+            ":now": {"N": str(int(now * 1000))},
+            ":exp": {"N": str(int(now) + self.ttl_seconds)},
+            ":queued": {"S": s.QUEUED},
+            ":running": {"S": s.RUNNING},
+            **values,
+        }
+        if queued_at_ms is not None:
+            common.append("#qa = if_not_exists(#qa, :qa)")
+            all_values[":qa"] = {"N": str(int(queued_at_ms))}
+        expression = "SET " + ", ".join(common + sets)
+        if adds:
+            expression += " ADD " + ", ".join(adds)
+        aliases = set(_ALIAS.findall(expression + " " + _FORWARD_ONLY))
+        used = {alias: name for alias, name in _NAMES.items() if alias in aliases}
+        try:
+            response = self.retry.call(
+                op,
+                task_id,
+                lambda: self.client.update_item(
+                    TableName=self.table_name,
+                    Key={s.TASK_ID: {"S": task_id}},
+                    UpdateExpression=expression,
+                    ConditionExpression=_FORWARD_ONLY,
+                    ExpressionAttributeNames=used,
+                    ExpressionAttributeValues=all_values,
+                    ReturnValues="ALL_NEW",
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                ),
+            )
+        except ClientError as exc:
+            if not _conditional_failure(exc):
+                raise
+            existing = self._existing(task_id, exc)
+            log.info(
+                "task already final; state unchanged",
+                extra={
+                    "fields": {
+                        "event": "task_state_noop",
+                        "op": op,
+                        "id": task_id,
+                        "state": existing.state,
+                    }
+                },
+            )
+            return Transition(applied=False, record=existing)
+        return Transition(applied=True, record=TaskRecord.from_item(response["Attributes"]))
+
+    def _existing(self, task_id: str, exc: ClientError) -> TaskRecord:
+        """The item that failed the condition: from the error when DynamoDB returned it
+        (ReturnValuesOnConditionCheckFailure), else read back."""
+        item = exc.response.get("Item") or self._get_item(task_id)
+        if not isinstance(item, dict) or not item:
+            raise TaskStateUnavailable("read-back", task_id, 1, exc)  # deleted meanwhile (TTL)
+        return TaskRecord.from_item(item)
+
+    def _get_item(self, task_id: str) -> dict[str, Any] | None:
+        response = self.retry.call(
+            "get",
+            task_id,
+            lambda: self.client.get_item(
+                TableName=self.table_name, Key={s.TASK_ID: {"S": task_id}}, ConsistentRead=True
+            ),
+        )
+        item = response.get("Item")
+        return item if isinstance(item, dict) else None
+
+    def _lenient(self, op: str, task_id: str, fn: Callable[[], Transition]) -> Transition | None:
+        try:
+            return fn()
+        except Exception as exc:
+            code = exc.code if isinstance(exc, TaskStateUnavailable) else error_code(exc)
+            fields: dict[str, Any] = {"event": "task_state_write_failed", "op": op, "id": task_id}
+            fields.update(error_code=code, attempts=getattr(exc, "attempts", None))
+            log.error("task state not recorded", extra={"fields": fields})
+            return None
+
+
+def _check_id(task_id: str) -> None:
+    # DynamoDB caps a partition key at 2048 bytes; the contract's ids are far shorter.
+    if not isinstance(task_id, str) or not task_id or len(task_id.encode("utf-8")) > 2048:
+        raise ValueError("task_id must be a non-empty string of at most 2048 bytes")
