@@ -244,11 +244,7 @@ class SdWebUIJobs(SdWebUIState):
         images: list[bytes] = [make_png(w, h, seeds[i], infotexts[i]) for i in range(produced)]
         first = 0
         if req["save_images"] and opts.get("return_grid") and produced > 1:
-            cols = math.ceil(math.sqrt(produced))
-            rows = math.ceil(produced / cols)
-            grid_text = infotexts[0]
-            images.insert(0, make_png(w * cols, h * rows, seeds[0] ^ 0x5A5A, grid_text))
-            infotexts.insert(0, grid_text)
+            _insert_grid(images, infotexts, w, h, seeds[0])
             first = 1
         job.images = len(images)
         job.seeds = seeds[:produced]
@@ -310,6 +306,15 @@ class SdWebUIJobs(SdWebUIState):
         if self.image_size:
             w, h = self.image_size
         return make_png(w, h, seed)
+
+
+def _insert_grid(images: list[bytes], infotexts: list[str], w: int, h: int, seed: int) -> None:
+    """A1111 puts the grid of a saved multi-image job first, with the first image's infotext."""
+    cols = math.ceil(math.sqrt(len(images)))
+    rows = math.ceil(len(images) / cols)
+    grid_text = infotexts[0]
+    images.insert(0, make_png(w * cols, h * rows, seed ^ 0x5A5A, grid_text))
+    infotexts.insert(0, grid_text)
 
 
 def zlib_seed(data: bytes) -> int:
