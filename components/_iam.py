@@ -7,7 +7,7 @@ import json
 import pulumi
 import pulumi_aws as aws
 
-from sdfleet.components.builders import iam_platform as iamp
+from sdfleet.components.builders import iam
 
 
 def pod_identity_role(
@@ -20,6 +20,6 @@ def pod_identity_role(
     return aws.iam.Role(
         name,
         description=description,
-        assume_role_policy=account.apply(lambda a: json.dumps(iamp.pod_identity_trust_policy(a))),
+        assume_role_policy=account.apply(lambda a: json.dumps(iam.pod_identity_trust_policy(a))),
         opts=pulumi.ResourceOptions(parent=parent),
     )

@@ -91,7 +91,7 @@ def test_lambda_policy_is_exact() -> None:
         input_topic_arn=TOPIC, output_bucket_arn=BUCKET, log_group_arn="arn:logs"
     )
     star = [s for s in doc["Statement"] if s["Resource"] == "*"]
-    assert {a for s in star for a in s["Action"]} == set(iamb.RESOURCE_STAR_ALLOWED_ACTIONS)
+    assert {a for s in star for a in s["Action"]} == set(iamb.TRACING_STAR_ACTIONS)
 
 
 def test_trust_policy() -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from sdfleet.components import versions
-from sdfleet.components.builders import iam_platform as iamp
+from sdfleet.components.builders import iam
 from sdfleet.components.builders import karpenter as kb
 from sdfleet.invariants import check_all
 from sdfleet.mocking import ACCOUNT_ID, Recorder
@@ -121,7 +121,7 @@ def test_karpenter_node_role_and_access_entry(dev_graph: Recorder) -> None:
         for a in dev_graph.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
         if a.parent == role.name
     }
-    assert attached == set(iamp.node_role_managed_policy_arns())
+    assert attached == set(iam.node_role_managed_policy_arns())
     entry = dev_graph.one("aws:eks/accessEntry:AccessEntry", "sdfleet-karpenter-node-access")
     assert entry.inputs == {
         "clusterName": CLUSTER,
@@ -140,13 +140,13 @@ def test_interruption_queue_and_rules(dev_graph: Recorder) -> None:
             "aws:sqs/queuePolicy:QueuePolicy", "sdfleet-karpenter-interruptions-policy"
         ).inputs["policy"]
     )
-    assert policy == iamp.interruption_queue_policy(queue.state["arn"])
+    assert policy == iam.interruption_queue_policy(queue.state["arn"])
     rules = {
         r.name: json.loads(r.inputs["eventPattern"])
         for r in dev_graph.of_type("aws:cloudwatch/eventRule:EventRule")
     }
     assert rules == {
-        f"sdfleet-karpenter-{k}": v for k, v in iamp.INTERRUPTION_EVENT_PATTERNS.items()
+        f"sdfleet-karpenter-{k}": v for k, v in iam.INTERRUPTION_EVENT_PATTERNS.items()
     }
     targets = dev_graph.of_type("aws:cloudwatch/eventTarget:EventTarget")
     assert len(targets) == 5
@@ -156,7 +156,7 @@ def test_interruption_queue_and_rules(dev_graph: Recorder) -> None:
 def test_karpenter_controller_policies_keep_conditions(dev_graph: Recorder) -> None:
     node_role = dev_graph.one("aws:iam/role:Role", "sdfleet-karpenter-node-role")
     queue = dev_graph.one("aws:sqs/queue:Queue", "sdfleet-karpenter-interruptions")
-    expected = iamp.karpenter_controller_policies(
+    expected = iam.karpenter_controller_policies(
         cluster_name=CLUSTER,
         region="us-east-1",
         account_id=ACCOUNT_ID,

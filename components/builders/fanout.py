@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from sdfleet.components.builders.iam.documents import policy, statement
+
 # Raw delivery stays off: see agent/contract.py for why the SNS envelope is kept.
 RAW_MESSAGE_DELIVERY = False
 FILTER_POLICY_SCOPE = "MessageAttributes"
@@ -37,27 +39,23 @@ def redrive_allow_policy(source_queue_arn: str) -> str:
 
 def queue_policy(queue_arn: str, topic_arn: str) -> dict[str, Any]:
     """Only the input topic may send to a runtime queue; TLS only."""
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Sid": "AllowInputTopic",
-                "Effect": "Allow",
-                "Principal": {"Service": "sns.amazonaws.com"},
-                "Action": "sqs:SendMessage",
-                "Resource": queue_arn,
-                "Condition": {"ArnEquals": {"aws:SourceArn": topic_arn}},
-            },
-            {
-                "Sid": "DenyInsecureTransport",
-                "Effect": "Deny",
-                "Principal": "*",
-                "Action": "sqs:*",
-                "Resource": queue_arn,
-                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-            },
-        ],
-    }
+    return policy(
+        statement(
+            "sqs:SendMessage",
+            queue_arn,
+            sid="AllowInputTopic",
+            principal={"Service": "sns.amazonaws.com"},
+            condition={"ArnEquals": {"aws:SourceArn": topic_arn}},
+        ),
+        statement(
+            "sqs:*",
+            queue_arn,
+            sid="DenyInsecureTransport",
+            effect="Deny",
+            principal="*",
+            condition={"Bool": {"aws:SecureTransport": "false"}},
+        ),
+    )
 
 
 def unrouted_filter_policy(runtime_names: list[str]) -> dict[str, object]:

@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from sdfleet.components.builders.iam.documents import policy, statement
+
 # The agent writes these as CloudWatch Embedded Metric Format log lines.
 AGENT_METRIC_NAMESPACE = "sdfleet/agent"
 OLDEST_MESSAGE_ALARM_SECONDS = 900
@@ -105,27 +107,22 @@ def platform_alarms() -> list[AlarmSpec]:
 def alarm_topic_key_policy(account_id: str, partition: str = "aws") -> dict[str, Any]:
     """CloudWatch cannot publish to a topic under the AWS-managed SNS key, so the alarm
     topic has its own key that CloudWatch may use."""
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Sid": "AccountAdmin",
-                "Effect": "Allow",
-                "Principal": {"AWS": f"arn:{partition}:iam::{account_id}:root"},
-                # The console's key-administrator set, without use of the key by others.
-                "Action": KEY_ADMIN_ACTIONS,
-                "Resource": "*",
-            },
-            {
-                "Sid": "CloudWatchAlarms",
-                "Effect": "Allow",
-                "Principal": {"Service": "cloudwatch.amazonaws.com"},
-                "Action": ["kms:Decrypt", "kms:GenerateDataKey*"],
-                "Resource": "*",
-                "Condition": {"StringEquals": {"aws:SourceAccount": account_id}},
-            },
-        ],
-    }
+    return policy(
+        statement(
+            # The console's key-administrator set, without use of the key by others.
+            KEY_ADMIN_ACTIONS,
+            "*",
+            sid="AccountAdmin",
+            principal={"AWS": f"arn:{partition}:iam::{account_id}:root"},
+        ),
+        statement(
+            ["kms:Decrypt", "kms:GenerateDataKey*"],
+            "*",
+            sid="CloudWatchAlarms",
+            principal={"Service": "cloudwatch.amazonaws.com"},
+            condition={"StringEquals": {"aws:SourceAccount": account_id}},
+        ),
+    )
 
 
 def dashboard_body(*, region: str, runtimes: dict[str, tuple[str, str]], function_name: str) -> str:

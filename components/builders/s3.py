@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sdfleet.components.builders.iam.documents import policy, statement
+
 
 def bucket_arn(bucket: str, partition: str = "aws") -> str:
     return f"arn:{partition}:s3:::{bucket}"
@@ -12,27 +14,24 @@ def bucket_arn(bucket: str, partition: str = "aws") -> str:
 def tls_only_bucket_policy(bucket_arn: str) -> dict[str, Any]:
     """Deny every request that does not use TLS (and TLS older than 1.2)."""
     resources = [bucket_arn, f"{bucket_arn}/*"]
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Sid": "DenyInsecureTransport",
-                "Effect": "Deny",
-                "Principal": "*",
-                "Action": "s3:*",
-                "Resource": resources,
-                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-            },
-            {
-                "Sid": "DenyOutdatedTls",
-                "Effect": "Deny",
-                "Principal": "*",
-                "Action": "s3:*",
-                "Resource": resources,
-                "Condition": {"NumericLessThan": {"s3:TlsVersion": "1.2"}},
-            },
-        ],
-    }
+    return policy(
+        statement(
+            "s3:*",
+            resources,
+            sid="DenyInsecureTransport",
+            effect="Deny",
+            principal="*",
+            condition={"Bool": {"aws:SecureTransport": "false"}},
+        ),
+        statement(
+            "s3:*",
+            resources,
+            sid="DenyOutdatedTls",
+            effect="Deny",
+            principal="*",
+            condition={"NumericLessThan": {"s3:TlsVersion": "1.2"}},
+        ),
+    )
 
 
 # The key endings the agent writes: the result document and each image type it sniffs.
@@ -47,24 +46,15 @@ def output_writer_statements(output_bucket_arn: str) -> list[dict[str, Any]]:
     No List, no Delete, so a compromised pod cannot enumerate or erase results.
     """
     return [
-        {
-            "Sid": "WriteResults",
-            "Effect": "Allow",
-            "Action": ["s3:PutObject"],
-            "Resource": f"{output_bucket_arn}/*",
-        },
-        {
-            "Sid": "ReadOffloadedRequests",
-            "Effect": "Allow",
-            "Action": ["s3:GetObject"],
-            "Resource": f"{output_bucket_arn}/*request.json",
-        },
-        {
-            "Sid": "ReadOwnResults",
-            "Effect": "Allow",
-            "Action": ["s3:GetObject"],
-            "Resource": [f"{output_bucket_arn}/*{suffix}" for suffix in OUTPUT_SUFFIXES],
-        },
+        statement(["s3:PutObject"], f"{output_bucket_arn}/*", sid="WriteResults"),
+        statement(
+            ["s3:GetObject"], f"{output_bucket_arn}/*request.json", sid="ReadOffloadedRequests"
+        ),
+        statement(
+            ["s3:GetObject"],
+            [f"{output_bucket_arn}/*{suffix}" for suffix in OUTPUT_SUFFIXES],
+            sid="ReadOwnResults",
+        ),
     ]
 
 

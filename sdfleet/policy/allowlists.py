@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from sdfleet.components.builders.iam import RESOURCE_STAR_ALLOWED_ACTIONS as CORE_STAR_ACTIONS
-from sdfleet.components.builders.iam_platform import (
-    RESOURCE_STAR_ALLOWED_ACTIONS as PLATFORM_STAR_ACTIONS,
+from sdfleet.components.builders.iam import (
+    DISCOVERY_STAR_ACTIONS as PLATFORM_STAR_ACTIONS,
+)
+from sdfleet.components.builders.iam import (
+    TRACING_STAR_ACTIONS as CORE_STAR_ACTIONS,
 )
 from sdfleet.components.builders.observability import KEY_ADMIN_ACTIONS
 
