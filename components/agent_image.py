@@ -17,6 +17,7 @@ import pulumi_docker_build as docker_build
 
 from sdfleet.components import versions
 from sdfleet.components.builders import image as ib
+from sdfleet.components.config_model import AgentImageConfig, config_default
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONTEXT_DIR = str(REPO_ROOT / "agent")
@@ -24,12 +25,17 @@ DEFAULT_CONTEXT_DIR = str(REPO_ROOT / "agent")
 
 @dataclass
 class AgentImageArgs:
+    """Inputs of AgentImage: the build context and ECR settings, or a prebuilt image.
+    Defaults are the stack configuration's (``sdfleet:agent``)."""
+
     context_dir: str = DEFAULT_CONTEXT_DIR
-    keep_images: int = 10
-    # A prebuilt image (pinned by digest or tag): no repository, no build.
-    image_ref: str | None = None
-    # Let `pulumi destroy` delete the repository with the images in it.
-    force_delete: bool = False
+    """Directory holding the agent's Dockerfile and sources (default: the package's agent/)."""
+    keep_images: int = config_default(AgentImageConfig, "keep_images")
+    """Images the ECR lifecycle policy keeps (1-1000); older ones expire."""
+    image_ref: str | None = config_default(AgentImageConfig, "image_ref")
+    """A prebuilt image pinned by digest or a tag other than latest: no repository, no build."""
+    force_delete: bool = config_default(AgentImageConfig, "force_destroy")
+    """Let ``pulumi destroy`` delete the ECR repository with the images in it."""
 
 
 def _check_prebuilt(ref: str) -> None:
@@ -42,6 +48,10 @@ def _check_prebuilt(ref: str) -> None:
 
 
 class AgentImage(pulumi.ComponentResource):
+    """The agent's container image: built from the agent sources for linux/amd64 and pushed
+    to a private, scan-on-push ECR repository with a lifecycle policy, or a prebuilt
+    reference used as is."""
+
     ref: pulumi.Output[str]
     repository_url: pulumi.Output[str] | None
     tag: str | None

@@ -12,6 +12,15 @@ import sdfleet.agent.contract
 from sdfleet.agent.contract import RuntimeInfo
 from sdfleet.components.builders import api as apib
 from sdfleet.components.builders import iam as iamb
+from sdfleet.components.config_model import (
+    ApiConfig,
+    ObservabilityConfig,
+    QuotaConfig,
+    QuotaPeriod,
+    ThrottleConfig,
+    config_default,
+    none_means_default,
+)
 
 HANDLER_FILE = Path(__file__).parent / "task_api" / "handler.py"
 CONTRACT_FILE = Path(sdfleet.agent.contract.__file__)
@@ -21,19 +30,43 @@ LAMBDA_TIMEOUT_SECONDS = 15
 
 @dataclass
 class ApiIngressArgs:
+    """Inputs of ApiIngress: where the task Lambda publishes tasks and writes results, the
+    runtimes it accepts tasks for, and the API's stage, throttling and logging. Defaults are
+    the stack configuration's (``sdfleet:api``, ``sdfleet:observability``)."""
+
     input_topic_arn: pulumi.Input[str]
+    """ARN of the SNS topic accepted tasks are published to (EventFanout.input_topic_arn)."""
     output_bucket_name: pulumi.Input[str]
+    """Name of the bucket results are written to; the Lambda presigns result URLs in it."""
     output_bucket_arn: pulumi.Input[str]
+    """ARN of that bucket, for the Lambda's IAM policy."""
     runtimes: list[RuntimeInfo]
-    stage_name: str = "v1"
-    rate_limit: float = 30.0
-    burst_limit: int = 50
+    """The runtimes tasks may name, with their type and task limits; at least one."""
+    stage_name: str | None = config_default(ApiConfig, "stage_name")
+    """API Gateway stage name, the first path segment of the API URL (1-128 of A-Z a-z 0-9 _ -)."""
+    rate_limit: float | None = config_default(ThrottleConfig, "rate_limit")
+    """Usage-plan steady-state request rate, in requests per second."""
+    burst_limit: int | None = config_default(ThrottleConfig, "burst_limit")
+    """Usage-plan burst, in requests."""
     quota_limit: int | None = None
-    quota_period: str = "DAY"
+    """Requests allowed per quota period; unset for no quota."""
+    quota_period: QuotaPeriod | None = config_default(QuotaConfig, "period")  # noqa: RUF009
+    """The period quota_limit counts over: DAY, WEEK or MONTH."""
     reserved_concurrency: int | None = None
-    log_retention_days: int = 30
-    manage_account_log_role: bool = True
-    tags: dict[str, str] = field(default_factory=dict)
+    """Reserved concurrent executions of the task Lambda; unset reserves none (reserving fails
+    in new accounts, whose limit is 100)."""
+    log_retention_days: int | None = config_default(ObservabilityConfig, "log_retention_days")
+    """Retention of the Lambda's and the access logs, in days (a CloudWatch retention value)."""
+    manage_account_log_role: bool | None = config_default(ApiConfig, "manage_account_log_role")
+    """Set the region's API Gateway CloudWatch role (one per account and region); false if
+    another stack manages it."""
+    tags: dict[str, str] | None = field(default_factory=dict)
+    """Tags for the task Lambda."""
+
+    def __post_init__(self) -> None:
+        none_means_default(self)
+        # A plain string from a Python program is checked here: ValueError names the value.
+        self.quota_period = QuotaPeriod(str(self.quota_period))
 
 
 def lambda_code() -> pulumi.AssetArchive:
@@ -52,14 +85,23 @@ class ApiIngress(pulumi.ComponentResource):
     function that validates tasks and publishes them to the input topic."""
 
     api_url: pulumi.Output[str]
+    """The stage URL tasks are POSTed under (``<api_url>/<route>``)."""
     api_key: pulumi.Output[str]
+    """The API key clients send in the x-api-key header (secret)."""
     rest_api_id: pulumi.Output[str]
+    """ID of the REST API."""
     rest_api_name: pulumi.Output[str]
+    """Name of the REST API (the dimension of its CloudWatch metrics)."""
     stage_name: pulumi.Output[str]
+    """The deployed stage."""
     function_name: pulumi.Output[str]
+    """Name of the task Lambda."""
     function_arn: pulumi.Output[str]
+    """ARN of the task Lambda."""
     function_log_group_name: pulumi.Output[str]
+    """The task Lambda's log group."""
     access_log_group_name: pulumi.Output[str]
+    """The API's access log group."""
 
     def __init__(
         self, name: str, args: ApiIngressArgs, opts: pulumi.ResourceOptions | None = None
@@ -219,7 +261,7 @@ class ApiIngress(pulumi.ComponentResource):
             ),
             quota_settings=(
                 aws.apigateway.UsagePlanQuotaSettingsArgs(
-                    limit=args.quota_limit, period=args.quota_period
+                    limit=args.quota_limit, period=str(args.quota_period)
                 )
                 if args.quota_limit
                 else None

@@ -4,7 +4,9 @@ components/config_parse.py walks raw values into these. Pure Python: no Pulumi i
 Later issues add fields here; every field must carry a ``cfg(...)`` key.
 """
 
+import dataclasses
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from sdfleet.agent import settings as agent_settings
@@ -33,6 +35,48 @@ from sdfleet.components.config_checks import (
     subnet_ids_check,
 )
 from sdfleet.components.patterns import BOTTLEROCKET_ALIAS, DURATION, QUANTITY, SNAPSHOT_ID
+
+
+class QuotaPeriod(StrEnum):
+    """The period an API usage plan's quota counts over: DAY, WEEK or MONTH."""
+
+    DAY = "DAY"
+    WEEK = "WEEK"
+    MONTH = "MONTH"
+
+
+class NatGateways(StrEnum):
+    """NAT gateways of a new VPC: ``single`` (cheapest) or ``onePerAz`` (survives a zone)."""
+
+    SINGLE = "single"
+    ONE_PER_AZ = "onePerAz"
+
+
+class Arch(StrEnum):
+    """CPU architecture of the system node group: ``arm64`` (Graviton) or ``amd64``."""
+
+    ARM64 = "arm64"
+    AMD64 = "amd64"
+
+
+def config_default(model: type, name: str) -> Any:
+    """One config field's default (a fresh value for a factory), for component Args to reuse."""
+    spec = {f.name: f for f in dataclasses.fields(model)}[name]
+    if spec.default_factory is not dataclasses.MISSING:
+        return spec.default_factory()
+    if spec.default is dataclasses.MISSING:
+        raise KeyError(f"{model.__name__}.{name} has no default")
+    return spec.default
+
+
+def none_means_default(args: Any) -> None:
+    """An Args dataclass's fields given as an explicit None take their declared default."""
+    for spec in dataclasses.fields(args):
+        if getattr(args, spec.name) is None and spec.default_factory is not dataclasses.MISSING:
+            setattr(args, spec.name, spec.default_factory())
+        elif getattr(args, spec.name) is None and spec.default is not dataclasses.MISSING:
+            setattr(args, spec.name, spec.default)
+
 
 # Task limit defaults are the contract's (the API and the agent enforce the same object).
 _LIMITS = Limits()
@@ -233,7 +277,7 @@ class ThrottleConfig:
 @dataclass(frozen=True)
 class QuotaConfig:
     limit: int = cfg("limit", check=in_range(1, None))
-    period: str = cfg("period", "DAY", one_of("DAY", "WEEK", "MONTH"))
+    period: str = cfg("period", QuotaPeriod.DAY, one_of(*QuotaPeriod))
 
 
 @dataclass(frozen=True)
@@ -307,7 +351,7 @@ class NetworkConfig:
     public_subnet_ids: list[str] = cfg("publicSubnetIds", factory=list, check=subnet_ids_check)
     cidr_block: str = cfg("cidrBlock", "10.0.0.0/16", cidr_check)
     availability_zones: int = cfg("availabilityZones", 3, in_range(2, 6))
-    nat_gateways: str = cfg("natGateways", "single", one_of("single", "onePerAz"))
+    nat_gateways: str = cfg("natGateways", NatGateways.SINGLE, one_of(*NatGateways))
     s3_gateway_endpoint: bool = cfg(
         "s3GatewayEndpoint", True, doc="create an S3 gateway endpoint on the VPC's route tables"
     )
@@ -320,7 +364,7 @@ class SystemNodesConfig:
         factory=lambda: ["m7g.large"],
         check=instance_types_check(""),
     )
-    arch: str = cfg("arch", "arm64", one_of("arm64", "amd64"))
+    arch: str = cfg("arch", Arch.ARM64, one_of(*Arch))
     min_size: int = cfg("minSize", 2, in_range(1, 100))
     max_size: int = cfg("maxSize", 3, in_range(1, 100))
     desired_size: int = cfg("desiredSize", 2, in_range(1, 100))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import pulumi
 import pulumi_aws as aws
@@ -15,8 +16,15 @@ import pulumi_kubernetes as k8s
 
 from sdfleet.components import versions
 from sdfleet.components._iam import pod_identity_role
-from sdfleet.components.builders import iam_platform as iamp
+from sdfleet.components.builders import iam
 from sdfleet.components.builders.karpenter import DISCOVERY_TAG
+from sdfleet.components.config_model import (
+    Arch,
+    ClusterConfig,
+    ObservabilityConfig,
+    SystemNodesConfig,
+    config_default,
+)
 
 CONTROL_PLANE_LOGS = ("api", "audit", "authenticator")
 MOUNTPOINT_SERVICE_ACCOUNT = "s3-csi-driver-sa"
@@ -25,24 +33,48 @@ CLOUDWATCH_AGENT_POLICY = "arn:aws:iam::aws:policy/CloudWatchAgentServerPolicy"
 SYSTEM_POOL_LABEL = {"sdfleet.io/pool": "system"}
 
 
+_CLUSTER = partial(config_default, ClusterConfig)
+_SYSTEM = partial(config_default, SystemNodesConfig)
+
+
 @dataclass
 class EksClusterArgs:
+    """Inputs of EksCluster: where the cluster runs, its endpoint access, the system node
+    group and the model bucket the Mountpoint driver may read. Defaults are the stack
+    configuration's (``sdfleet:cluster``, ``sdfleet:observability``)."""
+
     cluster_name: str
+    """Name of the EKS cluster."""
     vpc_id: pulumi.Input[str]
+    """The VPC the cluster runs in."""
     private_subnet_ids: pulumi.Input[Sequence[str]]
+    """Subnets for the nodes and the control plane's network interfaces."""
     public_subnet_ids: pulumi.Input[Sequence[str]]
+    """Subnets for public load balancers."""
     model_bucket_arn: pulumi.Input[str]
-    kubernetes_version: str = versions.KUBERNETES_VERSION
-    endpoint_public_access: bool = True
-    endpoint_private_access: bool = True
-    public_access_cidrs: list[str] = field(default_factory=lambda: ["0.0.0.0/0"])
-    system_instance_types: list[str] = field(default_factory=lambda: ["m7g.large"])
-    system_arch: str = "arm64"
-    system_min_size: int = 2
-    system_desired_size: int = 2
-    system_max_size: int = 3
+    """ARN of the model bucket; the Mountpoint driver's role may only read it."""
+    kubernetes_version: str = _CLUSTER("version")
+    """Kubernetes minor version, such as 1.33."""
+    endpoint_public_access: bool = _CLUSTER("endpoint_public_access")
+    """Expose the API server endpoint on the internet (to public_access_cidrs)."""
+    endpoint_private_access: bool = _CLUSTER("endpoint_private_access")
+    """Expose the API server endpoint inside the VPC."""
+    public_access_cidrs: list[str] = field(default_factory=lambda: _CLUSTER("public_access_cidrs"))
+    """CIDR blocks that may reach the public endpoint."""
+    system_instance_types: list[str] = field(default_factory=lambda: _SYSTEM("instance_types"))
+    """EC2 instance types of the system node group (matching system_arch)."""
+    system_arch: Arch = _SYSTEM("arch")  # noqa: RUF009 (an enum member: immutable)
+    """CPU architecture of the system node group: ``arm64`` or ``amd64``."""
+    system_min_size: int = _SYSTEM("min_size")
+    """Minimum system nodes."""
+    system_desired_size: int = _SYSTEM("desired_size")
+    """Desired system nodes."""
+    system_max_size: int = _SYSTEM("max_size")
+    """Maximum system nodes."""
     model_prefix: str | None = None
-    container_insights: bool = True
+    """Key prefix the Mountpoint driver may read under; unset for the whole bucket."""
+    container_insights: bool = config_default(ObservabilityConfig, "container_insights")
+    """Install the CloudWatch Observability addon (container logs, EMF metrics)."""
 
 
 def _addon_version(addon: str, kubernetes_version: str) -> pulumi.Input[str]:
@@ -56,6 +88,11 @@ def _addon_version(addon: str, kubernetes_version: str) -> pulumi.Input[str]:
 
 
 class EksCluster(pulumi.ComponentResource):
+    """An EKS cluster (API authentication mode, KMS-encrypted secrets, control-plane logs), a
+    system node group for the controllers, the managed addons (Pod Identity, Mountpoint for
+    S3 with a read-only model role, optionally CloudWatch Observability) and a Kubernetes
+    provider for it. GPU nodes come from Karpenter."""
+
     cluster_name: pulumi.Output[str]
     kubeconfig_json: pulumi.Output[str]
     cluster_security_group_id: pulumi.Output[str]
@@ -110,7 +147,7 @@ class EksCluster(pulumi.ComponentResource):
 
         system_role = aws.iam.Role(
             f"{name}-system-node-role",
-            assume_role_policy=json.dumps(iamp.ec2_trust_policy()),
+            assume_role_policy=json.dumps(iam.ec2_trust_policy()),
             opts=child,
         )
         attachments = [
@@ -120,9 +157,9 @@ class EksCluster(pulumi.ComponentResource):
                 policy_arn=arn,
                 opts=pulumi.ResourceOptions(parent=system_role),
             )
-            for arn in iamp.node_role_managed_policy_arns()
+            for arn in iam.node_role_managed_policy_arns()
         ]
-        arm = args.system_arch == "arm64"
+        arm = Arch(args.system_arch) is Arch.ARM64
         system_nodes = eks.ManagedNodeGroup(
             f"{name}-system",
             cluster=cluster,
@@ -150,7 +187,7 @@ class EksCluster(pulumi.ComponentResource):
             f"{name}-mountpoint-read-models",
             role=mountpoint_role.id,
             policy=pulumi.Output.from_input(args.model_bucket_arn).apply(
-                lambda arn: json.dumps(iamp.mountpoint_driver_policy(arn, args.model_prefix))
+                lambda arn: json.dumps(iam.mountpoint_driver_policy(arn, args.model_prefix))
             ),
             opts=pulumi.ResourceOptions(parent=mountpoint_role),
         )

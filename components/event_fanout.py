@@ -10,6 +10,12 @@ import pulumi_aws as aws
 from sdfleet.components._bucket import secure_bucket
 from sdfleet.components.builders import fanout as fb
 from sdfleet.components.builders import s3 as s3b
+from sdfleet.components.config_model import (
+    OutputsConfig,
+    QueuesConfig,
+    config_default,
+    none_means_default,
+)
 
 # AWS-managed SNS key: publishers in the account need no key policy changes.
 SNS_KMS_KEY = "alias/aws/sns"
@@ -18,12 +24,27 @@ QUEUE_RETENTION_SECONDS = 4 * 24 * 3600
 
 @dataclass
 class EventFanoutArgs:
+    """Inputs of EventFanout: the runtimes to route tasks to, and the queues' and output
+    bucket's settings. Defaults are the stack configuration's (``sdfleet:queues``,
+    ``sdfleet:outputs``)."""
+
     runtime_names: list[str]
-    max_receive_count: int = fb.DEFAULT_MAX_RECEIVE_COUNT
-    visibility_timeout_seconds: int = fb.DEFAULT_VISIBILITY_TIMEOUT_SECONDS
-    output_expire_after_days: int = 30
-    # Let `pulumi destroy` delete the output bucket with the results still in it.
-    output_force_destroy: bool = False
+    """Runtime names (DNS labels); each gets a queue and dead-letter queue fed with the tasks
+    whose ``runtime`` message attribute is that name."""
+    max_receive_count: int | None = config_default(QueuesConfig, "max_receive_count")
+    """Receives of one task before SQS moves it to the runtime's dead-letter queue (1-1000)."""
+    visibility_timeout_seconds: int | None = config_default(
+        QueuesConfig, "visibility_timeout_seconds"
+    )
+    """Seconds a received task stays hidden before another agent may take it (30-43200); the
+    agent extends it while the task runs."""
+    output_expire_after_days: int | None = config_default(OutputsConfig, "expire_after_days")
+    """Days after which results in the output bucket are deleted (1-3650)."""
+    output_force_destroy: bool | None = config_default(OutputsConfig, "force_destroy")
+    """Let ``pulumi destroy`` delete the output bucket with the results still in it."""
+
+    def __post_init__(self) -> None:
+        none_means_default(self)
 
 
 class EventFanout(pulumi.ComponentResource):
@@ -32,16 +53,27 @@ class EventFanout(pulumi.ComponentResource):
     topic and the output bucket."""
 
     input_topic_arn: pulumi.Output[str]
+    """ARN of the SNS topic tasks are published to, with a ``runtime`` message attribute."""
     output_topic_arn: pulumi.Output[str]
+    """ARN of the SNS topic task results and status changes are published to."""
     queue_urls: dict[str, pulumi.Output[str]]
+    """Runtime name -> URL of its task queue."""
     queue_arns: dict[str, pulumi.Output[str]]
+    """Runtime name -> ARN of its task queue."""
     queue_names: dict[str, pulumi.Output[str]]
+    """Runtime name -> name of its task queue."""
     dlq_arns: dict[str, pulumi.Output[str]]
+    """Runtime name -> ARN of its dead-letter queue."""
     dlq_names: dict[str, pulumi.Output[str]]
+    """Runtime name -> name of its dead-letter queue."""
     unrouted_queue_url: pulumi.Output[str]
+    """URL of the queue that keeps tasks naming no configured runtime."""
     unrouted_queue_name: pulumi.Output[str]
+    """Name of that queue."""
     output_bucket_name: pulumi.Output[str]
+    """Name of the bucket results are written to."""
     output_bucket_arn: pulumi.Output[str]
+    """ARN of the output bucket."""
 
     def __init__(
         self, name: str, args: EventFanoutArgs, opts: pulumi.ResourceOptions | None = None
@@ -63,12 +95,14 @@ class EventFanout(pulumi.ComponentResource):
             self.dlq_names[runtime] = dlq.name
 
         unrouted = self._unrouted_queue(name, args.runtime_names, input_topic)
+        expire_days = args.output_expire_after_days
+        assert expire_days is not None  # __post_init__ gives every None its default
 
         bucket = secure_bucket(
             f"{name}-outputs",
             self,
-            lifecycle_rules=[s3b.output_lifecycle_rule(args.output_expire_after_days)],
-            force_destroy=args.output_force_destroy,
+            lifecycle_rules=[s3b.output_lifecycle_rule(expire_days)],
+            force_destroy=bool(args.output_force_destroy),
         )
 
         self.input_topic_arn = input_topic.arn
@@ -106,6 +140,8 @@ class EventFanout(pulumi.ComponentResource):
     ) -> tuple[aws.sqs.Queue, aws.sqs.Queue]:
         child = pulumi.ResourceOptions(parent=self)
         base = f"{name}-{runtime}"
+        max_receive = args.max_receive_count
+        assert max_receive is not None  # __post_init__ gives every None its default
         dlq = aws.sqs.Queue(
             f"{base}-dlq",
             message_retention_seconds=fb.DLQ_RETENTION_SECONDS,
@@ -118,9 +154,7 @@ class EventFanout(pulumi.ComponentResource):
             receive_wait_time_seconds=fb.RECEIVE_WAIT_SECONDS,
             message_retention_seconds=QUEUE_RETENTION_SECONDS,
             sqs_managed_sse_enabled=True,
-            redrive_policy=dlq.arn.apply(
-                lambda arn: fb.redrive_policy(arn, args.max_receive_count)
-            ),
+            redrive_policy=dlq.arn.apply(lambda arn: fb.redrive_policy(arn, max_receive)),
             opts=child,
         )
         aws.sqs.RedriveAllowPolicy(

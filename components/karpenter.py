@@ -14,8 +14,9 @@ import pulumi_kubernetes as k8s
 
 from sdfleet.components import _opts, versions
 from sdfleet.components._iam import pod_identity_role
-from sdfleet.components.builders import iam_platform as iamp
+from sdfleet.components.builders import iam
 from sdfleet.components.builders import karpenter as kb
+from sdfleet.components.config_model import ClusterConfig, config_default
 
 NAMESPACE = "kube-system"
 SERVICE_ACCOUNT = "karpenter"
@@ -23,9 +24,17 @@ SERVICE_ACCOUNT = "karpenter"
 
 @dataclass
 class KarpenterArgs:
+    """Inputs of Karpenter: the cluster, where the controller runs, and whether to create the
+    account's Spot service-linked role."""
+
     cluster_name: str
+    """The EKS cluster; names the node role, interruption queue and discovery tag."""
     system_node_selector: dict[str, str] = field(default_factory=dict)
-    create_spot_service_linked_role: bool = False
+    """Node labels the controller's pods are pinned to (the system nodes); empty for any node."""
+    create_spot_service_linked_role: bool = config_default(
+        ClusterConfig, "create_spot_service_linked_role"
+    )
+    """Create AWSServiceRoleForEC2Spot (fails if the account already has it)."""
 
 
 def _policy_json(policy_name: str, policies: dict[str, dict[str, Any]]) -> str:
@@ -77,10 +86,10 @@ class Karpenter(pulumi.ComponentResource):
         node_role = aws.iam.Role(
             f"{name}-node-role",
             name=f"KarpenterNodeRole-{args.cluster_name}",
-            assume_role_policy=json.dumps(iamp.ec2_trust_policy()),
+            assume_role_policy=json.dumps(iam.ec2_trust_policy()),
             opts=child,
         )
-        for arn in iamp.node_role_managed_policy_arns():
+        for arn in iam.node_role_managed_policy_arns():
             aws.iam.RolePolicyAttachment(
                 f"{name}-node-{arn.rsplit('/', 1)[-1]}",
                 role=node_role.name,
@@ -98,7 +107,7 @@ class Karpenter(pulumi.ComponentResource):
         queue = aws.sqs.Queue(
             f"{name}-interruptions",
             name=args.cluster_name,
-            message_retention_seconds=iamp.INTERRUPTION_QUEUE_RETENTION_SECONDS,
+            message_retention_seconds=iam.INTERRUPTION_QUEUE_RETENTION_SECONDS,
             sqs_managed_sse_enabled=True,
             # Karpenter deletes what it reads; stale events expire in 5 minutes by design.
             tags={"sdfleet:sink": "karpenter interruption events expire after 5 minutes"},
@@ -107,10 +116,10 @@ class Karpenter(pulumi.ComponentResource):
         aws.sqs.QueuePolicy(
             f"{name}-interruptions-policy",
             queue_url=queue.url,
-            policy=queue.arn.apply(lambda arn: json.dumps(iamp.interruption_queue_policy(arn))),
+            policy=queue.arn.apply(lambda arn: json.dumps(iam.interruption_queue_policy(arn))),
             opts=pulumi.ResourceOptions(parent=queue),
         )
-        for rule_name, pattern in iamp.interruption_event_patterns().items():
+        for rule_name, pattern in iam.interruption_event_patterns().items():
             rule = aws.cloudwatch.EventRule(
                 f"{name}-{rule_name}",
                 event_pattern=json.dumps(pattern),
@@ -119,7 +128,7 @@ class Karpenter(pulumi.ComponentResource):
             aws.cloudwatch.EventTarget(
                 f"{name}-{rule_name}-target",
                 rule=rule.name,
-                target_id=iamp.INTERRUPTION_TARGET_ID,
+                target_id=iam.INTERRUPTION_TARGET_ID,
                 arn=queue.arn,
                 opts=pulumi.ResourceOptions(parent=rule),
             )
@@ -128,7 +137,7 @@ class Karpenter(pulumi.ComponentResource):
         policies = pulumi.Output.all(
             region.region, identity.account_id, partition.partition, node_role.arn, queue.arn
         ).apply(
-            lambda v: iamp.karpenter_controller_policies(
+            lambda v: iam.karpenter_controller_policies(
                 cluster_name=args.cluster_name,
                 region=v[0],
                 account_id=v[1],

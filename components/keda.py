@@ -14,15 +14,21 @@ import pulumi_kubernetes as k8s
 
 from sdfleet.components import _opts, versions
 from sdfleet.components._iam import pod_identity_role
-from sdfleet.components.builders import iam_platform as iamp
+from sdfleet.components.builders import iam
 from sdfleet.components.builders import keda as kedab
 
 
 @dataclass
 class KedaArgs:
+    """Inputs of Keda: the cluster, the queues whose depth the operator may read, and where
+    its pods run."""
+
     cluster_name: str
+    """The EKS cluster (for the operator's Pod Identity association)."""
     queue_arns: Sequence[pulumi.Input[str]]
+    """ARNs of the queues ScaledObjects scale on; the operator may read only their depth."""
     system_node_selector: dict[str, str] = field(default_factory=dict)
+    """Node labels the operator's pods are pinned to (the system nodes); empty for any node."""
 
 
 class Keda(pulumi.ComponentResource):
@@ -43,7 +49,7 @@ class Keda(pulumi.ComponentResource):
             f"{name}-read-queue-depth",
             role=role.id,
             policy=pulumi.Output.all(*args.queue_arns).apply(
-                lambda arns: json.dumps(iamp.keda_operator_policy(arns))
+                lambda arns: json.dumps(iam.keda_operator_policy(arns))
             ),
             opts=pulumi.ResourceOptions(parent=role),
         )

@@ -6,7 +6,7 @@ Layout the runtimes expect (see docs/compute-plane.md#buckets-and-models): ``Sta
 
 The read-only policy for a runtime (``s3:ListBucket`` on the bucket, ``s3:GetObject`` on its
 objects, optionally under a prefix) is built by
-``sdfleet.components.builders.iam_platform.model_read_statements``, used by the Mountpoint driver's role
+``sdfleet.components.builders.iam.model_read_statements``, used by the Mountpoint driver's role
 and by each runtime's pod role.
 """
 
@@ -16,15 +16,23 @@ import pulumi
 import pulumi_aws as aws
 
 from sdfleet.components._bucket import secure_bucket
+from sdfleet.components.config_model import ModelsConfig, config_default, none_means_default
 
 
 @dataclass
 class ModelStoreArgs:
-    # An existing bucket to read from; it is looked up, never modified.
-    existing_bucket_name: str | None = None
-    # Let `pulumi destroy` delete the bucket we create together with every object version in
-    # it. Never applies to an existing bucket.
-    force_destroy: bool = False
+    """Inputs of ModelStore: create a versioned model bucket, or read an existing one.
+    Defaults are the stack configuration's (``sdfleet:models``)."""
+
+    existing_bucket_name: str | None = config_default(ModelsConfig, "bucket_name")
+    """An existing bucket to read models from; it is looked up, never modified. Unset creates
+    a new bucket."""
+    force_destroy: bool | None = config_default(ModelsConfig, "force_destroy")
+    """Let ``pulumi destroy`` delete the bucket it created together with every object version
+    in it. Must be false with existing_bucket_name."""
+
+    def __post_init__(self) -> None:
+        none_means_default(self)
 
 
 class ModelStore(pulumi.ComponentResource):
@@ -32,8 +40,11 @@ class ModelStore(pulumi.ComponentResource):
     never modified."""
 
     bucket_name: pulumi.Output[str]
+    """Name of the model bucket."""
     bucket_arn: pulumi.Output[str]
+    """ARN of the model bucket."""
     managed: bool
+    """Whether this component created the bucket (false for an existing one)."""
 
     def __init__(
         self, name: str, args: ModelStoreArgs, opts: pulumi.ResourceOptions | None = None
@@ -54,7 +65,7 @@ class ModelStore(pulumi.ComponentResource):
             self.managed = False
         else:
             bucket = secure_bucket(
-                f"{name}-models", self, versioning=True, force_destroy=args.force_destroy
+                f"{name}-models", self, versioning=True, force_destroy=bool(args.force_destroy)
             )
             self.bucket_name = bucket.bucket
             self.bucket_arn = bucket.arn

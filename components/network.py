@@ -5,28 +5,48 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import pulumi
 import pulumi_aws as aws
 import pulumi_awsx as awsx
 
 from sdfleet.components.builders.karpenter import DISCOVERY_TAG
+from sdfleet.components.config_model import NatGateways, NetworkConfig, config_default
+
+_DEFAULT = partial(config_default, NetworkConfig)
 
 
 @dataclass
 class NetworkArgs:
+    """Inputs of Network: a new VPC's shape, or the user's own VPC and subnets (all three, or
+    none). Defaults are the stack configuration's (``sdfleet:network``)."""
+
     cluster_name: str
-    # Bring your own: all three, or none for a new VPC.
-    vpc_id: str | None = None
-    private_subnet_ids: Sequence[str] = field(default_factory=list)
-    public_subnet_ids: Sequence[str] = field(default_factory=list)
-    cidr_block: str = "10.0.0.0/16"
-    availability_zones: int = 3
-    nat_gateways: str = "single"  # or "onePerAz"
-    s3_gateway_endpoint: bool = True
+    """The EKS cluster's name, written into the Karpenter discovery tag of the node subnets."""
+    vpc_id: str | None = _DEFAULT("vpc_id")
+    """An existing VPC (vpc-...); unset creates one."""
+    private_subnet_ids: Sequence[str] = field(
+        default_factory=lambda: _DEFAULT("private_subnet_ids")
+    )
+    """With vpc_id: the private subnets nodes run in (they get the discovery tag)."""
+    public_subnet_ids: Sequence[str] = field(default_factory=lambda: _DEFAULT("public_subnet_ids"))
+    """With vpc_id: the public subnets for load balancers."""
+    cidr_block: str = _DEFAULT("cidr_block")
+    """CIDR block of a new VPC."""
+    availability_zones: int = _DEFAULT("availability_zones")
+    """Availability zones a new VPC spans (2-6)."""
+    nat_gateways: NatGateways = _DEFAULT("nat_gateways")  # noqa: RUF009 (an enum member)
+    """NAT gateways of a new VPC: ``single`` or ``onePerAz``."""
+    s3_gateway_endpoint: bool = _DEFAULT("s3_gateway_endpoint")
+    """Create an S3 gateway endpoint on the VPC's route tables (model reads skip the NAT)."""
 
 
 class Network(pulumi.ComponentResource):
+    """The cluster's network: a new VPC (private node subnets tagged for Karpenter, public
+    subnets, NAT) or the user's VPC with its private subnets tagged, plus an optional S3
+    gateway endpoint."""
+
     vpc_id: pulumi.Output[str]
     private_subnet_ids: pulumi.Output[Sequence[str]]
     public_subnet_ids: pulumi.Output[Sequence[str]]
@@ -53,7 +73,7 @@ class Network(pulumi.ComponentResource):
         else:
             strategy = (
                 awsx.ec2.NatGatewayStrategy.ONE_PER_AZ
-                if args.nat_gateways == "onePerAz"
+                if NatGateways(args.nat_gateways) is NatGateways.ONE_PER_AZ
                 else awsx.ec2.NatGatewayStrategy.SINGLE
             )
             vpc = awsx.ec2.Vpc(

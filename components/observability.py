@@ -7,6 +7,7 @@ import pulumi
 import pulumi_aws as aws
 
 from sdfleet.components.builders import observability as ob
+from sdfleet.components.config_model import ObservabilityConfig, config_default
 
 
 @dataclass
@@ -21,13 +22,21 @@ class RuntimeQueueNames:
 
 @dataclass
 class ObservabilityArgs:
-    # runtime name -> its queue and DLQ names
+    """Inputs of Observability: the queues, function and API stage to watch, and who gets
+    the alarms."""
+
     runtime_queues: dict[str, RuntimeQueueNames]
+    """Runtime name -> the names of its task queue and dead-letter queue."""
     unrouted_queue_name: pulumi.Input[str]
+    """Name of the queue keeping tasks that name no configured runtime."""
     function_name: pulumi.Input[str]
+    """Name of the task Lambda."""
     api_name: pulumi.Input[str]
+    """Name of the REST API."""
     stage_name: pulumi.Input[str]
-    alarm_email: str | None = None
+    """The REST API's stage."""
+    alarm_email: str | None = config_default(ObservabilityConfig, "alarm_email")
+    """An e-mail address subscribed to the alarm topic (it must confirm); unset for none."""
 
 
 class Observability(pulumi.ComponentResource):
@@ -35,8 +44,11 @@ class Observability(pulumi.ComponentResource):
     its function), an SNS alarm topic with optional e-mail subscription, and a dashboard."""
 
     alarm_topic_arn: pulumi.Output[str]
+    """ARN of the SNS topic the alarms notify."""
     dashboard_name: pulumi.Output[str]
+    """Name of the CloudWatch dashboard."""
     alarm_names: list[pulumi.Output[str]]
+    """Names of every alarm created."""
 
     def __init__(
         self, name: str, args: ObservabilityArgs, opts: pulumi.ResourceOptions | None = None

@@ -14,9 +14,10 @@ from sdfleet.components import versions
 from sdfleet.components.agent_image import AgentImage, AgentImageArgs
 from sdfleet.components.api_ingress import ApiIngress, ApiIngressArgs
 from sdfleet.components.config import StackConfig
+from sdfleet.components.config_model import Arch, NatGateways, QuotaPeriod
 from sdfleet.components.eks_cluster import EksCluster, EksClusterArgs
 from sdfleet.components.event_fanout import EventFanout, EventFanoutArgs
-from sdfleet.components.gpu_node_pool import GpuNodePool, GpuNodePoolArgs
+from sdfleet.components.gpu_node_pool import GpuNodePool, GpuNodePoolArgs, InstanceStorePolicy
 from sdfleet.components.karpenter import Karpenter, KarpenterArgs
 from sdfleet.components.keda import Keda, KedaArgs
 from sdfleet.components.model_store import ModelStore, ModelStoreArgs
@@ -38,7 +39,11 @@ def _snake(key: str) -> str:
 
 @dataclass
 class SdPipelineArgs:
+    """Inputs of SdPipeline: the validated stack configuration."""
+
     config: StackConfig
+    """The ``sdfleet:`` stack configuration, as ``sdfleet.components.config.load_config``
+    returns it (every default filled in and every check passed)."""
 
 
 def runtime_catalogue(config: StackConfig) -> list[RuntimeInfo]:
@@ -62,23 +67,41 @@ class SdPipeline(pulumi.ComponentResource):
     # Class-level annotations are the package schema's outputs (the stack outputs); the child
     # components are declared in __init__ so the schema analyzer does not take them as outputs.
     api_url: pulumi.Output[str]
+    """The task API URL (``<apiUrl>/<route>``)."""
     api_key: pulumi.Output[str]
+    """The API key clients send in the x-api-key header (secret)."""
     input_topic_arn: pulumi.Output[str]
+    """ARN of the SNS topic tasks may also be published to directly."""
     output_topic_arn: pulumi.Output[str]
+    """ARN of the SNS topic results and status changes are published to."""
     output_bucket: pulumi.Output[str]
+    """Bucket results are written to."""
     model_bucket: pulumi.Output[str]
+    """Bucket the runtimes read models from."""
     queue_urls: pulumi.Output[dict[str, str]]
+    """Runtime name -> URL of its task queue."""
     queue_arns: pulumi.Output[dict[str, str]]
+    """Runtime name -> ARN of its task queue."""
     dlq_arns: pulumi.Output[dict[str, str]]
+    """Runtime name -> ARN of its dead-letter queue."""
     unrouted_queue_url: pulumi.Output[str]
+    """URL of the queue keeping tasks that name no configured runtime."""
     alarm_topic_arn: pulumi.Output[str]
+    """ARN of the SNS topic the alarms notify."""
     dashboard: pulumi.Output[str]
+    """Name of the CloudWatch dashboard."""
     agent_image_ref: pulumi.Output[str]
+    """The digest-pinned agent image the runtime pods run."""
     runtime_namespaces: pulumi.Output[dict[str, str]]
+    """Runtime name -> its Kubernetes namespace."""
     cluster_name: pulumi.Output[str]
+    """Name of the EKS cluster."""
     kubeconfig: pulumi.Output[str]
+    """Kubeconfig for the cluster (JSON; uses the aws CLI for tokens)."""
     update_kubeconfig_command: pulumi.Output[str]
+    """The aws CLI command that adds the cluster to ~/.kube/config."""
     subscribe_example: pulumi.Output[str]
+    """An aws CLI command subscribing a queue of yours to the results."""
 
     def __init__(
         self, name: str, args: SdPipelineArgs, opts: pulumi.ResourceOptions | None = None
@@ -130,7 +153,7 @@ class SdPipeline(pulumi.ComponentResource):
                 rate_limit=api.throttle.rate_limit,
                 burst_limit=api.throttle.burst_limit,
                 quota_limit=api.quota.limit if api.quota else None,
-                quota_period=api.quota.period if api.quota else "DAY",
+                quota_period=QuotaPeriod(api.quota.period) if api.quota else None,
                 reserved_concurrency=api.reserved_concurrency,
                 log_retention_days=cfg.observability.log_retention_days,
                 manage_account_log_role=api.manage_account_log_role,
@@ -215,7 +238,7 @@ class SdPipeline(pulumi.ComponentResource):
                 public_subnet_ids=net.public_subnet_ids,
                 cidr_block=net.cidr_block,
                 availability_zones=net.availability_zones,
-                nat_gateways=net.nat_gateways,
+                nat_gateways=NatGateways(net.nat_gateways),
                 s3_gateway_endpoint=net.s3_gateway_endpoint,
             ),
             child,
@@ -235,7 +258,7 @@ class SdPipeline(pulumi.ComponentResource):
                 endpoint_private_access=cl.endpoint_private_access,
                 public_access_cidrs=cl.public_access_cidrs,
                 system_instance_types=system.instance_types,
-                system_arch=system.arch,
+                system_arch=Arch(system.arch),
                 system_min_size=system.min_size,
                 system_desired_size=system.desired_size,
                 system_max_size=system.max_size,
@@ -282,7 +305,11 @@ class SdPipeline(pulumi.ComponentResource):
                     consolidate_after=gpu.consolidate_after,
                     expire_after=gpu.expire_after,
                     spot_fallback=gpu.spot_fallback,
-                    instance_store_policy=gpu.instance_store_policy,
+                    instance_store_policy=(
+                        InstanceStorePolicy(gpu.instance_store_policy)
+                        if gpu.instance_store_policy
+                        else None
+                    ),
                     ami_alias=cl.bottlerocket_alias or versions.BOTTLEROCKET_ALIAS,
                     node_requirements=[
                         {"key": r.key, "operator": r.operator, "values": list(r.values)}
