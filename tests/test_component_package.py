@@ -1,8 +1,12 @@
 """sdfleet as a Pulumi component package: Pulumi's Python schema analyzer accepts every
 component, and PulumiPlugin.yaml points at a provider host that imports without starting."""
 
+import dataclasses
 import importlib.util
+import inspect
 import sys
+import typing
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +17,7 @@ import pytest
 import yaml
 from pulumi.provider.experimental.analyzer import Analyzer
 from pulumi.provider.experimental.schema import generate_schema
+from pulumi.provider.experimental.util import camel_case
 
 import sdfleet
 from sdfleet import provider
@@ -46,6 +51,14 @@ def resource(schema: dict[str, Any], name: str) -> dict[str, Any]:
     return out
 
 
+def typed(prop: dict[str, Any]) -> dict[str, Any]:
+    """A schema property's type, without the descriptions (the analyzer repeats a field's
+    docstring on its map values and list items)."""
+    return {
+        k: typed(v) if isinstance(v, dict) else v for k, v in prop.items() if k != "description"
+    }
+
+
 def test_all_seven_components_are_in_the_schema(schema: dict[str, Any]) -> None:
     assert sorted(schema["resources"]) == sorted(f"sdfleet:index:{n}" for n in NAMES)
     for name in NAMES:
@@ -55,6 +68,63 @@ def test_all_seven_components_are_in_the_schema(schema: dict[str, Any]) -> None:
         assert res["properties"], name
 
 
+def args_class(name: str) -> Any:
+    return getattr(sdfleet, f"{name}Args")
+
+
+def enum_of(annotation: Any) -> type[Enum] | None:
+    """The Enum an Args field is typed with, under any ``X | None``."""
+    for tp in (annotation, *typing.get_args(annotation)):
+        if isinstance(tp, type) and issubclass(tp, Enum):
+            return tp
+    return None
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_required_inputs_are_the_fields_without_defaults(schema: dict[str, Any], name: str) -> None:
+    fields = dataclasses.fields(args_class(name))
+    without_default = {
+        camel_case(f.name)
+        for f in fields
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    }
+    res = resource(schema, name)
+    assert set(res.get("requiredInputs", [])) == without_default
+    assert set(res["inputProperties"]) == {camel_case(f.name) for f in fields}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_input_and_output_is_described(schema: dict[str, Any], name: str) -> None:
+    res = resource(schema, name)
+    for kind in ("inputProperties", "properties"):
+        undescribed = [k for k, v in res[kind].items() if not v.get("description")]
+        assert undescribed == [], f"{name} {kind}"
+    doc = args_class(name).__doc__
+    assert doc and not doc.startswith(f"{name}Args("), name  # its own, not dataclass's
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_closed_sets_are_schema_enums(schema: dict[str, Any], name: str) -> None:
+    hints = inspect.get_annotations(args_class(name))
+    inputs = resource(schema, name)["inputProperties"]
+    for field_name, annotation in hints.items():
+        enum = enum_of(annotation)
+        if enum is None:
+            continue
+        ref = inputs[camel_case(field_name)]["$ref"]
+        assert ref == f"#/types/sdfleet:index:{enum.__name__}"
+        members = schema["types"][f"sdfleet:index:{enum.__name__}"]["enum"]
+        assert [m["value"] for m in members] == [m.value for m in enum]
+
+
+def test_known_closed_sets_are_enums(schema: dict[str, Any]) -> None:
+    quota = resource(schema, "ApiIngress")["inputProperties"]["quotaPeriod"]
+    assert quota["$ref"] == "#/types/sdfleet:index:QuotaPeriod"
+    periods = schema["types"]["sdfleet:index:QuotaPeriod"]
+    assert periods["type"] == "string"
+    assert [m["value"] for m in periods["enum"]] == ["DAY", "WEEK", "MONTH"]
+
+
 def test_event_fanout_inputs_and_outputs_are_typed(schema: dict[str, Any]) -> None:
     res = resource(schema, "EventFanout")
     inputs = res["inputProperties"]
@@ -62,7 +132,7 @@ def test_event_fanout_inputs_and_outputs_are_typed(schema: dict[str, Any]) -> No
     assert inputs["runtimeNames"]["items"]["type"] == "string"
     assert inputs["maxReceiveCount"]["type"] == "integer"
     assert inputs["outputForceDestroy"]["type"] == "boolean"
-    props = res["properties"]
+    props = {k: typed(v) for k, v in res["properties"].items()}
     assert props["inputTopicArn"] == STRING
     assert props["outputBucketName"] == STRING
     assert props["queueUrls"] == STRING_MAP
@@ -96,7 +166,7 @@ def test_nested_args_are_object_types(schema: dict[str, Any]) -> None:
 
 
 def test_pipeline_outputs_are_the_stack_outputs(schema: dict[str, Any]) -> None:
-    props = resource(schema, "SdPipeline")["properties"]
+    props = {k: typed(v) for k, v in resource(schema, "SdPipeline")["properties"].items()}
     assert props["apiUrl"] == props["clusterName"] == props["agentImageRef"] == STRING
     assert props["queueUrls"] == STRING_MAP
     assert props["runtimeNamespaces"] == STRING_MAP
