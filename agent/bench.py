@@ -1,4 +1,4 @@
-"""Agent benchmarks: ``python -m sdfleet.agent.bench`` (from the repository root; not a test).
+"""Agent benchmarks: ``python -m sdfleet.agent.bench`` (not a test; needs the dev extra).
 
 Pipelining, then recovery (``sdfleet.agent.bench_recovery``: kill -9 recovery, duplicate GPU runs for
 long tasks, GPU runs under transient S3/SNS failures). ``--only pipeline|recovery`` runs one.
@@ -48,9 +48,10 @@ def cpu_model() -> str:
 
 
 def run(tasks: int, inference_seconds: float, size: int) -> dict[str, Any]:
-    # Test-only dependencies, imported here so the agent image never needs them.
+    # sdfleet.fakes (moto, the fake servers) is not in the agent image: imported here only.
+    from sdfleet.fakes.agents import subprocess_env
+    from sdfleet.fakes.fleet import Fleet, MotoProcess
     from sdfleet.fakes.sdwebui import FakeSdWebUI
-    from tests.agent.harness import Fleet, MotoProcess, subprocess_env
 
     # The fake server shares this process with boto3 calls: keep its handler threads from
     # waiting the default 5 ms for the GIL (the agent does the same for its GPU thread).
@@ -64,7 +65,7 @@ def run(tasks: int, inference_seconds: float, size: int) -> dict[str, Any]:
                 fleet.publish(fleet.task({"prompt": "bench", "seed": 1234, "steps": 20}))
             env = fleet.agent_env(
                 srv.url,
-                # The agent's defaults (the harness speeds them up for tests).
+                # The agent's defaults (Fleet.agent_env speeds them up for tests).
                 HEARTBEAT_SECONDS=str(settings.default("HEARTBEAT_SECONDS")),
                 VISIBILITY_EXTENSION_SECONDS=str(settings.default("VISIBILITY_EXTENSION_SECONDS")),
                 HEARTBEAT_TIMEOUT_SECONDS=str(settings.default("HEARTBEAT_TIMEOUT_SECONDS")),
@@ -77,7 +78,6 @@ def run(tasks: int, inference_seconds: float, size: int) -> dict[str, Any]:
                     [sys.executable, "-m", "sdfleet.agent"],
                     env=subprocess_env(env),
                     stdout=agent_log,
-                    cwd=Path(__file__).resolve().parents[1],
                 )
                 try:
                     # Wait on the fake (a condition variable) rather than polling SQS meanwhile,

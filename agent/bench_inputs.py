@@ -1,4 +1,4 @@
-"""Input-fetch memory benchmark: ``python -m sdfleet.agent.bench_inputs`` (repository root; not a test).
+"""Input-fetch memory benchmark: ``python -m sdfleet.agent.bench_inputs`` (not a test).
 
 Six 20 MiB inputs are served from 127.0.0.1 by this process; each mode runs in a fresh child
 process, once for peak RSS (``ru_maxrss``) and once under tracemalloc (Python allocations):
@@ -89,7 +89,7 @@ def main() -> int:
     if args.child:
         child(args.child, args.url, args.trace)
         return 0
-    from tests.agent.input_servers import BlobServer  # the tests' loopback server
+    from sdfleet.fakes.blobs import BlobServer  # not in the agent image: imported here only
 
     with BlobServer(os.urandom(SIZE)) as server:
         _report(f"http://127.0.0.1:{server.port}")

@@ -19,16 +19,14 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from sdfleet.agent import settings
 
 HEARTBEAT = float(settings.default("HEARTBEAT_SECONDS"))
 EXTENSION = int(settings.default("VISIBILITY_EXTENSION_SECONDS"))
-ROOT = Path(__file__).resolve().parents[1]
 KILL_AFTER = (0.5, 6.0)
-# The harness's test speed-ups; the bench runs with the agent's own defaults instead.
+# Fleet.agent_env's test speed-ups; the bench runs with the agent's own defaults instead.
 SPEED_UPS = (
     "HEARTBEAT_SECONDS",
     "VISIBILITY_EXTENSION_SECONDS",
@@ -38,7 +36,7 @@ SPEED_UPS = (
 
 
 def _default_env(fleet: Any, url: str) -> dict[str, str]:
-    """The harness's agent env without its test speed-ups: the agent's own defaults apply."""
+    """Fleet.agent_env without its test speed-ups: the agent's own defaults apply."""
     env = fleet.agent_env(url, LOGLEVEL="WARNING")
     for name in SPEED_UPS:
         env.pop(name)
@@ -47,14 +45,13 @@ def _default_env(fleet: Any, url: str) -> dict[str, str]:
 
 @contextmanager
 def _agent_process(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
-    from tests.agent.harness import subprocess_env
+    from sdfleet.fakes.agents import subprocess_env
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "sdfleet.agent"],
         env=subprocess_env(env),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        cwd=ROOT,
     )
     try:
         yield proc
@@ -71,8 +68,8 @@ def _agent_process(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
 def kill9_recovery(endpoint: str, kill_after: float) -> float:
     """Seconds from SIGKILL of the agent holding a task to its start on another agent's GPU.
     ``kill_after``: seconds after the first agent started the task."""
+    from sdfleet.fakes.fleet import Fleet
     from sdfleet.fakes.sdwebui import FakeSdWebUI
-    from tests.agent.harness import Fleet
 
     fleet = Fleet(endpoint)
     with FakeSdWebUI(inference_seconds=0.05) as gpu_a, FakeSdWebUI(inference_seconds=0.05) as gpu_b:
@@ -94,8 +91,8 @@ def kill9_recovery(endpoint: str, kill_after: float) -> float:
 
 def long_tasks(endpoint: str, tasks: int, inference_seconds: float) -> dict[str, Any]:
     """Two agent processes and ``tasks`` tasks of ``inference_seconds`` each."""
+    from sdfleet.fakes.fleet import Fleet
     from sdfleet.fakes.sdwebui import FakeSdWebUI
-    from tests.agent.harness import Fleet
 
     fleet = Fleet(endpoint)
     with (
@@ -122,8 +119,9 @@ def long_tasks(endpoint: str, tasks: int, inference_seconds: float) -> dict[str,
 
 def flaky_outputs(endpoint: str, tasks: int, method: str, failures: int) -> dict[str, Any]:
     """In-process agent whose S3 ``put_object`` or SNS ``publish`` fails ``failures`` times."""
+    from sdfleet.fakes.agents import AgentThread, failing
+    from sdfleet.fakes.fleet import Fleet
     from sdfleet.fakes.sdwebui import FakeSdWebUI
-    from tests.agent.harness import AgentThread, Fleet, failing
 
     fleet = Fleet(endpoint)
     flaky, wrap = failing(method, failures)
@@ -152,7 +150,7 @@ def flaky_outputs(endpoint: str, tasks: int, method: str, failures: int) -> dict
 
 
 def run() -> dict[str, Any]:
-    from tests.agent.harness import MotoProcess
+    from sdfleet.fakes.fleet import MotoProcess
 
     # The in-process agents' retry warnings are expected here; keep the report readable.
     logging.getLogger("agent").setLevel(logging.ERROR)
