@@ -18,6 +18,7 @@ from dataclasses import dataclass
 __all__ = [
     "COMFYUI",
     "CONTRACTS",
+    "LAUNCH_SCRIPT",
     "MODEL_MOUNT_PATH",
     "SDWEBUI",
     "SERVER_GID",
@@ -108,6 +109,7 @@ class ServerContract:
         return env
 
 
+# Where both images put their launch script (the Dockerfiles COPY it there).
 LAUNCH_SCRIPT = "/opt/sdfleet/launch.sh"
 
 _WRITABLE = (
