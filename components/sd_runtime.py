@@ -21,39 +21,31 @@ import pulumi_kubernetes as k8s
 from sdfleet.components import _opts
 from sdfleet.components._iam import pod_identity_role
 from sdfleet.components.builders import keda as kb
-from sdfleet.components.sd_runtime_plan import (
+from sdfleet.components.builders.enums import RuntimeType
+from sdfleet.components.builders.runtime_manifests import runtime_manifests
+from sdfleet.components.builders.runtime_plan import (
     DEFAULT_MODEL_CACHE_SIZE,
+    MODEL_CACHE_OFF,
     PART_OF_LABEL,
-    PLACEHOLDERS,
     SKIP_AWAIT,
     WIRED,
     RuntimeNames,
-    SdRuntimeArgs,
-    build_manifests,
-    build_pod_policy,
-    runtime_args,
+    known_values,
+    pod_policy,
 )
+from sdfleet.components.sd_runtime_plan import SdRuntimeArgs, runtime_args
 
 __all__ = [
     "DEFAULT_MODEL_CACHE_SIZE",
+    "MODEL_CACHE_OFF",
     "PART_OF_LABEL",
     "SKIP_AWAIT",
     "RuntimeNames",
+    "RuntimeType",
     "SdRuntime",
     "SdRuntimeArgs",
-    "build_manifests",
-    "build_pod_policy",
     "runtime_args",
 ]
-
-
-def _known(args: SdRuntimeArgs) -> dict[str, str]:
-    """Plain values where given, placeholders for Outputs: checks the config before any
-    resource is registered, so a bad value fails the program with a clear message."""
-    return {
-        key: value if isinstance(value := getattr(args, key), str) else PLACEHOLDERS[key]
-        for key in WIRED
-    }
 
 
 def _part(manifests: pulumi.Output[dict[str, dict[str, Any]]], kind: str, key: str) -> Any:
@@ -74,24 +66,31 @@ class SdRuntime(pulumi.ComponentResource):
     ``depends_on`` (KEDA, the addons, the NodePools) come through ResourceOptions."""
 
     names: RuntimeNames
+    """The Kubernetes object names of the runtime (Deployment, ServiceAccount, PV, ...)."""
     namespace: pulumi.Output[str]
+    """The runtime's namespace (once created, when the component creates it)."""
     service_account: pulumi.Output[str]
+    """The pods' ServiceAccount, associated with ``role_arn`` through Pod Identity."""
     role_arn: pulumi.Output[str]
+    """ARN of the pods' IAM role (queue, results bucket and topic, input buckets)."""
     deployment_name: pulumi.Output[str]
+    """The Deployment running the inference server and the queue agent."""
     scaled_object_name: pulumi.Output[str]
-    # The plain manifests applied, in apply order (for synth and validation).
+    """KEDA's ScaledObject that scales the Deployment on the queue."""
     manifests: pulumi.Output[list[dict[str, Any]]]
+    """The plain manifests applied, in apply order (for synth and validation)."""
 
     def __init__(
         self, name: str, args: SdRuntimeArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("sdfleet:index:SdRuntime", name, None, opts)
-        plain = build_manifests(args, _known(args))
-        build_pod_policy(args, _known(args))
+        # Built once from placeholders first: a bad value fails here, before any resource.
+        plain = runtime_manifests(args, known_values(args))
+        pod_policy(args, known_values(args))
         self.names = names = RuntimeNames.of(args.runtime_name, args.namespace)
 
         wired = pulumi.Output.all(**{key: getattr(args, key) for key in WIRED})
-        manifests = wired.apply(lambda w: build_manifests(args, w))
+        manifests = wired.apply(lambda w: runtime_manifests(args, w))
 
         role, role_policy, association = self._identity(name, args, wired)
 
@@ -103,7 +102,7 @@ class SdRuntime(pulumi.ComponentResource):
             )
 
         namespace_deps: list[pulumi.Resource] = []
-        if args.create_namespace:
+        if "namespace" in plain:
             ns = k8s.core.v1.Namespace(
                 f"{name}-namespace", metadata=plain["namespace"]["metadata"], opts=k8s_opts()
             )
@@ -208,7 +207,7 @@ class SdRuntime(pulumi.ComponentResource):
         role_policy = aws.iam.RolePolicy(
             f"{name}-policy",
             role=role.id,
-            policy=wired.apply(lambda w: json.dumps(build_pod_policy(args, w))),
+            policy=wired.apply(lambda w: json.dumps(pod_policy(args, w))),
             opts=pulumi.ResourceOptions(parent=role),
         )
         association = aws.eks.PodIdentityAssociation(

@@ -1,108 +1,135 @@
-"""SdRuntime's inputs and its plain output: the args dataclass (and how the stack config fills
-it), the Kubernetes object names, every manifest and the pods' IAM policy, built from plain
-values. No resources are registered here; :mod:`sdfleet.components.sd_runtime` does that.
+"""SdRuntime's inputs: the args dataclass (read by Pulumi's schema analyzer: each field's
+docstring is its schema description, an optional field is typed ``X | None``) and how the
+stack config fills it. Defaults are not declared here: a field left as None takes the stack
+config model's default (see :mod:`sdfleet.components.builders.runtime_plan`), so the Args and
+the config cannot drift. The manifests are built in
+:mod:`sdfleet.components.builders.runtime_manifests`.
 """
 
-import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
 
 from sdfleet.agent.contract import Limits
-from sdfleet.components import versions
-from sdfleet.components.builders import iam_platform as iamp
-from sdfleet.components.builders import isolation as iso
-from sdfleet.components.builders import keda as kb
-from sdfleet.components.builders import workload as wl
+from sdfleet.components.builders.enums import RuntimeType
 from sdfleet.components.config import RuntimeConfig
-
-PART_OF_LABEL = {"app.kubernetes.io/part-of": "sdfleet"}
-# Pulumi would otherwise wait for the first pod to be ready: a GPU node, a multi-GB image and
-# the model load can take longer than its timeout, and KEDA scales the pod away anyway.
-SKIP_AWAIT = {"pulumi.com/skipAwait": "true"}
-DEFAULT_MODEL_CACHE_SIZE = "20Gi"
-
-# Values the builders check eagerly when the real ones are not known yet (Outputs).
-PLACEHOLDERS: dict[str, str] = {
-    "region": "us-east-1",
-    "queue_url": "https://sqs.us-east-1.amazonaws.com/000000000000/placeholder",
-    "queue_arn": "arn:aws:sqs:us-east-1:000000000000:placeholder",
-    "output_topic_arn": "arn:aws:sns:us-east-1:000000000000:placeholder",
-    "output_bucket_name": "placeholder-outputs",
-    "output_bucket_arn": "arn:aws:s3:::placeholder-outputs",
-    "model_bucket_name": "placeholder-models",
-    "agent_image": f"placeholder.invalid/agent@sha256:{'0' * 64}",
-}
-WIRED = tuple(PLACEHOLDERS)
 
 
 @dataclass
 class SdRuntimeArgs:
+    """Inputs of one SdRuntime. The queue, topic, buckets and cluster come in as IDs, ARNs and
+    URLs (Outputs or plain strings), so the runtime also deploys into a cluster this stack does
+    not manage. Every optional field left unset (or None) takes the documented default."""
+
     runtime_name: str
-    runtime_type: str
+    """The runtime's name (a DNS label): the Deployment, ScaledObject and the prefix of every
+    other object's name; the agent reports it in results."""
+    runtime_type: RuntimeType
+    """Which inference server runs: ``sdwebui`` or ``comfyui``."""
     namespace: str
+    """Kubernetes namespace for the runtime's objects (a DNS label)."""
     cluster_name: pulumi.Input[str]
+    """EKS cluster name, for the Pod Identity association."""
     region: pulumi.Input[str]
+    """AWS region of the queue, topic and buckets (e.g. ``us-east-1``)."""
     queue_url: pulumi.Input[str]
+    """URL of the runtime's SQS task queue (the agent reads it; KEDA scales on its length)."""
     queue_arn: pulumi.Input[str]
+    """ARN of the same queue, for the pods' IAM policy."""
     output_topic_arn: pulumi.Input[str]
+    """ARN of the SNS topic the agent publishes task results to."""
     output_bucket_name: pulumi.Input[str]
+    """S3 bucket the agent writes generated images to."""
     output_bucket_arn: pulumi.Input[str]
+    """ARN of the same bucket, for the pods' IAM policy."""
     model_bucket_name: pulumi.Input[str]
-    # Digest-pinned agent image (AgentImage.ref).
+    """S3 bucket holding the models; mounted read-only into the server (Mountpoint CSI)."""
     agent_image: pulumi.Input[str]
-    # Pod spec fields from karpenter.pod_scheduling / GpuNodePool.scheduling.
+    """The queue agent's image, pinned by digest (``AgentImage.ref``)."""
     scheduling: Mapping[str, Any]
-    # None: the documented default per type (sdfleet.components.versions).
+    """Pod spec fields (camelCase: tolerations, nodeSelector, affinity,
+    topologySpreadConstraints) that land the pods on the runtime's GPU nodes: pass
+    ``GpuNodePool.scheduling``; ``{}`` for no constraints."""
     server_image: str | None = None
-    # None: the default args for the default image (workload.DEFAULT_SERVER_ARGS).
+    """Inference server image pinned by tag or digest; unset: the documented default image for
+    the runtime type (``sdfleet.components.versions``)."""
     server_args: Sequence[str] | None = None
-    # None: the image's entrypoint. Set it for images whose entrypoint does not take the
-    # server's flags (e.g. ones that start a process supervisor).
+    """The server's arguments; unset: the ones that make the default image serve its HTTP API
+    on port 8080 (``workload.DEFAULT_SERVER_ARGS``)."""
     server_command: Sequence[str] | None = None
-    server_env: Mapping[str, str] = field(default_factory=dict)
-    # Appended to the server's arguments (the defaults or server_args).
-    server_extra_args: Sequence[str] = ()
-    # Extra agent variables (never its own settings nor AWS_*).
-    agent_extra_env: Mapping[str, str] = field(default_factory=dict)
-    # Extra pod labels/annotations (never keys sdfleet sets).
-    pod_labels: Mapping[str, str] = field(default_factory=dict)
-    pod_annotations: Mapping[str, str] = field(default_factory=dict)
-    # The server container's; None: the Kubernetes default.
+    """Replaces the image's entrypoint (non-empty strings); unset: the image's entrypoint. Set
+    it for images whose entrypoint does not take the server's flags (e.g. a supervisor)."""
+    server_env: Mapping[str, str] | None = None
+    """Extra server environment variables; never ``AWS_*`` (the server gets no AWS access)."""
+    server_extra_args: Sequence[str] | None = None
+    """Appended to the server's arguments (the defaults or ``server_args``)."""
+    agent_extra_env: Mapping[str, str] | None = None
+    """Other agent settings (``agent/settings.py``), never ones sdfleet sets nor ``AWS_*``."""
+    pod_labels: Mapping[str, str] | None = None
+    """Extra pod labels (never keys sdfleet sets)."""
+    pod_annotations: Mapping[str, str] | None = None
+    """Extra pod annotations (never keys sdfleet sets)."""
     image_pull_policy: str | None = None
-    # Buckets s3:// task inputs may name; the pod role may read exactly these.
-    input_s3_buckets: Sequence[str] = ()
-    # What one task may ask (the agent enforces it too); None: the contract's defaults.
+    """The server container's ``Always``, ``IfNotPresent`` or ``Never``; unset: Kubernetes'
+    default for the image reference."""
+    input_s3_buckets: Sequence[str] | None = None
+    """``bucket`` or ``bucket/prefix`` locations ``s3://`` task inputs may name; the pods' role
+    may read exactly these. Unset: none."""
     task_limits: Limits | None = None
-    # None: workload.DEFAULT_MODEL_PATHS for the type.
+    """What one task may ask (steps, pixels, images, inputs); the agent enforces it too. Unset:
+    the task contract's defaults."""
     model_path: str | None = None
+    """Absolute path where the server looks for models (the bucket is mounted there); unset:
+    the runtime type's default (``workload.DEFAULT_MODEL_PATHS``)."""
     model_prefix: str | None = None
+    """Key prefix in the model bucket to mount (e.g. ``sd15/``); unset: the whole bucket."""
     model_filename: str | None = None
-    dynamic_model: bool = False
-    # Mountpoint's local data cache (emptyDir on the node); None turns it off.
-    model_cache_size: str | None = DEFAULT_MODEL_CACHE_SIZE
-    job_timeout_seconds: int = 600
-    drain_seconds: int = 90
-    # None: drain + 30 s, capped at the 2-minute spot notice.
+    """Checkpoint file the server loads at start (the agent selects it); unset: the server's
+    own choice."""
+    dynamic_model: bool | None = None
+    """True: a task may name another checkpoint and the agent switches to it. Unset: false."""
+    model_cache_size: str | None = None
+    """Size limit (Kubernetes quantity) of Mountpoint's local cache of model files (an emptyDir
+    on the node); ``"0"`` turns the cache off. Unset: ``20Gi``."""
+    job_timeout_seconds: int | None = None
+    """Seconds one task may run before the agent gives up on it. Unset: 600."""
+    drain_seconds: int | None = None
+    """Seconds the agent keeps finishing its task after SIGTERM. Unset: 90."""
     termination_grace_period_seconds: int | None = None
-    # Startup budget = 10 s x this (15 minutes by default) for the server to load its model.
-    startup_failure_threshold: int = 90
-    cpu: str = "4"
-    memory: str = "24Gi"
-    min_replicas: int = 0
-    max_replicas: int = 4
-    queue_length: int = kb.DEFAULT_QUEUE_LENGTH
-    activation_queue_length: int = 0
-    polling_interval: int = 15
-    cooldown_period: int = kb.DEFAULT_COOLDOWN_PERIOD
-    scale_down_pods: int = 1
-    scale_down_period_seconds: int = 60
-    # Only when the queue/bucket/topic use customer-managed KMS keys.
-    kms_key_arns: Sequence[str] = ()
-    # False: the namespace exists already (bring your own cluster).
-    create_namespace: bool = True
+    """The pods' grace period in seconds, at least ``drain_seconds`` + 10. Unset: drain + 30,
+    capped at the 2-minute spot notice."""
+    startup_failure_threshold: int | None = None
+    """Startup probe failures (one per 10 s) before the server is restarted; the budget for
+    loading its model. Unset: 90 (15 minutes)."""
+    cpu: str | None = None
+    """The server container's CPU request (a Kubernetes quantity such as ``4`` or ``3500m``).
+    Unset: 4."""
+    memory: str | None = None
+    """The server container's memory request and limit (a quantity such as ``24Gi``). Unset:
+    24Gi."""
+    min_replicas: int | None = None
+    """Pods KEDA keeps running when the queue is empty (a warm pool). Unset: 0."""
+    max_replicas: int | None = None
+    """Most pods KEDA runs. Unset: 4."""
+    queue_length: int | None = None
+    """Target messages (visible + in flight) per pod. Unset: 2."""
+    activation_queue_length: int | None = None
+    """Messages above which KEDA scales from zero. Unset: 0."""
+    polling_interval: int | None = None
+    """Seconds between KEDA's checks of the queue. Unset: 15."""
+    cooldown_period: int | None = None
+    """Seconds after the last message before KEDA scales to zero. Unset: 300."""
+    scale_down_pods: int | None = None
+    """Most pods removed per scale-down period. Unset: 1."""
+    scale_down_period_seconds: int | None = None
+    """The scale-down period in seconds. Unset: 60."""
+    kms_key_arns: Sequence[str] | None = None
+    """Customer-managed KMS keys of the queue, bucket or topic the pods must use. Unset:
+    none (AWS managed keys)."""
+    create_namespace: bool | None = None
+    """False: the namespace exists already (bring your own cluster). Unset: true."""
 
 
 def runtime_args(runtime: RuntimeConfig, **wiring: Any) -> SdRuntimeArgs:
@@ -112,7 +139,7 @@ def runtime_args(runtime: RuntimeConfig, **wiring: Any) -> SdRuntimeArgs:
     scaling = runtime.scaling
     return SdRuntimeArgs(
         runtime_name=runtime.name,
-        runtime_type=runtime.type,
+        runtime_type=RuntimeType(runtime.type),
         namespace=runtime.k8s_namespace,
         server_image=runtime.image,
         model_path=runtime.model_path,
@@ -140,167 +167,4 @@ def runtime_args(runtime: RuntimeConfig, **wiring: Any) -> SdRuntimeArgs:
         scale_down_pods=scaling.scale_down_pods,
         scale_down_period_seconds=scaling.scale_down_period_seconds,
         **wiring,
-    )
-
-
-@dataclass(frozen=True)
-class RuntimeNames:
-    """Kubernetes object names of one runtime."""
-
-    namespace: str
-    deployment: str
-    service_account: str
-    claim: str
-    volume: str
-    volume_handle: str
-    trigger_authentication: str
-    scaled_object: str
-    network_policy: str
-    deletion_cost_role: str
-
-    @classmethod
-    def of(cls, runtime_name: str, namespace: str) -> "RuntimeNames":
-        # The PV is cluster-scoped: a hash of namespace/runtime keeps its name (and the CSI
-        # volume handle, which must be unique in the cluster) apart from every other runtime's.
-        digest = hashlib.sha256(f"{namespace}/{runtime_name}".encode()).hexdigest()[:8]
-        volume = f"{runtime_name}-models-{digest}"
-        return cls(
-            namespace=namespace,
-            deployment=runtime_name,
-            service_account=f"{runtime_name}-runtime",
-            claim=f"{runtime_name}-models",
-            volume=volume,
-            volume_handle=f"sdfleet-{volume}",
-            trigger_authentication=f"{runtime_name}-keda-aws",
-            scaled_object=runtime_name,
-            network_policy=f"{runtime_name}-isolation",
-            deletion_cost_role=f"{runtime_name}-pod-deletion-cost",
-        )
-
-
-def build_manifests(args: SdRuntimeArgs, wired: Mapping[str, str]) -> dict[str, dict[str, Any]]:
-    """Every Kubernetes object of the runtime, from the args and the resolved ``wired`` values
-    (keys of ``PLACEHOLDERS``). Raises ValueError naming the field for bad input."""
-    names = RuntimeNames.of(args.runtime_name, args.namespace)
-    region = wired["region"]
-    server_image = args.server_image or versions.default_server_image(args.runtime_type)
-    agent_env = wl.AgentEnv(
-        sqs_queue_url=wired["queue_url"],
-        sns_topic_arn=wired["output_topic_arn"],
-        s3_bucket=wired["output_bucket_name"],
-        runtime_type=args.runtime_type,
-        runtime_name=args.runtime_name,
-        aws_region=region,
-        job_timeout_seconds=args.job_timeout_seconds,
-        drain_seconds=args.drain_seconds,
-        dynamic_sd_model=args.dynamic_model,
-        model_filename=args.model_filename,
-        task_limits=(args.task_limits or Limits()).to_json(),
-        input_s3_buckets=tuple(args.input_s3_buckets),
-        extra=dict(args.agent_extra_env),
-    )
-    server_args = (
-        wl.DEFAULT_SERVER_ARGS[args.runtime_type] if args.server_args is None else args.server_args
-    )
-    deployment = wl.runtime_deployment(
-        name=names.deployment,
-        namespace=names.namespace,
-        runtime_name=args.runtime_name,
-        runtime_type=args.runtime_type,
-        agent_image=wired["agent_image"],
-        server_image=server_image,
-        agent_env=agent_env,
-        service_account_name=names.service_account,
-        model_claim_name=names.claim,
-        scheduling=args.scheduling,
-        server_resources=wl.Resources(cpu=args.cpu, memory=args.memory),
-        server_args=(*server_args, *args.server_extra_args),
-        server_env=args.server_env,
-        model_mount_path=args.model_path,
-        startup_failure_threshold=args.startup_failure_threshold,
-        termination_grace_period_seconds=args.termination_grace_period_seconds,
-        labels=PART_OF_LABEL,
-        pod_labels=args.pod_labels,
-        pod_annotations=args.pod_annotations,
-        image_pull_policy=args.image_pull_policy,
-    )
-    deployment["metadata"]["annotations"] = dict(SKIP_AWAIT)
-    if args.server_command is not None:
-        command = list(args.server_command)
-        if not command or not all(isinstance(c, str) and c for c in command):
-            raise ValueError(
-                f"server_command: got {args.server_command!r}; allowed: a non-empty list of "
-                "non-empty strings, or None for the image's entrypoint"
-            )
-        deployment["spec"]["template"]["spec"]["initContainers"][0]["command"] = command
-    manifests: dict[str, dict[str, Any]] = {}
-    if args.create_namespace:
-        manifests["namespace"] = wl.namespace(names.namespace, labels=PART_OF_LABEL)
-    manifests["service_account"] = wl.service_account(
-        names.service_account, names.namespace, labels=PART_OF_LABEL
-    )
-    manifests["volume"] = wl.model_volume(
-        name=names.volume,
-        volume_handle=names.volume_handle,
-        bucket_name=wired["model_bucket_name"],
-        region=region,
-        claim_name=names.claim,
-        claim_namespace=names.namespace,
-        prefix=args.model_prefix,
-        cache_size_limit=args.model_cache_size,
-    )
-    manifests["claim"] = wl.model_claim(
-        name=names.claim, namespace=names.namespace, volume_name=names.volume
-    )
-    manifests["deployment"] = deployment
-    manifests.update(_isolation_manifests(names, deployment["spec"]["selector"]["matchLabels"]))
-    manifests["trigger_authentication"] = kb.trigger_authentication(
-        names.trigger_authentication, names.namespace
-    )
-    manifests["scaled_object"] = kb.scaled_object(
-        name=names.scaled_object,
-        namespace=names.namespace,
-        deployment_name=names.deployment,
-        queue_url=wired["queue_url"],
-        region=region,
-        trigger_authentication_name=names.trigger_authentication,
-        min_replicas=args.min_replicas,
-        max_replicas=args.max_replicas,
-        queue_length=args.queue_length,
-        activation_queue_length=args.activation_queue_length,
-        polling_interval=args.polling_interval,
-        cooldown_period=args.cooldown_period,
-        scale_down_pods_per_period=args.scale_down_pods,
-        scale_down_period_seconds=args.scale_down_period_seconds,
-    )
-    return manifests
-
-
-def _isolation_manifests(
-    names: RuntimeNames, pod_selector: Mapping[str, str]
-) -> dict[str, dict[str, Any]]:
-    """The runtime's NetworkPolicy (selecting the Deployment's pods) and the agent's
-    pod-deletion-cost Role and binding."""
-    ns = names.namespace
-    return {
-        "network_policy": iso.runtime_network_policy(
-            name=names.network_policy, namespace=ns, pod_labels=pod_selector
-        ),
-        "role": iso.deletion_cost_role(name=names.deletion_cost_role, namespace=ns),
-        "role_binding": iso.role_binding(
-            name=names.deletion_cost_role,
-            namespace=ns,
-            role_name=names.deletion_cost_role,
-            service_accounts=[names.service_account],
-        ),
-    }
-
-
-def build_pod_policy(args: SdRuntimeArgs, wired: Mapping[str, str]) -> dict[str, Any]:
-    return iamp.runtime_pod_policy(
-        queue_arn=wired["queue_arn"],
-        output_bucket_arn=wired["output_bucket_arn"],
-        output_topic_arn=wired["output_topic_arn"],
-        input_s3_buckets=list(args.input_s3_buckets),
-        kms_key_arns=list(args.kms_key_arns),
     )

@@ -969,12 +969,9 @@ def test_runtime_args_carry_the_pass_through_settings() -> None:
         }
     )
     args = runtime_args(config.runtimes[0], **wiring("xl"))
-    assert tuple(args.server_extra_args) == ("--lowvram",)
-    assert dict(args.server_env) == {"A": "1"}
-    assert dict(args.agent_extra_env) == {"EXP_CALLBACK_WHEN_RUNNING": "true"}
-    assert (dict(args.pod_labels), dict(args.pod_annotations)) == (
-        {"team": "x"},
-        {"example.com/a": "b"},
-    )
+    assert args.server_extra_args == ("--lowvram",)
+    assert args.server_env == {"A": "1"}
+    assert args.agent_extra_env == {"EXP_CALLBACK_WHEN_RUNNING": "true"}
+    assert (args.pod_labels, args.pod_annotations) == ({"team": "x"}, {"example.com/a": "b"})
     assert (args.image_pull_policy, args.min_replicas) == ("Never", 2)
     assert args.task_limits == Limits(max_inputs=3)
