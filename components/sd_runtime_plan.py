@@ -104,11 +104,11 @@ class SdRuntimeArgs:
     """Startup probe failures (one per 10 s) before the server is restarted; the budget for
     loading its model. Unset: 90 (15 minutes)."""
     cpu: str | None = None
-    """The server container's CPU request (a Kubernetes quantity such as ``4`` or ``3500m``).
-    Unset: 4."""
+    """The server container's CPU request (a Kubernetes quantity such as ``6`` or
+    ``3500m``). Unset: 4."""
     memory: str | None = None
-    """The server container's memory request and limit (a quantity such as ``24Gi``). Unset:
-    24Gi."""
+    """The server container's memory request and limit (a Kubernetes quantity such as
+    ``30Gi``). Unset: 24Gi."""
     min_replicas: int | None = None
     """Pods KEDA keeps running when the queue is empty (a warm pool). Unset: 0."""
     max_replicas: int | None = None
