@@ -159,6 +159,13 @@ def deliver_record(record: Mapping[str, Any], sender: WebhookSender) -> RecordRe
         callback = sender.callback_of(notification)
     except ContractError as exc:
         log.warning("webhook for task %s: callback refused (%s: %s)", task_id, exc.code, exc.field)
+        now = sender.clock()
+        event_name = str(notification.get("status"))
+        _record(
+            sender,
+            AttemptRecord(task_id, retry.webhook_id, event_name, retry.attempt, exc.code, None,
+                          now, True, None),
+        )  # fmt: skip
         return RecordResult(message_id, FAILED, detail=f"{exc.code}: {exc.message}")
     event = notification.get("status")
     if callback is None or not isinstance(event, str) or not callback.wants(event):
