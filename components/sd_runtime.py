@@ -11,7 +11,7 @@ cluster this stack does not manage ("bring your own cluster").
 """
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pulumi
@@ -137,22 +137,7 @@ class SdRuntime(pulumi.ComponentResource):
             spec=_part(manifests, "deployment", "spec"),
             opts=k8s_opts(sa, pvc, association, role_policy, *fences, *namespace_deps),
         )
-        trigger_auth = k8s.apiextensions.CustomResource(
-            f"{name}-trigger-auth",
-            api_version=kb.API_VERSION,
-            kind="TriggerAuthentication",
-            metadata=plain["trigger_authentication"]["metadata"],
-            spec=plain["trigger_authentication"]["spec"],
-            opts=k8s_opts(*namespace_deps),
-        )
-        scaled = k8s.apiextensions.CustomResource(
-            f"{name}-scaled-object",
-            api_version=kb.API_VERSION,
-            kind="ScaledObject",
-            metadata=plain["scaled_object"]["metadata"],
-            spec=_part(manifests, "scaled_object", "spec"),
-            opts=k8s_opts(deployment, trigger_auth),
-        )
+        scaled = self._keda(name, plain, manifests, k8s_opts, deployment, namespace_deps)
 
         self.service_account = _named(sa, names.service_account)
         self.role_arn = role.arn
@@ -167,6 +152,33 @@ class SdRuntime(pulumi.ComponentResource):
                 "deployment_name": self.deployment_name,
                 "scaled_object_name": self.scaled_object_name,
             }
+        )
+
+    def _keda(
+        self,
+        name: str,
+        plain: Mapping[str, dict[str, Any]],
+        manifests: pulumi.Output[dict[str, dict[str, Any]]],
+        k8s_opts: Callable[..., pulumi.ResourceOptions],
+        deployment: pulumi.Resource,
+        namespace_deps: list[pulumi.Resource],
+    ) -> pulumi.CustomResource:
+        """KEDA's TriggerAuthentication and the ScaledObject on the Deployment."""
+        trigger_auth = k8s.apiextensions.CustomResource(
+            f"{name}-trigger-auth",
+            api_version=kb.API_VERSION,
+            kind="TriggerAuthentication",
+            metadata=plain["trigger_authentication"]["metadata"],
+            spec=plain["trigger_authentication"]["spec"],
+            opts=k8s_opts(*namespace_deps),
+        )
+        return k8s.apiextensions.CustomResource(
+            f"{name}-scaled-object",
+            api_version=kb.API_VERSION,
+            kind="ScaledObject",
+            metadata=plain["scaled_object"]["metadata"],
+            spec=_part(manifests, "scaled_object", "spec"),
+            opts=k8s_opts(deployment, trigger_auth),
         )
 
     def _isolation(

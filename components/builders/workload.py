@@ -148,6 +148,36 @@ def default_termination_grace_seconds(
     return min(drain_seconds + 30, SPOT_NOTICE_SECONDS)
 
 
+def _check_identity(
+    name: str, namespace: str, runtime_name: str, runtime_type: str, agent_env: AgentEnv
+) -> None:
+    check_name("name", name)
+    check_name("namespace", namespace)
+    _check_type(runtime_type)
+    if agent_env.runtime_type != runtime_type or agent_env.runtime_name != runtime_name:
+        raise fail(
+            "agent_env.runtime_type/runtime_name",
+            (agent_env.runtime_type, agent_env.runtime_name),
+            f"the deployment's ({runtime_type!r}, {runtime_name!r})",
+        )
+
+
+def _check_pod_numbers(
+    startup_period_seconds: int, startup_failure_threshold: int, tmp_size_limit: str, uid: int
+) -> None:
+    _check_int("startup_period_seconds", startup_period_seconds, 1, 300)
+    _check_int("startup_failure_threshold", startup_failure_threshold, 1, 10000)
+    _check_quantity("tmp_size_limit", tmp_size_limit)
+    _check_int("agent_uid", uid, 1, 2**31 - 1)
+
+
+def _mount_path(model_mount_path: str | None, runtime_type: str) -> str:
+    mount_path = model_mount_path or DEFAULT_MODEL_PATHS[runtime_type]
+    if not mount_path.startswith("/"):
+        raise fail("model_mount_path", mount_path, "an absolute path")
+    return mount_path
+
+
 def _check_images_and_ports(
     agent_image: str, server_image: str, server_port: int, agent_env: AgentEnv
 ) -> None:
@@ -303,24 +333,11 @@ def runtime_deployment(
     """
     _check_pass_through(server_env, pod_labels, pod_annotations, image_pull_policy)
     _check_command(server_command)
-    check_name("name", name)
-    check_name("namespace", namespace)
-    _check_type(runtime_type)
-    if agent_env.runtime_type != runtime_type or agent_env.runtime_name != runtime_name:
-        raise fail(
-            "agent_env.runtime_type/runtime_name",
-            (agent_env.runtime_type, agent_env.runtime_name),
-            f"the deployment's ({runtime_type!r}, {runtime_name!r})",
-        )
+    _check_identity(name, namespace, runtime_name, runtime_type, agent_env)
     _check_images_and_ports(agent_image, server_image, server_port, agent_env)
-    _check_int("startup_period_seconds", startup_period_seconds, 1, 300)
-    _check_int("startup_failure_threshold", startup_failure_threshold, 1, 10000)
-    _check_quantity("tmp_size_limit", tmp_size_limit)
-    _check_int("agent_uid", agent_uid, 1, 2**31 - 1)
+    _check_pod_numbers(startup_period_seconds, startup_failure_threshold, tmp_size_limit, agent_uid)
     grace = _grace_seconds(agent_env.drain_seconds, termination_grace_period_seconds)
-    mount_path = model_mount_path or DEFAULT_MODEL_PATHS[runtime_type]
-    if not mount_path.startswith("/"):
-        raise fail("model_mount_path", mount_path, "an absolute path")
+    mount_path = _mount_path(model_mount_path, runtime_type)
     selector = runtime_selector_labels(runtime_name)
     server = _server_container(
         runtime_type=runtime_type,
