@@ -65,6 +65,8 @@ FAILED = "failed"  # ended without retry: another status, a refused address, a b
 DEAD_LETTERED = "dead_lettered"  # retries exhausted, or an unreadable record
 # SQS may hand a delayed message over a little early or late; do not hop for less than this.
 HOP_TOLERANCE_SECONDS = 1.0
+# Time kept free after the last attempt of a batch (the re-enqueue, the recorder).
+BATCH_MARGIN_SECONDS = 5.0
 
 
 class Queues(Protocol):
@@ -187,10 +189,22 @@ def deliver_record(record: Mapping[str, Any], sender: WebhookSender) -> RecordRe
     return _after_attempt(sender, message_id, retry, outcome, task_id, event, callback.host)
 
 
-def handle_batch(event: Mapping[str, Any], sender: WebhookSender) -> dict[str, Any]:
-    """The SQS-triggered Lambda's response (``FunctionResponseTypes: [ReportBatchItemFailures]``)."""
+def handle_batch(
+    event: Mapping[str, Any],
+    sender: WebhookSender,
+    remaining_ms: Callable[[], int] | None = None,
+) -> dict[str, Any]:
+    """The SQS-triggered Lambda's response (``FunctionResponseTypes: [ReportBatchItemFailures]``).
+
+    ``remaining_ms`` is the Lambda context's ``get_remaining_time_in_millis``: records that
+    could not finish an attempt before the function's timeout are left to SQS (reported
+    failed, unprocessed) rather than lost with the whole batch to a timeout."""
     failures: list[dict[str, str]] = []
+    budget_ms = (sender.limits.deadline + BATCH_MARGIN_SECONDS) * 1000
     for record in event.get("Records", []):
+        if remaining_ms is not None and remaining_ms() < budget_ms:
+            failures.append({"itemIdentifier": str(record.get("messageId", ""))})
+            continue
         try:
             result = deliver_record(record, sender)
         except Exception:  # a bug must not lose the other records' acknowledgements

@@ -13,8 +13,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from sdfleet.agent.contract import STATUS_COMPLETED, STATUS_FAILED, STATUS_RUNNING
 from sdfleet.agent.contract_base import MAX_URL_CHARS, ContractError
-from sdfleet.agent.contract_callback import DEFAULT_EVENTS, Callback, parse_callback
+from sdfleet.agent.contract_callback import DEFAULT_EVENTS, EVENTS, Callback, parse_callback
 from sdfleet.agent.netguard import IPV4_DENY, IPV6_DENY, address_refused
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,6 +45,10 @@ def test_a_plain_callback_gets_the_default_events() -> None:
     assert DEFAULT_EVENTS == ("completed", "failed")
     assert cb.to_json() == {"url": cb.url, "events": ["completed", "failed"]}
     assert cb.wants("completed") and not cb.wants("running")
+
+
+def test_events_are_the_notification_statuses() -> None:
+    assert set(EVENTS) == {STATUS_COMPLETED, STATUS_FAILED, STATUS_RUNNING}
 
 
 def test_events_are_kept_in_the_given_order() -> None:

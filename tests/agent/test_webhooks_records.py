@@ -12,6 +12,8 @@ import time
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sdfleet.agent.contract import build_notification
 from sdfleet.agent.webhooks import (
@@ -43,6 +45,13 @@ from tests.agent.test_webhooks import HOST, Receiver, allow_only, resolve_to, ve
 tls_files = test_webhooks.tls_files
 receiver = test_webhooks.receiver
 
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
 SNS_ID = "6f0f4f1e-3c55-5c1b-9a53-5b1b3f3a8c11"
 URL = f"https://{HOST}:8443/in?token=T0KEN"
 
@@ -356,6 +365,43 @@ def test_a_bug_fails_only_its_own_record() -> None:
         ]
     }
     assert handle_batch(event, sender) == {"batchItemFailures": [{"itemIdentifier": "two"}]}
+
+
+def test_records_without_time_left_are_left_to_sqs() -> None:
+    queues, clock = FakeQueues(), Clock()
+    transport = Statuses()
+    sender, _, _ = make_sender(transport, queues, clock)
+    left = iter([60_000, 10_000])  # enough for one attempt, then not (20 s deadline + 5 s)
+    event = {
+        "Records": [
+            sns_record(notification(task_id="a"), sqs_id="one", sns_id="s1"),
+            sns_record(notification(task_id="b"), sqs_id="two", sns_id="s2"),
+        ]
+    }
+    result = handle_batch(event, sender, remaining_ms=lambda: next(left))
+    assert result == {"batchItemFailures": [{"itemIdentifier": "two"}]}
+    assert len(transport.requests) == 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    body=st.one_of(
+        st.text(),
+        st.builds(json.dumps, _json),
+        st.builds(lambda d: json.dumps({"Type": "Notification", "MessageId": SNS_ID,
+                                        "Message": json.dumps(d)}), _json),
+        st.builds(lambda d: json.dumps({"sdfleetWebhookRetry": 1, **d}),
+                  st.dictionaries(st.sampled_from(["webhookId", "attempt", "notBefore",
+                                                   "firstAttemptAt", "body", "lastOutcome"]),
+                                  _json)),
+    )
+)  # fmt: skip
+def test_fuzzed_records_never_raise(body: str) -> None:
+    queues, clock = FakeQueues(), Clock()
+    sender, _, _ = make_sender(Statuses(), queues, clock)
+    result = deliver_record(queued_record(body), sender)
+    assert result.action in (DELIVERED, SKIPPED, FAILED, DEAD_LETTERED, WAITING)
+    assert not result.batch_item_failure
 
 
 def test_a_recorder_failure_does_not_undo_the_delivery() -> None:
