@@ -7,7 +7,7 @@ Item schema (attribute names in ``sdfleet.agent.task_state_schema``; times in ep
     runtime          S   the runtime the task was sent to
     api_key_id       S   API Gateway apiKeyId of the creator; absent for tasks sent to SNS
     created_by       S   "api" (POST) or "agent" (task sent straight to SNS)
-    create_token     S   random per create call; recognises our own write after an ambiguous 5xx
+    write_token      S   random per call (create or mark_*), the same across its retries
     attempts         N   how many times an agent started the task (0 until the first start)
     queued_at        N   accepted by the API, or the SQS SentTimestamp the agent passes
     started_at       N   first start
@@ -32,26 +32,30 @@ Guarantees:
   the call that applied a final state sees ``applied=True``: the DLQ sweeper dedupes on it.
 * ``get`` answers None for an absent, expired, or another key's task, so the API answers 404
   alike.
+* ``release`` (API, PutItem only) frees the id of a task the API created but could not
+  publish: its own record, still queued, is rewritten as expired, which every read and
+  ``create`` treat as absent, so the client can retry with the same id.
 * Throttling and 5xx are retried (``StateRetryPolicy``). The strict methods raise
   ``TaskStateUnavailable`` once retries run out; the ``record_*`` variants log and return None,
   for paths (a finished task) that must not fail because the table did.
 
-A retried ``running`` whose first try succeeded but answered 5xx counts one extra attempt:
-DynamoDB has no idempotency token for UpdateItem.
+* A write that landed but answered 5xx is retried; its retry finds its own ``write_token``
+  (the condition refuses a second write with the same token) and reports the first one as
+  applied: a retried ``running`` counts one attempt, and a retried final write still sees
+  ``applied=True`` (so a sweeper whose write landed behind a 5xx still notifies).
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from boto3.dynamodb.types import TypeSerializer
 from botocore.exceptions import ClientError
 
+from sdfleet.agent import task_state_expr as expr
 from sdfleet.agent import task_state_schema as s
 from sdfleet.agent.task_state_record import TaskExists, TaskRecord, Transition
 from sdfleet.agent.task_state_retry import StateRetryPolicy, TaskStateUnavailable, error_code
@@ -66,28 +70,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("agent.task_state")
-_ser = TypeSerializer()
-
-# Every attribute goes through ExpressionAttributeNames (state, ttl-like and timestamp words
-# are reserved in DynamoDB expressions; one rule for all is simpler than a list).
-_NAMES: dict[str, str] = {
-    "#id": s.TASK_ID,
-    "#st": s.STATE,
-    "#rt": s.RUNTIME,
-    "#cb": s.CREATED_BY,
-    "#att": s.ATTEMPTS,
-    "#qa": s.QUEUED_AT,
-    "#sa": s.STARTED_AT,
-    "#lsa": s.LAST_STARTED_AT,
-    "#fa": s.FINISHED_AT,
-    "#up": s.UPDATED_AT,
-    "#exp": s.EXPIRES_AT,
-    "#err": s.ERROR,
-    "#ob": s.OUTPUT_BUCKET,
-    "#ok": s.OUTPUT_KEYS,
-}
-_FORWARD_ONLY = "attribute_not_exists(#id) OR #st IN (:queued, :running)"
-_ALIAS = re.compile(r"#\w+")
 
 
 def _conditional_failure(exc: BaseException) -> bool:
@@ -140,7 +122,7 @@ class TaskStore:
             return None
         return record
 
-    # -- create (API) --------------------------------------------------------------------
+    # -- API: create, release ------------------------------------------------------------
     def create(
         self, task_id: str, runtime: str, api_key_id: str, *, queued_at_ms: int | None = None
     ) -> TaskRecord:
@@ -149,39 +131,23 @@ class TaskStore:
         if not runtime or not api_key_id:
             raise ValueError("runtime and api_key_id are required")
         now = self.clock()
-        now_ms = int(now * 1000)
         token = self.token()
-        plain: dict[str, Any] = {
-            s.TASK_ID: task_id,
-            s.STATE: s.QUEUED,
-            s.RUNTIME: runtime,
-            s.API_KEY_ID: api_key_id,
-            s.CREATED_BY: s.CREATED_BY_API,
-            s.CREATE_TOKEN: token,
-            s.ATTEMPTS: 0,
-            s.QUEUED_AT: now_ms if queued_at_ms is None else int(queued_at_ms),
-            s.UPDATED_AT: now_ms,
-            s.EXPIRES_AT: int(now) + self.ttl_seconds,
-        }
-        item = {name: _ser.serialize(value) for name, value in plain.items()}
+        item = expr.queued_item(
+            task_id=task_id,
+            runtime=runtime,
+            api_key_id=api_key_id,
+            token=token,
+            queued_at_ms=int(now * 1000) if queued_at_ms is None else queued_at_ms,
+            now=now,
+            expires_at=int(now) + self.ttl_seconds,
+        )
         try:
-            self.retry.call(
-                "create",
-                task_id,
-                lambda: self.client.put_item(
-                    TableName=self.table_name,
-                    Item=item,
-                    ConditionExpression="attribute_not_exists(#id) OR #exp <= :now_s",
-                    ExpressionAttributeNames={"#id": s.TASK_ID, "#exp": s.EXPIRES_AT},
-                    ExpressionAttributeValues={":now_s": {"N": str(int(now))}},
-                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
-                ),
-            )
+            self._put("create", item, expr.ABSENT_OR_EXPIRED, {":now_s": {"N": str(int(now))}})
         except ClientError as exc:
             if not _conditional_failure(exc):
                 raise
             existing = self._existing(task_id, exc)
-            if existing.create_token == token:
+            if existing.write_token == token:
                 return existing  # our own put, answered 5xx and retried
             log.info(
                 "task id exists",
@@ -190,21 +156,36 @@ class TaskStore:
             raise TaskExists(task_id, existing) from None
         return TaskRecord.from_item(item)
 
+    def release(self, record: TaskRecord) -> bool:
+        """Free the id of a task this API call created but could not publish. False when the
+        record is no longer this call's queued record (an agent got the task after all)."""
+        if record.state != s.QUEUED or not record.write_token or not record.runtime:
+            return False
+        now = self.clock()
+        item = expr.queued_item(
+            task_id=record.task_id,
+            runtime=record.runtime,
+            api_key_id=record.api_key_id or "",
+            token=record.write_token,
+            queued_at_ms=record.queued_at or int(now * 1000),
+            now=now,
+            expires_at=int(now) - 1,
+        )
+        values = {":tok": {"S": record.write_token}, ":queued": {"S": s.QUEUED}}
+        try:
+            self._put("release", item, expr.OWN_QUEUED, values)
+        except ClientError as exc:
+            if _conditional_failure(exc):
+                return False
+            raise
+        return True
+
     # -- transitions (agent, sweeper) ----------------------------------------------------
     def mark_running(
         self, task_id: str, runtime: str, *, queued_at_ms: int | None = None
     ) -> Transition:
         """An agent starts (or restarts) the task: one more attempt."""
-        return self._advance(
-            "mark_running",
-            task_id,
-            runtime,
-            queued_at_ms,
-            s.RUNNING,
-            sets=["#sa = if_not_exists(#sa, :now)", "#lsa = :now"],
-            adds=["#att :one"],
-            values={":one": {"N": "1"}},
-        )
+        return self._advance("mark_running", task_id, runtime, queued_at_ms, expr.running())
 
     def mark_completed(
         self,
@@ -215,17 +196,8 @@ class TaskStore:
         output_bucket: str | None = None,
         queued_at_ms: int | None = None,
     ) -> Transition:
-        sets = ["#fa = :now", "#ok = :keys", "#att = if_not_exists(#att, :zero)"]
-        values: dict[str, Any] = {
-            ":keys": {"L": [{"S": str(k)} for k in output_keys]},
-            ":zero": {"N": "0"},
-        }
-        if output_bucket:
-            sets.append("#ob = :bucket")
-            values[":bucket"] = {"S": output_bucket}
-        return self._advance(
-            "mark_completed", task_id, runtime, queued_at_ms, s.COMPLETED, sets=sets, values=values
-        )
+        change = expr.completed(output_keys, output_bucket)
+        return self._advance("mark_completed", task_id, runtime, queued_at_ms, change)
 
     def mark_failed(
         self,
@@ -236,23 +208,8 @@ class TaskStore:
         *,
         queued_at_ms: int | None = None,
     ) -> Transition:
-        if not code:
-            raise ValueError("a failed task needs an error code")
-        error = {
-            "M": {
-                "code": {"S": code},
-                "message": {"S": str(message)[: s.MAX_ERROR_MESSAGE_CHARS]},
-            }
-        }
-        return self._advance(
-            "mark_failed",
-            task_id,
-            runtime,
-            queued_at_ms,
-            s.FAILED,
-            sets=["#fa = :now", "#err = :error", "#att = if_not_exists(#att, :zero)"],
-            values={":error": error, ":zero": {"N": "0"}},
-        )
+        change = expr.failed(code, message)
+        return self._advance("mark_failed", task_id, runtime, queued_at_ms, change)
 
     # -- lenient variants: a finished task never fails because the table did -------------
     def record_running(self, task_id: str, runtime: str, **kw: Any) -> Transition | None:
@@ -278,47 +235,21 @@ class TaskStore:
 
     # -- internals -----------------------------------------------------------------------
     def _advance(
-        self,
-        op: str,
-        task_id: str,
-        runtime: str,
-        queued_at_ms: int | None,
-        state: str,
-        *,
-        sets: list[str],
-        values: dict[str, Any],
-        adds: Sequence[str] = (),
+        self, op: str, task_id: str, runtime: str, queued_at_ms: int | None, change: expr.Change
     ) -> Transition:
         """One conditional UpdateItem that creates the item when absent (upsert)."""
         _check_id(task_id)
         if not runtime:
             raise ValueError("runtime is required")
-        now = self.clock()
-        common = [
-            "#st = :state",
-            "#rt = if_not_exists(#rt, :rt)",
-            "#cb = if_not_exists(#cb, :agent)",
-            "#up = :now",
-            "#exp = :exp",
-        ]
-        all_values: dict[str, Any] = {
-            ":state": {"S": state},
-            ":rt": {"S": runtime},
-            ":agent": {"S": s.CREATED_BY_AGENT},
-            ":now": {"N": str(int(now * 1000))},
-            ":exp": {"N": str(int(now) + self.ttl_seconds)},
-            ":queued": {"S": s.QUEUED},
-            ":running": {"S": s.RUNNING},
-            **values,
-        }
-        if queued_at_ms is not None:
-            common.append("#qa = if_not_exists(#qa, :qa)")
-            all_values[":qa"] = {"N": str(int(queued_at_ms))}
-        expression = "SET " + ", ".join(common + sets)
-        if adds:
-            expression += " ADD " + ", ".join(adds)
-        aliases = set(_ALIAS.findall(expression + " " + _FORWARD_ONLY))
-        used = {alias: name for alias, name in _NAMES.items() if alias in aliases}
+        token = self.token()
+        update = expr.forward_update(
+            change,
+            runtime=runtime,
+            now=self.clock(),
+            ttl_seconds=self.ttl_seconds,
+            token=token,
+            queued_at_ms=queued_at_ms,
+        )
         try:
             response = self.retry.call(
                 op,
@@ -326,31 +257,36 @@ class TaskStore:
                 lambda: self.client.update_item(
                     TableName=self.table_name,
                     Key={s.TASK_ID: {"S": task_id}},
-                    UpdateExpression=expression,
-                    ConditionExpression=_FORWARD_ONLY,
-                    ExpressionAttributeNames=used,
-                    ExpressionAttributeValues=all_values,
                     ReturnValues="ALL_NEW",
                     ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                    **update,
                 ),
             )
         except ClientError as exc:
             if not _conditional_failure(exc):
                 raise
             existing = self._existing(task_id, exc)
-            log.info(
-                "task already final; state unchanged",
-                extra={
-                    "fields": {
-                        "event": "task_state_noop",
-                        "op": op,
-                        "id": task_id,
-                        "state": existing.state,
-                    }
-                },
-            )
+            if existing.write_token == token:
+                return Transition(applied=True, record=existing)  # landed behind a 5xx
+            fields = {"event": "task_state_noop", "op": op, "id": task_id, "state": existing.state}
+            log.info("task already final; state unchanged", extra={"fields": fields})
             return Transition(applied=False, record=existing)
         return Transition(applied=True, record=TaskRecord.from_item(response["Attributes"]))
+
+    def _put(self, op: str, item: dict[str, Any], condition: str, values: dict[str, Any]) -> None:
+        task_id = item[s.TASK_ID]["S"]
+        self.retry.call(
+            op,
+            task_id,
+            lambda: self.client.put_item(
+                TableName=self.table_name,
+                Item=item,
+                ConditionExpression=condition,
+                ExpressionAttributeNames=expr.names_for(condition),
+                ExpressionAttributeValues=values,
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            ),
+        )
 
     def _existing(self, task_id: str, exc: ClientError) -> TaskRecord:
         """The item that failed the condition: from the error when DynamoDB returned it

@@ -39,7 +39,7 @@ class TaskRecord:
     webhook_last_status: int | None = None
     webhook_attempts: int = 0
     webhook_last_attempt_at: int | None = None
-    create_token: str | None = None
+    write_token: str | None = None
 
     @property
     def final(self) -> bool:
@@ -71,7 +71,7 @@ class TaskRecord:
             webhook_last_status=_int(plain.get(s.WEBHOOK_LAST_STATUS)),
             webhook_attempts=_int(plain.get(s.WEBHOOK_ATTEMPTS)) or 0,
             webhook_last_attempt_at=_int(plain.get(s.WEBHOOK_LAST_ATTEMPT_AT)),
-            create_token=plain.get(s.CREATE_TOKEN),
+            write_token=plain.get(s.WRITE_TOKEN),
         )
 
     def timings(self) -> dict[str, int]:

@@ -9,6 +9,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from sdfleet.agent import task_state_expr as expr
 from sdfleet.agent import task_state_schema as schema
 from sdfleet.agent.task_state import (
     StateRetryPolicy,
@@ -229,3 +230,51 @@ def test_the_agent_keeps_the_api_owner_and_runtime(store: TaskStore) -> None:
     store.create("t1", "sd15", "key-a")
     record = store.mark_running("t1", "other-runtime").record
     assert (record.api_key_id, record.runtime, record.created_by) == ("key-a", "sd15", "api")
+
+
+# -- release: the API could not publish ---------------------------------------------------------
+def test_release_frees_the_id_of_an_unpublished_task(store: TaskStore) -> None:
+    record = store.create("t1", "sd15", "key-a")
+    assert store.release(record) is True
+    assert store.get("t1", "key-a") is None
+    assert store.load("t1") is None
+    # The client's retry with the same id is accepted.
+    assert store.create("t1", "sd15", "key-a").state == "queued"
+    # A stale record (an earlier create's) no longer matches: nothing is released.
+    assert store.release(record) is False
+    assert store.get("t1", "key-a") is not None
+
+
+def test_release_leaves_a_task_an_agent_already_started(store: TaskStore) -> None:
+    record = store.create("t1", "sd15", "key-a")
+    store.mark_running("t1", "sd15")  # the publish had landed behind an error
+    assert store.release(record) is False
+    loaded = store.load("t1")
+    assert loaded is not None and loaded.state == "running"
+
+
+def test_a_released_task_that_runs_after_all_comes_back(store: TaskStore) -> None:
+    record = store.create("t1", "sd15", "key-a")
+    assert store.release(record)
+    started = store.mark_running("t1", "sd15")
+    assert (started.applied, started.record.api_key_id) == (True, "key-a")
+    assert store.get("t1", "key-a") == started.record
+
+
+def test_expressions_name_exactly_the_attributes_they_use() -> None:
+    update = expr.forward_update(
+        expr.completed(["k"], None),
+        runtime="sd15",
+        now=T0,
+        ttl_seconds=60,
+        token="t",
+        queued_at_ms=None,
+    )
+    assert "#ob" not in update["ExpressionAttributeNames"]
+    assert "#qa" not in update["ExpressionAttributeNames"]
+    assert set(update["ExpressionAttributeNames"].values()) >= {
+        "state",
+        "expires_at",
+        "write_token",
+    }
+    assert expr.names_for(expr.ABSENT_OR_EXPIRED) == {"#id": "task_id", "#exp": "expires_at"}

@@ -222,6 +222,21 @@ def test_a_create_that_succeeded_behind_a_5xx_is_not_a_conflict(flaky: Flaky) ->
         store.create("t1", "sd15", "key-secret-a")  # a new create call is a conflict
 
 
+def test_transitions_that_landed_behind_a_5xx_count_once_and_stay_applied(flaky: Flaky) -> None:
+    store = make_store(flaky, Sleeps())
+    hidden = client_error("InternalServerError", 500)
+    flaky.fail("update_item", ("after", hidden))
+    started = store.mark_running("t1", "sd15")
+    assert (started.applied, started.record.attempts) == (True, 1)  # not 2
+    assert flaky.calls.count("update_item") == 2
+    # A sweeper whose final write landed behind a 5xx still sees it applied (and notifies).
+    flaky.fail("update_item", ("after", hidden))
+    failed = store.mark_failed("t1", "sd15", "dead_lettered", "in the DLQ")
+    assert (failed.applied, failed.state, failed.record.attempts) == (True, "failed", 1)
+    # A later call (new token) is a no-op as usual.
+    assert store.mark_failed("t1", "sd15", "dead_lettered", "in the DLQ").applied is False
+
+
 def test_a_conflict_without_the_returned_item_reads_it_back(flaky: Flaky) -> None:
     store = make_store(flaky, Sleeps())
     store.create("t1", "sd15", "key-secret-a")
