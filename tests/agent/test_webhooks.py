@@ -13,6 +13,7 @@ import http.server
 import queue
 import socket
 import ssl
+import subprocess
 import sys
 import threading
 from collections import deque
@@ -440,3 +441,28 @@ def test_a_refused_connection_tries_the_next_checked_address(receiver: Receiver)
 )
 def test_retry_decisions(outcome: DeliveryOutcome, retry: bool) -> None:
     assert outcome.retryable is retry
+
+
+def test_the_delivery_code_needs_only_the_standard_library(tmp_path: Path) -> None:
+    """What the webhook Lambda would ship: the contract modules, netguard.py and webhooks*.py."""
+    root = Path(__file__).resolve().parents[2] / "agent"
+    package = tmp_path / "sdfleet" / "agent"
+    package.mkdir(parents=True)
+    for init in (tmp_path / "sdfleet" / "__init__.py", package / "__init__.py"):
+        init.write_text("")
+    for pattern in ("contract*.py", "netguard.py", "webhooks*.py"):
+        for module in root.glob(pattern):
+            (package / module.name).write_text(module.read_text())
+    code = (
+        "import sys\n"
+        f"sys.path[:] = [{str(tmp_path)!r}] + [p for p in sys.path if 'site-packages' not in p]\n"
+        "from sdfleet.agent import webhooks, webhooks_sign\n"
+        f"assert webhooks.__file__.startswith({str(tmp_path)!r})\n"
+        "s = webhooks_sign.WebhookSecret.generate()\n"
+        "assert webhooks_sign.webhook_headers([s], 'msg_1', 1, b'{}')['webhook-signature']\n"
+        "assert not [m for m in sys.modules if m.startswith(('httpx', 'boto3', 'pulumi'))]\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
