@@ -10,6 +10,7 @@ import pulumi_aws as aws
 
 import sdfleet.agent.contract
 from sdfleet.agent.contract import RuntimeInfo
+from sdfleet.components._inputs import as_args, none_means_default
 from sdfleet.components.builders import api as apib
 from sdfleet.components.builders import iam as iamb
 from sdfleet.components.config_model import (
@@ -19,7 +20,6 @@ from sdfleet.components.config_model import (
     QuotaPeriod,
     ThrottleConfig,
     config_default,
-    none_means_default,
 )
 
 HANDLER_FILE = Path(__file__).parent / "task_api" / "handler.py"
@@ -107,6 +107,7 @@ class ApiIngress(pulumi.ComponentResource):
         self, name: str, args: ApiIngressArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("sdfleet:index:ApiIngress", name, None, opts)
+        args = as_args(ApiIngressArgs, args)
         child = pulumi.ResourceOptions(parent=self)
 
         fn_logs = aws.cloudwatch.LogGroup(

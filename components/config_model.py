@@ -6,13 +6,13 @@ Later issues add fields here; every field must carry a ``cfg(...)`` key.
 
 import dataclasses
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 from sdfleet.agent import settings as agent_settings
 from sdfleet.agent.contract import MAX_SIDE, Limits
 from sdfleet.components import versions
 from sdfleet.components.builders import pod_extras as px
+from sdfleet.components.builders.enums import Arch, NatGateways, QuotaPeriod
 from sdfleet.components.builders.workload import AgentEnv
 from sdfleet.components.config_checks import (
     BUCKET_NAME,
@@ -37,28 +37,6 @@ from sdfleet.components.config_checks import (
 from sdfleet.components.patterns import BOTTLEROCKET_ALIAS, DURATION, QUANTITY, SNAPSHOT_ID
 
 
-class QuotaPeriod(StrEnum):
-    """The period an API usage plan's quota counts over: DAY, WEEK or MONTH."""
-
-    DAY = "DAY"
-    WEEK = "WEEK"
-    MONTH = "MONTH"
-
-
-class NatGateways(StrEnum):
-    """NAT gateways of a new VPC: ``single`` (cheapest) or ``onePerAz`` (survives a zone)."""
-
-    SINGLE = "single"
-    ONE_PER_AZ = "onePerAz"
-
-
-class Arch(StrEnum):
-    """CPU architecture of the system node group: ``arm64`` (Graviton) or ``amd64``."""
-
-    ARM64 = "arm64"
-    AMD64 = "amd64"
-
-
 def config_default(model: type, name: str) -> Any:
     """One config field's default (a fresh value for a factory), for component Args to reuse."""
     spec = {f.name: f for f in dataclasses.fields(model)}[name]
@@ -67,15 +45,6 @@ def config_default(model: type, name: str) -> Any:
     if spec.default is dataclasses.MISSING:
         raise KeyError(f"{model.__name__}.{name} has no default")
     return spec.default
-
-
-def none_means_default(args: Any) -> None:
-    """An Args dataclass's fields given as an explicit None take their declared default."""
-    for spec in dataclasses.fields(args):
-        if getattr(args, spec.name) is None and spec.default_factory is not dataclasses.MISSING:
-            setattr(args, spec.name, spec.default_factory())
-        elif getattr(args, spec.name) is None and spec.default is not dataclasses.MISSING:
-            setattr(args, spec.name, spec.default)
 
 
 # Task limit defaults are the contract's (the API and the agent enforce the same object).

@@ -8,13 +8,13 @@ import pulumi
 import pulumi_aws as aws
 
 from sdfleet.components._bucket import secure_bucket
+from sdfleet.components._inputs import as_args, none_means_default
 from sdfleet.components.builders import fanout as fb
 from sdfleet.components.builders import s3 as s3b
 from sdfleet.components.config_model import (
     OutputsConfig,
     QueuesConfig,
     config_default,
-    none_means_default,
 )
 
 # AWS-managed SNS key: publishers in the account need no key policy changes.
@@ -79,6 +79,7 @@ class EventFanout(pulumi.ComponentResource):
         self, name: str, args: EventFanoutArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("sdfleet:index:EventFanout", name, None, opts)
+        args = as_args(EventFanoutArgs, args)
         child = pulumi.ResourceOptions(parent=self)
 
         input_topic = aws.sns.Topic(f"{name}-input", kms_master_key_id=SNS_KMS_KEY, opts=child)

@@ -16,7 +16,8 @@ import pulumi
 import pulumi_aws as aws
 
 from sdfleet.components._bucket import secure_bucket
-from sdfleet.components.config_model import ModelsConfig, config_default, none_means_default
+from sdfleet.components._inputs import as_args, none_means_default
+from sdfleet.components.config_model import ModelsConfig, config_default
 
 
 @dataclass
@@ -50,6 +51,7 @@ class ModelStore(pulumi.ComponentResource):
         self, name: str, args: ModelStoreArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("sdfleet:index:ModelStore", name, None, opts)
+        args = as_args(ModelStoreArgs, args)
         if args.existing_bucket_name and args.force_destroy:
             raise ValueError(
                 f"force_destroy: got True with existing_bucket_name "

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from sdfleet.components._inputs import as_args
 from sdfleet.components.builders import observability as ob
 from sdfleet.components.config_model import ObservabilityConfig, config_default
 
@@ -54,6 +55,7 @@ class Observability(pulumi.ComponentResource):
         self, name: str, args: ObservabilityArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("sdfleet:index:Observability", name, None, opts)
+        args = as_args(ObservabilityArgs, args)
         child = pulumi.ResourceOptions(parent=self)
         identity = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self))
         region = aws.get_region_output(opts=pulumi.InvokeOutputOptions(parent=self))

@@ -11,9 +11,10 @@ import pulumi_aws as aws
 
 from sdfleet.agent.contract import RuntimeInfo
 from sdfleet.components import versions
+from sdfleet.components._inputs import as_args
 from sdfleet.components.agent_image import AgentImage, AgentImageArgs
 from sdfleet.components.api_ingress import ApiIngress, ApiIngressArgs
-from sdfleet.components.config import StackConfig
+from sdfleet.components.config import StackConfig, parse_config
 from sdfleet.components.config_model import Arch, NatGateways, QuotaPeriod
 from sdfleet.components.eks_cluster import EksCluster, EksClusterArgs
 from sdfleet.components.event_fanout import EventFanout, EventFanoutArgs
@@ -39,11 +40,28 @@ def _snake(key: str) -> str:
 
 @dataclass
 class SdPipelineArgs:
-    """Inputs of SdPipeline: the validated stack configuration."""
+    """Inputs of SdPipeline: the stack configuration, either validated already (Python) or in
+    its stack-file form (any language), which is validated exactly as ``pulumi up`` does."""
 
-    config: StackConfig
-    """The ``sdfleet:`` stack configuration, as ``sdfleet.components.config.load_config``
-    returns it (every default filled in and every check passed)."""
+    config: StackConfig | None = None
+    """The ``sdfleet:`` stack configuration as ``sdfleet.components.config.load_config``
+    returns it (every default filled in and every check passed). Python programs pass this."""
+    stack_config: dict[str, Any] | None = None
+    """The same configuration in the stack file's form: the ``sdfleet:`` keys without the
+    namespace, camelCase (``{"runtimes": [{"name": "sd15", "type": "sdwebui"}], ...}``).
+    Programs in other languages pass this; every problem is reported with its path."""
+
+    def __post_init__(self) -> None:
+        if (self.config is None) == (self.stack_config is None):
+            raise ValueError("SdPipelineArgs: give exactly one of config and stack_config")
+        if self.config is None:
+            self.config = parse_config(self.stack_config or {})
+
+    @property
+    def validated(self) -> StackConfig:
+        """The validated configuration, whichever form was given."""
+        assert self.config is not None  # __post_init__ fills it in
+        return self.config
 
 
 def runtime_catalogue(config: StackConfig) -> list[RuntimeInfo]:
@@ -107,6 +125,7 @@ class SdPipeline(pulumi.ComponentResource):
         self, name: str, args: SdPipelineArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("sdfleet:index:SdPipeline", name, None, opts)
+        args = as_args(SdPipelineArgs, args)
         self.models: ModelStore
         self.fanout: EventFanout
         self.ingress: ApiIngress
@@ -119,7 +138,7 @@ class SdPipeline(pulumi.ComponentResource):
         self.agent_image: AgentImage
         self.runtimes: dict[str, SdRuntime]
         self.outputs: dict[str, pulumi.Output[Any]]
-        cfg = args.config
+        cfg = args.validated
         child = pulumi.ResourceOptions(parent=self)
 
         self.models = ModelStore(

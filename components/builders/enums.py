@@ -21,3 +21,25 @@ class InstanceStorePolicy(StrEnum):
     RAID0 = "RAID0"
     """Stripe every NVMe disk into one RAID0 array used for the kubelet, container images and
     emptyDir volumes (faster image pulls and model cache than EBS)."""
+
+
+class QuotaPeriod(StrEnum):
+    """The period an API usage plan's quota counts over: DAY, WEEK or MONTH."""
+
+    DAY = "DAY"
+    WEEK = "WEEK"
+    MONTH = "MONTH"
+
+
+class NatGateways(StrEnum):
+    """NAT gateways of a new VPC: ``single`` (cheapest) or ``onePerAz`` (survives a zone)."""
+
+    SINGLE = "single"
+    ONE_PER_AZ = "onePerAz"
+
+
+class Arch(StrEnum):
+    """CPU architecture of the system node group: ``arm64`` (Graviton) or ``amd64``."""
+
+    ARM64 = "arm64"
+    AMD64 = "amd64"
