@@ -10,6 +10,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from sdfleet.components import _opts
+from sdfleet.components._inputs import as_args
 from sdfleet.components.builders import gpu_pool
 from sdfleet.components.builders import karpenter as kb
 from sdfleet.components.builders.enums import InstanceStorePolicy
@@ -86,6 +87,8 @@ class GpuNodePool(pulumi.ComponentResource):
         self, name: str, args: GpuNodePoolArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("sdfleet:index:GpuNodePool", name, None, opts)
+        # Pulumi's provider host passes a mapping (TypeScript, Go, YAML programs).
+        args = as_args(GpuNodePoolArgs, args)
         # Set in __init__, not declared on the class: the schema analyzer takes class-level
         # annotations as outputs, and a CapacitySplit (tuples) is not one.
         self.split: kb.CapacitySplit = gpu_pool.capacity_split(args)

@@ -20,6 +20,7 @@ import pulumi_kubernetes as k8s
 
 from sdfleet.components import _opts
 from sdfleet.components._iam import pod_identity_role
+from sdfleet.components._inputs import as_args
 from sdfleet.components.builders import keda as kb
 from sdfleet.components.builders.enums import RuntimeType
 from sdfleet.components.builders.runtime_manifests import runtime_manifests
@@ -84,6 +85,8 @@ class SdRuntime(pulumi.ComponentResource):
         self, name: str, args: SdRuntimeArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("sdfleet:index:SdRuntime", name, None, opts)
+        # Pulumi's provider host passes a mapping (TypeScript, Go, YAML programs).
+        args = as_args(SdRuntimeArgs, args)
         # Built once from placeholders first: a bad value fails here, before any resource.
         plain = runtime_manifests(args, known_values(args))
         pod_policy(args, known_values(args))
