@@ -212,25 +212,49 @@ class TaskStore:
         return self._advance("mark_failed", task_id, runtime, queued_at_ms, change)
 
     # -- lenient variants: a finished task never fails because the table did -------------
-    def record_running(self, task_id: str, runtime: str, **kw: Any) -> Transition | None:
+    def record_running(
+        self, task_id: str, runtime: str, *, queued_at_ms: int | None = None
+    ) -> Transition | None:
         return self._lenient(
-            "mark_running", task_id, lambda: self.mark_running(task_id, runtime, **kw)
+            "mark_running",
+            task_id,
+            lambda: self.mark_running(task_id, runtime, queued_at_ms=queued_at_ms),
         )
 
     def record_completed(
-        self, task_id: str, runtime: str, output_keys: Sequence[str], **kw: Any
+        self,
+        task_id: str,
+        runtime: str,
+        output_keys: Sequence[str],
+        *,
+        output_bucket: str | None = None,
+        queued_at_ms: int | None = None,
     ) -> Transition | None:
         return self._lenient(
             "mark_completed",
             task_id,
-            lambda: self.mark_completed(task_id, runtime, output_keys, **kw),
+            lambda: self.mark_completed(
+                task_id,
+                runtime,
+                output_keys,
+                output_bucket=output_bucket,
+                queued_at_ms=queued_at_ms,
+            ),
         )
 
     def record_failed(
-        self, task_id: str, runtime: str, code: str, message: str, **kw: Any
+        self,
+        task_id: str,
+        runtime: str,
+        code: str,
+        message: str,
+        *,
+        queued_at_ms: int | None = None,
     ) -> Transition | None:
         return self._lenient(
-            "mark_failed", task_id, lambda: self.mark_failed(task_id, runtime, code, message, **kw)
+            "mark_failed",
+            task_id,
+            lambda: self.mark_failed(task_id, runtime, code, message, queued_at_ms=queued_at_ms),
         )
 
     # -- internals -----------------------------------------------------------------------

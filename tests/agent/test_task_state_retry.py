@@ -256,7 +256,8 @@ def test_a_conflict_without_the_returned_item_reads_it_back(flaky: Flaky) -> Non
 def test_record_variants_report_no_ops(flaky: Flaky, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, "agent.task_state")
     store = make_store(flaky, Sleeps())
-    assert store.record_failed("t1", "sd15", "timeout", "too slow") is not None
+    first = store.record_failed("t1", "sd15", "timeout", "too slow", queued_at_ms=5)
+    assert first is not None and (first.applied, first.record.queued_at) == (True, 5)
     again = store.record_completed("t1", "sd15", ["k"])
     assert again is not None and (again.applied, again.state) == (False, "failed")
     (noop,) = [e for e in logged(caplog) if e.get("event") == "task_state_noop"]
