@@ -12,6 +12,12 @@ hangs, dropped connections, readiness).
   (needs aiohttp).
 - :mod:`sdfleet.fakes._common`: the ``Call`` record, the ``CallLog`` both fakes use, and
   ``free_port()``.
+- :mod:`sdfleet.fakes.fleet`: one runtime's event plane (SNS, SQS, DLQ, S3) on a moto server
+  (needs ``moto[server]``); :mod:`sdfleet.fakes.agents`: the real agent wired to it, in-process
+  or as a subprocess, and AWS clients that fail on purpose.
+- :mod:`sdfleet.fakes.blobs`: a loopback server for large inputs.
+
+These need the dev extra (aiohttp, moto); the agent image does not contain them.
 
 Nothing is imported here, so importing one fake does not pull in the other's dependencies.
 """
