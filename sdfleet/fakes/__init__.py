@@ -17,7 +17,8 @@ hangs, dropped connections, readiness).
   or as a subprocess, and AWS clients that fail on purpose.
 - :mod:`sdfleet.fakes.blobs`: a loopback server for large inputs.
 
-These need the dev extra (aiohttp, moto); the agent image does not contain them.
+The ComfyUI fake and the moto servers need the dev extra (aiohttp, moto[server]); the agent
+image contains none of this package.
 
 Nothing is imported here, so importing one fake does not pull in the other's dependencies.
 """
