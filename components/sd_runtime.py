@@ -22,7 +22,7 @@ from sdfleet.components import _opts
 from sdfleet.components._iam import pod_identity_role
 from sdfleet.components._inputs import as_args
 from sdfleet.components.builders import keda as kb
-from sdfleet.components.builders.enums import RuntimeType
+from sdfleet.components.builders.enums import ImagePullPolicy, RuntimeType
 from sdfleet.components.builders.runtime_manifests import runtime_manifests
 from sdfleet.components.builders.runtime_plan import (
     DEFAULT_MODEL_CACHE_SIZE,
@@ -41,6 +41,7 @@ __all__ = [
     "MODEL_CACHE_OFF",
     "PART_OF_LABEL",
     "SKIP_AWAIT",
+    "ImagePullPolicy",
     "RuntimeNames",
     "RuntimeType",
     "SdRuntime",

@@ -13,7 +13,7 @@ from typing import Any
 import pulumi
 
 from sdfleet.agent.contract import Limits
-from sdfleet.components.builders.enums import RuntimeType
+from sdfleet.components.builders.enums import ImagePullPolicy, RuntimeType
 from sdfleet.components.config import RuntimeConfig
 
 
@@ -71,7 +71,7 @@ class SdRuntimeArgs:
     """Extra pod labels (never keys sdfleet sets)."""
     pod_annotations: Mapping[str, str] | None = None
     """Extra pod annotations (never keys sdfleet sets)."""
-    image_pull_policy: str | None = None
+    image_pull_policy: ImagePullPolicy | None = None
     """The server container's ``Always``, ``IfNotPresent`` or ``Never``; unset: Kubernetes'
     default for the image reference."""
     input_s3_buckets: Sequence[str] | None = None
@@ -156,7 +156,11 @@ def runtime_args(runtime: RuntimeConfig, **wiring: Any) -> SdRuntimeArgs:
         agent_extra_env=dict(runtime.agent.extra_env),
         pod_labels=dict(runtime.pod_labels),
         pod_annotations=dict(runtime.pod_annotations),
-        image_pull_policy=runtime.image_pull_policy,
+        image_pull_policy=(
+            None
+            if runtime.image_pull_policy is None
+            else ImagePullPolicy(runtime.image_pull_policy)
+        ),
         task_limits=runtime.limits.to_contract(),
         min_replicas=scaling.min_replicas,
         max_replicas=scaling.max_replicas,

@@ -43,3 +43,14 @@ class Arch(StrEnum):
 
     ARM64 = "arm64"
     AMD64 = "amd64"
+
+
+class ImagePullPolicy(StrEnum):
+    """When the kubelet pulls a container's image (Kubernetes' ``imagePullPolicy``)."""
+
+    ALWAYS = "Always"
+    """Resolve the reference against the registry at every container start."""
+    IF_NOT_PRESENT = "IfNotPresent"
+    """Pull only when the node does not have the image yet."""
+    NEVER = "Never"
+    """Never pull: the image must be on the node already (e.g. a pre-pulled snapshot)."""

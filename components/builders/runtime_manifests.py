@@ -79,7 +79,7 @@ def runtime_deployment(
         annotations=SKIP_AWAIT,
         pod_labels=args.pod_labels,
         pod_annotations=args.pod_annotations,
-        image_pull_policy=args.image_pull_policy,
+        image_pull_policy=None if args.image_pull_policy is None else str(args.image_pull_policy),
     )
 
 

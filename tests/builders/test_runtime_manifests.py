@@ -14,7 +14,7 @@ from sdfleet.components import versions
 from sdfleet.components.builders import gpu_pool
 from sdfleet.components.builders import karpenter as kp
 from sdfleet.components.builders import workload as wl
-from sdfleet.components.builders.enums import InstanceStorePolicy, RuntimeType
+from sdfleet.components.builders.enums import ImagePullPolicy, InstanceStorePolicy, RuntimeType
 from sdfleet.components.builders.runtime_manifests import runtime_manifests
 from sdfleet.components.builders.runtime_plan import (
     _CONFIG_DEFAULTS,
@@ -164,6 +164,10 @@ def test_runtime_type_as_a_plain_string_is_the_enum() -> None:
     assert plain == enum
     assert env_of(enum["deployment"])["RUNTIME_TYPE"] == "comfyui"
     assert type(env_of(enum["deployment"])["RUNTIME_TYPE"]) is str
+    pulled = server_of(
+        runtime_manifests(args(image_pull_policy=ImagePullPolicy.NEVER), WIRED_VALUES)["deployment"]
+    )["imagePullPolicy"]
+    assert pulled == "Never" and type(pulled) is str
     with pytest.raises(ValueError, match="runtime_type: got 'invokeai'"):
         runtime_manifests(args(runtime_type="invokeai"), WIRED_VALUES)
 
