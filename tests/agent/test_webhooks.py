@@ -1,4 +1,4 @@
-"""Webhook signing (checked with the standardwebhooks library) and one delivery over real TLS.
+"""One webhook POST over real TLS: pinning, SNI, certificate checks, SSRF at delivery, bounds.
 
 The receiver is a local HTTPS server with a certificate made here for ``hooks.example.com``;
 the resolver is injected (that name -> 127.0.0.1) and loopback is let through only by an
