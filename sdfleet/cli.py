@@ -14,6 +14,7 @@ import yaml
 
 from sdfleet.components.config import ConfigError, parse_config, split_namespaced
 from sdfleet.render import jsonable, kubernetes_manifest
+from sdfleet.snapshot.cli import add_parser as add_snapshot_parser
 
 
 def find_project_dir(start: Path) -> Path:
@@ -166,7 +167,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "check", help="run the security rules over a resources.json written by synth"
     )
     p_check.add_argument("path", type=Path, help="resources.json (or the synth output folder)")
+    add_snapshot_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "snapshot":
+        return int(args.func(args))
 
     if args.command == "check":
         from sdfleet.check import run_check
