@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import tomllib
 from collections.abc import Mapping, Sequence
+from enum import StrEnum
 from typing import Any
 
 from sdfleet.components.builders.errors import check_name, fail
@@ -25,6 +27,104 @@ SNAPSHOT_DATA_VOLUME_IOPS = 6000
 SNAPSHOT_DATA_VOLUME_THROUGHPUT = 500
 BASELINE_GP3_IOPS = 3000
 BASELINE_GP3_THROUGHPUT = 125
+
+
+class ImagePullMode(StrEnum):
+    """How a GPU node pulls images that are not already on its data volume."""
+
+    DEFAULT = "default"
+    """Bottlerocket's own containerd settings; no user data is added."""
+    PARALLEL = "parallel"
+    """containerd downloads more layers at once and fetches each large layer in parallel
+    chunks (``settings.container-runtime.*``). Works with a data-volume snapshot."""
+    SOCI = "soci"
+    """The SOCI snapshotter in parallel-pull-unpack mode: layers download in chunks and
+    unpack concurrently. Not with a data-volume snapshot (see ``pull_settings_toml``)."""
+
+
+# Settings per mode, as Bottlerocket TOML tables. Each exists in the pinned Bottlerocket
+# (versions.py) and in every version from the one in _MIN_VERSION:
+# - settings.container-runtime.max-concurrent-downloads: since 2022 (bottlerocket PR #2494).
+# - settings.container-runtime.concurrent-download-chunk-size: containerd 2.1 variants only
+#   (aws-k8s-1.33 ships containerd 2.1 from v1.51.0); listed in the 1.52.x settings
+#   reference, not in 1.45.x. Bottlerocket left it off by default (0) after pull failures with
+#   some registries (bottlerocket issue #4709): "parallel" turns it back on.
+# - settings.container-runtime.snapshotter and settings.container-runtime-plugins.
+#   soci-snapshotter.*: since v1.44.0.
+# The numbers are starting points taken from published Bottlerocket/SOCI examples; the SOCI
+# project's parallel-mode tuning guide says how to adjust them.
+_PULL_SETTINGS: dict[ImagePullMode, dict[str, dict[str, Any]]] = {
+    ImagePullMode.DEFAULT: {},
+    ImagePullMode.PARALLEL: {
+        "settings.container-runtime": {
+            "max-concurrent-downloads": 8,
+            "concurrent-download-chunk-size": "16mb",
+        },
+    },
+    ImagePullMode.SOCI: {
+        "settings.container-runtime": {"snapshotter": "soci"},
+        "settings.container-runtime-plugins.soci-snapshotter": {
+            "pull-mode": "parallel-pull-unpack",
+        },
+        "settings.container-runtime-plugins.soci-snapshotter.parallel-pull-unpack": {
+            "max-concurrent-downloads-per-image": 10,
+            "concurrent-download-chunk-size": "16mb",
+            "max-concurrent-unpacks-per-image": 10,
+            # Keep only the unpacked layers: the compressed copies would double the disk use.
+            "discard-unpacked-layers": True,
+        },
+    },
+}
+_MIN_VERSION = {ImagePullMode.PARALLEL: (1, 52, 0), ImagePullMode.SOCI: (1, 44, 0)}
+_OWNED_SETTINGS = ("container-runtime", "container-runtime-plugins")
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def pull_settings_toml(mode: str | ImagePullMode) -> str:
+    """The Bottlerocket user data (TOML) for an image pull mode; empty for ``default``."""
+    tables = _PULL_SETTINGS[ImagePullMode(mode)]
+    blocks = []
+    for table, values in tables.items():
+        lines = [f"[{table}]", *(f"{k} = {_toml_value(v)}" for k, v in values.items())]
+        blocks.append("\n".join(lines) + "\n")
+    return "\n".join(blocks)
+
+
+def _alias_version(ami_alias: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in ami_alias.partition("@")[2].lstrip("v").split("."))
+
+
+def _check_pull_mode(
+    mode: Any, ami_alias: str, snapshot_id: str | None, user_data: str | None
+) -> ImagePullMode:
+    if mode not in tuple(ImagePullMode):
+        raise fail("imagePullMode", mode, ", ".join(m.value for m in ImagePullMode))
+    mode = ImagePullMode(mode)
+    minimum = _MIN_VERSION.get(mode)
+    if minimum and _alias_version(ami_alias) < minimum:
+        need = ".".join(map(str, minimum))
+        raise fail("imagePullMode", mode.value, f"{mode.value!r} needs Bottlerocket >= v{need}")
+    if mode is ImagePullMode.SOCI and snapshot_id is not None:
+        # The snapshot's images sit in containerd's overlayfs store; Bottlerocket deletes the
+        # images of the other snapshotter when it sees the snapshotter change at boot.
+        raise fail("imagePullMode", mode.value, "'default' or 'parallel' with a snapshotId")
+    if mode is not ImagePullMode.DEFAULT and user_data:
+        try:
+            settings = tomllib.loads(user_data).get("settings", {})
+        except tomllib.TOMLDecodeError as err:
+            raise fail("userData", user_data, f"Bottlerocket TOML ({err})") from None
+        clash = sorted(k for k in _OWNED_SETTINGS if k in settings)
+        if clash:
+            raise fail("userData", clash, f"no settings.{clash[0]} with imagePullMode")
+    return mode
+
 
 _FORBIDDEN_TAG_KEYS = (
     "eks:eks-cluster-name",
@@ -168,6 +268,7 @@ def ec2_node_class(
     kms_key_id: str | None = None,
     tags: Mapping[str, str] | None = None,
     user_data: str | None = None,
+    image_pull_mode: str | None = None,
 ) -> dict[str, Any]:
     """A Bottlerocket EC2NodeClass (the NVIDIA variant is chosen per GPU instance type).
 
@@ -175,7 +276,9 @@ def ec2_node_class(
     unless explicit ids are given. The OS volume is ``/dev/xvda``, the data volume (container
     images, kubelet, ephemeral storage) ``/dev/xvdb``; with ``data_volume_snapshot_id`` (an
     image-cache snapshot) the data volume gets raised gp3 IOPS/throughput (see the constants
-    above for numbers and cost).
+    above for numbers and cost). ``image_pull_mode`` (:class:`ImagePullMode`; None means
+    ``default``) appends its Bottlerocket settings to ``user_data``, which must then not set
+    ``settings.container-runtime*`` itself.
     """
     _check_node_class_inputs(
         name=name,
@@ -208,6 +311,9 @@ def ec2_node_class(
     }
     if instance_store_policy:
         spec["instanceStorePolicy"] = instance_store_policy
+    if image_pull_mode is not None:
+        mode = _check_pull_mode(image_pull_mode, ami_alias, data_volume_snapshot_id, user_data)
+        user_data = "\n".join(p for p in (user_data, pull_settings_toml(mode)) if p) or None
     if user_data:
         spec["userData"] = user_data
     return {
