@@ -37,7 +37,8 @@ def as_args(cls: type[T], args: object) -> T:
 
 
 def _build(cls: type, data: Mapping[str, Any], path: str) -> Any:
-    hints = typing.get_type_hints(cls)
+    # pulumi.Input[X] refers to Output by a forward reference that only this namespace resolves.
+    hints = typing.get_type_hints(cls, localns={"Output": pulumi.Output, "T": Any})
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - names)
     if unknown:

@@ -134,3 +134,45 @@ def test_outputs_pass_through_untouched() -> None:
         assert _inputs.as_args(_Outer, {"name": value}).name is value
 
     run_program(program, CONFIG)
+
+
+def test_api_ingress_from_the_host_equals_python() -> None:
+    from sdfleet.agent.contract import RuntimeInfo
+    from sdfleet.components.api_ingress import ApiIngress, ApiIngressArgs
+
+    runtime = RuntimeInfo(name="sd15", type="sdwebui", model_filename="m.safetensors")
+    direct = run_program(
+        lambda: ApiIngress(
+            "api",
+            ApiIngressArgs("topic-arn", "bucket", "bucket-arn", [runtime], quota_period="WEEK"),
+        ),
+        CONFIG,
+    )
+    hosted = _through_host(
+        "api",
+        "sdfleet:index:ApiIngress",
+        {
+            "inputTopicArn": "topic-arn",
+            "outputBucketName": "bucket",
+            "outputBucketArn": "bucket-arn",
+            # The contract's RuntimeInfo types its defaulted fields plainly, so the schema
+            # asks for them (noted on issue 9).
+            "runtimes": [
+                {
+                    "name": "sd15",
+                    "type": "sdwebui",
+                    "modelFilename": "m.safetensors",
+                    "dynamicModel": False,
+                    "limits": {
+                        "maxSteps": 150,
+                        "maxPixels": 4194304,
+                        "maxImages": 8,
+                        "maxInputs": 8,
+                    },
+                }
+            ],
+            "quotaPeriod": "WEEK",
+        },
+    )
+    assert _seen(hosted) == _seen(direct)
+    assert hosted.of_type("aws:apigateway/usagePlan:UsagePlan")

@@ -5,6 +5,7 @@ topic and buckets given as plain IDs/ARNs/URLs."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import runpy
 from pathlib import Path
@@ -24,6 +25,7 @@ from sdfleet.components.builders import karpenter as kp
 from sdfleet.components.builders import workload as wl
 from sdfleet.components.builders.s3 import OUTPUT_SUFFIXES
 from sdfleet.components.config import RuntimeConfig, ScalingConfig
+from sdfleet.components.gpu_node_pool import GpuNodePool
 from sdfleet.components.sd_runtime import (
     SKIP_AWAIT,
     RuntimeNames,
@@ -975,3 +977,40 @@ def test_runtime_args_carry_the_pass_through_settings() -> None:
     assert (args.pod_labels, args.pod_annotations) == ({"team": "x"}, {"example.com/a": "b"})
     assert (args.image_pull_policy, args.min_replicas) == ("Never", 2)
     assert args.task_limits == Limits(max_inputs=3)
+
+
+def test_a_mapping_from_the_provider_host_is_the_args() -> None:
+    """Pulumi's provider host (a TypeScript/Go/YAML program) passes a mapping with plain
+    strings for enums; SdRuntime and GpuNodePool build their Args from it."""
+    seen: dict[str, Any] = {}
+
+    def program() -> None:
+        provider = k8s.Provider("byo-cluster", kubeconfig=KUBECONFIG)
+        pool = GpuNodePool(
+            "pool",
+            {  # type: ignore[arg-type]
+                "runtime_name": "sd15",
+                "cluster_name": CLUSTER,
+                "node_role_name": "gpu-nodes",
+                "spot_ratio": 1.0,
+                "instance_store_policy": "RAID0",
+            },
+            on_cluster(provider),
+        )
+        seen["pools"] = pool.node_pool_names
+        given = make_args("sd15")
+        mapping = {f.name: getattr(given, f.name) for f in dataclasses.fields(given)}
+        mapping["runtime_type"] = "sdwebui"
+        mapping["task_limits"] = {"max_inputs": 3}
+        rt = SdRuntime("rt", mapping, on_cluster(provider))  # type: ignore[arg-type]
+        rt.manifests.apply(lambda m: seen.setdefault("manifests", m))
+
+    run_program(program, {"aws:region": REGION})
+    assert seen["pools"] == ["sd15-spot", "sd15-ondemand-fallback"]
+    deployment = next(m for m in seen["manifests"] if m["kind"] == "Deployment")
+    env = {
+        e["name"]: e.get("value")
+        for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["RUNTIME_TYPE"] == "sdwebui"
+    assert json.loads(env["TASK_LIMITS"])["maxInputs"] == 3
