@@ -144,7 +144,9 @@ def test_api_ingress_from_the_host_equals_python() -> None:
     direct = run_program(
         lambda: ApiIngress(
             "api",
-            ApiIngressArgs("topic-arn", "bucket", "bucket-arn", [runtime], quota_period="WEEK"),
+            ApiIngressArgs(
+                "topic-arn", "bucket", "bucket-arn", [runtime], quota_period=QuotaPeriod.WEEK
+            ),
         ),
         CONFIG,
     )
