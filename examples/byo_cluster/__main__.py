@@ -10,6 +10,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from sdfleet.components.agent_image import AgentImage, AgentImageArgs
+from sdfleet.components.builders.enums import RuntimeType
 from sdfleet.components.gpu_node_pool import GpuNodePool, GpuNodePoolArgs
 from sdfleet.components.sd_runtime import SdRuntime, SdRuntimeArgs
 
@@ -44,7 +45,7 @@ sd = SdRuntime(
     runtime,
     SdRuntimeArgs(
         runtime_name=runtime,
-        runtime_type=runtime_type,
+        runtime_type=RuntimeType(runtime_type),
         namespace=config.get("namespace") or runtime,
         cluster_name=cluster_name,
         region=region,
