@@ -76,12 +76,14 @@ def test_ctrl_c_during_cleanup_does_not_stop_it() -> None:
 # check
 
 
-def _tagged_snapshot(session: Any, digests: list[str]) -> str:
+def _tagged_snapshot(session: Any, digests: list[str], built_on: str | None = None) -> str:
     ec2 = session.client("ec2")
     volume = ec2.create_volume(AvailabilityZone=f"{REGION}a", Size=100)["VolumeId"]
     tags = [{"Key": "sdfleet:stack", "Value": "dev"}] + [
         {"Key": f"sdfleet:digest:sha256:{d * 64}", "Value": "repo"} for d in digests
     ]
+    if built_on:
+        tags.append({"Key": "sdfleet:bottlerocket", "Value": built_on})
     return str(
         ec2.create_snapshot(
             VolumeId=volume, TagSpecifications=[{"ResourceType": "snapshot", "Tags": tags}]
@@ -197,3 +199,19 @@ def test_help_describes_the_tool(
     text = " ".join(capsys.readouterr().out.split())
     for phrase in phrases:
         assert phrase in text
+
+
+def test_check_notes_a_snapshot_built_on_another_bottlerocket_without_failing(
+    aws: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _use(monkeypatch, aws["session"], FakeShell())
+    same = _tagged_snapshot(aws["session"], ["a"], "aws-k8s-1.33-nvidia/v1.63.0")
+    older = _tagged_snapshot(aws["session"], ["a"], "aws-k8s-1.33-nvidia/v1.60.0")
+    project = _project(tmp_path, {"sd15": same, "flux": older})
+    assert _check(project, "--image", AGENT) == 0
+    out = capsys.readouterr().out
+    assert f"NOTE {older} (flux): built on aws-k8s-1.33-nvidia/v1.60.0, the nodes run" in out
+    assert f"NOTE {same}" not in out

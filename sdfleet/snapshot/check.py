@@ -23,6 +23,7 @@ class Finding:
     users: tuple[str, ...]  # runtimes configured with it ("--snapshot-id" when given)
     missing: tuple[ImageRef, ...]
     note: str | None = None
+    warning: str | None = None  # printed, does not fail the check
 
     @property
     def ok(self) -> bool:
@@ -65,7 +66,12 @@ def check(
         note = None
         if not held:
             note = "it carries no sdfleet:digest:* tags (not built by sdfleet snapshot build)"
-        findings.append(Finding(snap, users, tuple(missing.values()), note))
+        built_on = tags.get("sdfleet:bottlerocket")
+        runs = f"{stack.variant}/{stack.bottlerocket_version}"
+        warning = None
+        if built_on and built_on != runs:
+            warning = f"built on {built_on}, the nodes run {runs}: rebuild it after the bump"
+        findings.append(Finding(snap, users, tuple(missing.values()), note, warning))
     return findings
 
 
@@ -81,6 +87,8 @@ def report(
         return 1
     for f in findings:
         who = ", ".join(f.users)
+        if f.warning:
+            log(f"NOTE {f.snapshot_id} ({who}): {f.warning}")
         if f.ok:
             log(f"OK   {f.snapshot_id} ({who}): holds every image the stack deploys")
             continue
