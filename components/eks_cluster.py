@@ -105,16 +105,57 @@ class EksCluster(pulumi.ComponentResource):
         self, name: str, args: EksClusterArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("sdfleet:index:EksCluster", name, None, opts)
+        cluster = self._control_plane(name, args)
+        system_nodes = self._system_nodes(name, args, cluster)
+
+        coredns = self._addon(name, args, "coredns", "coredns", [system_nodes, cluster])
+        pod_identity = self._addon(
+            name, args, "pod-identity-agent", "eks-pod-identity-agent", [system_nodes, cluster]
+        )
+        mountpoint, mountpoint_role = self._mountpoint(name, args, pod_identity, system_nodes)
+
+        self.addons = [coredns, pod_identity, mountpoint]
+        if args.container_insights:
+            self.addons.append(self._container_insights(name, args, pod_identity, system_nodes))
+
+        # Karpenter selects the GPU nodes' security group by the discovery tag.
+        aws.ec2.Tag(
+            f"{name}-sg-discovery",
+            resource_id=cluster.cluster_security_group_id,
+            key=DISCOVERY_TAG,
+            value=args.cluster_name,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.k8s_provider = k8s.Provider(
+            f"{name}-k8s",
+            kubeconfig=cluster.kubeconfig_json,
+            enable_server_side_apply=True,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[system_nodes]),
+        )
+        self.cluster_name = pulumi.Output.from_input(args.cluster_name)
+        self.kubeconfig_json = pulumi.Output.secret(cluster.kubeconfig_json)
+        self.cluster_security_group_id = cluster.cluster_security_group_id
+        self.system_node_selector = dict(SYSTEM_POOL_LABEL)
+        self.mountpoint_role_arn = mountpoint_role.arn
+        self.register_outputs(
+            {
+                "cluster_name": self.cluster_name,
+                "kubeconfig_json": self.kubeconfig_json,
+                "cluster_security_group_id": self.cluster_security_group_id,
+            }
+        )
+
+    def _control_plane(self, name: str, args: EksClusterArgs) -> eks.Cluster:
+        """The cluster with its KMS secrets key; API auth mode, no default nodes."""
         child = pulumi.ResourceOptions(parent=self)
         version = args.kubernetes_version
-
         secrets_key = aws.kms.Key(
             f"{name}-secrets",
             description=f"EKS secrets encryption for {args.cluster_name}",
             enable_key_rotation=True,
             opts=child,
         )
-        cluster = eks.Cluster(
+        return eks.Cluster(
             f"{name}-eks",
             name=args.cluster_name,
             version=version,
@@ -138,17 +179,21 @@ class EksCluster(pulumi.ComponentResource):
             kube_proxy_addon_options=eks.KubeProxyAddonOptionsArgs(
                 enabled=True, version=_addon_version("kube-proxy", version)
             ),
-            # CoreDNS is added below, once nodes exist to run it.
+            # CoreDNS is added as an addon later, once nodes exist to run it.
             coredns_addon_options=eks.CoreDnsAddonOptionsArgs(enabled=False),
             create_oidc_provider=False,
             tags={"sdfleet:cluster": args.cluster_name},
             opts=child,
         )
 
+    def _system_nodes(
+        self, name: str, args: EksClusterArgs, cluster: eks.Cluster
+    ) -> eks.ManagedNodeGroup:
+        """The on-demand node group the controllers run on, with its node role."""
         system_role = aws.iam.Role(
             f"{name}-system-node-role",
             assume_role_policy=json.dumps(iam.ec2_trust_policy()),
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self),
         )
         attachments = [
             aws.iam.RolePolicyAttachment(
@@ -160,7 +205,7 @@ class EksCluster(pulumi.ComponentResource):
             for arn in iam.node_role_managed_policy_arns()
         ]
         arm = Arch(args.system_arch) is Arch.ARM64
-        system_nodes = eks.ManagedNodeGroup(
+        return eks.ManagedNodeGroup(
             f"{name}-system",
             cluster=cluster,
             node_role=system_role,
@@ -177,11 +222,14 @@ class EksCluster(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=attachments),
         )
 
-        coredns = self._addon(name, args, "coredns", "coredns", [system_nodes, cluster])
-        pod_identity = self._addon(
-            name, args, "pod-identity-agent", "eks-pod-identity-agent", [system_nodes, cluster]
-        )
-
+    def _mountpoint(
+        self,
+        name: str,
+        args: EksClusterArgs,
+        pod_identity: pulumi.Resource,
+        system_nodes: pulumi.Resource,
+    ) -> tuple[aws.eks.Addon, aws.iam.Role]:
+        """The Mountpoint for S3 CSI addon and its role, which may only read the model bucket."""
         mountpoint_role = pod_identity_role(f"{name}-mountpoint-role", self)
         mountpoint_policy = aws.iam.RolePolicy(
             f"{name}-mountpoint-read-models",
@@ -199,37 +247,7 @@ class EksCluster(pulumi.ComponentResource):
             [pod_identity, mountpoint_policy, system_nodes],
             identity=(MOUNTPOINT_SERVICE_ACCOUNT, mountpoint_role.arn),
         )
-
-        self.addons = [coredns, pod_identity, mountpoint]
-        if args.container_insights:
-            self.addons.append(self._container_insights(name, args, pod_identity, system_nodes))
-
-        # Karpenter selects the GPU nodes' security group by the discovery tag.
-        aws.ec2.Tag(
-            f"{name}-sg-discovery",
-            resource_id=cluster.cluster_security_group_id,
-            key=DISCOVERY_TAG,
-            value=args.cluster_name,
-            opts=child,
-        )
-        self.k8s_provider = k8s.Provider(
-            f"{name}-k8s",
-            kubeconfig=cluster.kubeconfig_json,
-            enable_server_side_apply=True,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[system_nodes]),
-        )
-        self.cluster_name = pulumi.Output.from_input(args.cluster_name)
-        self.kubeconfig_json = pulumi.Output.secret(cluster.kubeconfig_json)
-        self.cluster_security_group_id = cluster.cluster_security_group_id
-        self.system_node_selector = dict(SYSTEM_POOL_LABEL)
-        self.mountpoint_role_arn = mountpoint_role.arn
-        self.register_outputs(
-            {
-                "cluster_name": self.cluster_name,
-                "kubeconfig_json": self.kubeconfig_json,
-                "cluster_security_group_id": self.cluster_security_group_id,
-            }
-        )
+        return mountpoint, mountpoint_role
 
     def _container_insights(
         self,

@@ -76,63 +76,13 @@ class Karpenter(pulumi.ComponentResource):
         super().__init__("sdfleet:index:Karpenter", name, None, opts)
         provider, deps = _opts.k8s_provider(opts), _opts.depends_on(opts)
         k8s_opts = pulumi.ResourceOptions(parent=self, provider=provider, depends_on=deps)
-        child = pulumi.ResourceOptions(parent=self)
         invoke = pulumi.InvokeOutputOptions(parent=self)
         identity = aws.get_caller_identity_output(opts=invoke)
         region = aws.get_region_output(opts=invoke)
         partition = aws.get_partition_output(opts=invoke)
 
-        # Nodes: EC2 trust only (pods use Pod Identity, and IMDS hop limit 1 hides this role).
-        node_role = aws.iam.Role(
-            f"{name}-node-role",
-            name=f"KarpenterNodeRole-{args.cluster_name}",
-            assume_role_policy=json.dumps(iam.ec2_trust_policy()),
-            opts=child,
-        )
-        for arn in iam.node_role_managed_policy_arns():
-            aws.iam.RolePolicyAttachment(
-                f"{name}-node-{arn.rsplit('/', 1)[-1]}",
-                role=node_role.name,
-                policy_arn=arn,
-                opts=pulumi.ResourceOptions(parent=node_role),
-            )
-        access_entry = aws.eks.AccessEntry(
-            f"{name}-node-access",
-            cluster_name=args.cluster_name,
-            principal_arn=node_role.arn,
-            type="EC2_LINUX",
-            opts=pulumi.ResourceOptions(parent=self, depends_on=deps),
-        )
-
-        queue = aws.sqs.Queue(
-            f"{name}-interruptions",
-            name=args.cluster_name,
-            message_retention_seconds=iam.INTERRUPTION_QUEUE_RETENTION_SECONDS,
-            sqs_managed_sse_enabled=True,
-            # Karpenter deletes what it reads; stale events expire in 5 minutes by design.
-            tags={"sdfleet:sink": "karpenter interruption events expire after 5 minutes"},
-            opts=child,
-        )
-        aws.sqs.QueuePolicy(
-            f"{name}-interruptions-policy",
-            queue_url=queue.url,
-            policy=queue.arn.apply(lambda arn: json.dumps(iam.interruption_queue_policy(arn))),
-            opts=pulumi.ResourceOptions(parent=queue),
-        )
-        for rule_name, pattern in iam.interruption_event_patterns().items():
-            rule = aws.cloudwatch.EventRule(
-                f"{name}-{rule_name}",
-                event_pattern=json.dumps(pattern),
-                opts=child,
-            )
-            aws.cloudwatch.EventTarget(
-                f"{name}-{rule_name}-target",
-                rule=rule.name,
-                target_id=iam.INTERRUPTION_TARGET_ID,
-                arn=queue.arn,
-                opts=pulumi.ResourceOptions(parent=rule),
-            )
-
+        node_role, access_entry = self._node_role(name, args, deps)
+        queue = self._interruption_queue(name, args)
         controller_role = pod_identity_role(f"{name}-controller-role", self)
         policies = pulumi.Output.all(
             region.region, identity.account_id, partition.partition, node_role.arn, queue.arn
@@ -146,28 +96,7 @@ class Karpenter(pulumi.ComponentResource):
                 interruption_queue_arn=v[4],
             )
         )
-        attached: list[pulumi.Resource] = []
-        for policy_name in (
-            "KarpenterControllerNodeLifecyclePolicy",
-            "KarpenterControllerIAMIntegrationPolicy",
-            "KarpenterControllerEKSIntegrationPolicy",
-            "KarpenterControllerInterruptionPolicy",
-            "KarpenterControllerResourceDiscoveryPolicy",
-        ):
-            policy = aws.iam.Policy(
-                f"{name}-{policy_name}",
-                name=f"{policy_name}-{args.cluster_name}",
-                policy=policies.apply(partial(_policy_json, policy_name)),
-                opts=pulumi.ResourceOptions(parent=controller_role),
-            )
-            attached.append(
-                aws.iam.RolePolicyAttachment(
-                    f"{name}-{policy_name}-attachment",
-                    role=controller_role.name,
-                    policy_arn=policy.arn,
-                    opts=pulumi.ResourceOptions(parent=controller_role),
-                )
-            )
+        attached = self._controller_policies(name, args, controller_role, policies)
         association = aws.eks.PodIdentityAssociation(
             f"{name}-pod-identity",
             cluster_name=args.cluster_name,
@@ -178,7 +107,9 @@ class Karpenter(pulumi.ComponentResource):
         )
         if args.create_spot_service_linked_role:
             aws.iam.ServiceLinkedRole(
-                f"{name}-spot-slr", aws_service_name="spot.amazonaws.com", opts=child
+                f"{name}-spot-slr",
+                aws_service_name="spot.amazonaws.com",
+                opts=pulumi.ResourceOptions(parent=self),
             )
 
         values: pulumi.Output[dict[str, Any]] = pulumi.Output.all(queue.name, region.region).apply(
@@ -218,3 +149,96 @@ class Karpenter(pulumi.ComponentResource):
                 "controller_role_arn": self.controller_role_arn,
             }
         )
+
+    def _node_role(
+        self, name: str, args: KarpenterArgs, deps: list[pulumi.Resource]
+    ) -> tuple[aws.iam.Role, aws.eks.AccessEntry]:
+        """The role of the nodes Karpenter launches and the access entry that lets them join.
+        EC2 trust only (pods use Pod Identity, and IMDS hop limit 1 hides this role)."""
+        node_role = aws.iam.Role(
+            f"{name}-node-role",
+            name=f"KarpenterNodeRole-{args.cluster_name}",
+            assume_role_policy=json.dumps(iam.ec2_trust_policy()),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        for arn in iam.node_role_managed_policy_arns():
+            aws.iam.RolePolicyAttachment(
+                f"{name}-node-{arn.rsplit('/', 1)[-1]}",
+                role=node_role.name,
+                policy_arn=arn,
+                opts=pulumi.ResourceOptions(parent=node_role),
+            )
+        access_entry = aws.eks.AccessEntry(
+            f"{name}-node-access",
+            cluster_name=args.cluster_name,
+            principal_arn=node_role.arn,
+            type="EC2_LINUX",
+            opts=pulumi.ResourceOptions(parent=self, depends_on=deps),
+        )
+        return node_role, access_entry
+
+    def _interruption_queue(self, name: str, args: KarpenterArgs) -> aws.sqs.Queue:
+        """The queue Karpenter reads interruption events from (Spot, rebalance, health,
+        instance state, capacity reservation) and the EventBridge rules that feed it."""
+        child = pulumi.ResourceOptions(parent=self)
+        queue = aws.sqs.Queue(
+            f"{name}-interruptions",
+            name=args.cluster_name,
+            message_retention_seconds=iam.INTERRUPTION_QUEUE_RETENTION_SECONDS,
+            sqs_managed_sse_enabled=True,
+            # Karpenter deletes what it reads; stale events expire in 5 minutes by design.
+            tags={"sdfleet:sink": "karpenter interruption events expire after 5 minutes"},
+            opts=child,
+        )
+        aws.sqs.QueuePolicy(
+            f"{name}-interruptions-policy",
+            queue_url=queue.url,
+            policy=queue.arn.apply(lambda arn: json.dumps(iam.interruption_queue_policy(arn))),
+            opts=pulumi.ResourceOptions(parent=queue),
+        )
+        for rule_name, pattern in iam.interruption_event_patterns().items():
+            rule = aws.cloudwatch.EventRule(
+                f"{name}-{rule_name}",
+                event_pattern=json.dumps(pattern),
+                opts=child,
+            )
+            aws.cloudwatch.EventTarget(
+                f"{name}-{rule_name}-target",
+                rule=rule.name,
+                target_id=iam.INTERRUPTION_TARGET_ID,
+                arn=queue.arn,
+                opts=pulumi.ResourceOptions(parent=rule),
+            )
+        return queue
+
+    def _controller_policies(
+        self,
+        name: str,
+        args: KarpenterArgs,
+        controller_role: aws.iam.Role,
+        policies: pulumi.Output[dict[str, dict[str, Any]]],
+    ) -> list[pulumi.Resource]:
+        """The getting-started template's five controller policies, attached to its role."""
+        attached: list[pulumi.Resource] = []
+        for policy_name in (
+            "KarpenterControllerNodeLifecyclePolicy",
+            "KarpenterControllerIAMIntegrationPolicy",
+            "KarpenterControllerEKSIntegrationPolicy",
+            "KarpenterControllerInterruptionPolicy",
+            "KarpenterControllerResourceDiscoveryPolicy",
+        ):
+            policy = aws.iam.Policy(
+                f"{name}-{policy_name}",
+                name=f"{policy_name}-{args.cluster_name}",
+                policy=policies.apply(partial(_policy_json, policy_name)),
+                opts=pulumi.ResourceOptions(parent=controller_role),
+            )
+            attached.append(
+                aws.iam.RolePolicyAttachment(
+                    f"{name}-{policy_name}-attachment",
+                    role=controller_role.name,
+                    policy_arn=policy.arn,
+                    opts=pulumi.ResourceOptions(parent=controller_role),
+                )
+            )
+        return attached
