@@ -1,5 +1,6 @@
 """AgentImage: the queue agent's container image, built from ``agent/`` and pushed to a private
-ECR repository, or a prebuilt reference for machines without Docker.
+ECR repository, or a prebuilt reference for machines without Docker. The build is the one every
+image sdfleet builds gets (:func:`sdfleet.components.container_image.build_and_push`).
 
 The output ``ref`` is the digest-pinned reference (``<repo>@sha256:...``) the push returned:
 pods run exactly the image that was built, whatever happens to tags later.
@@ -7,17 +8,16 @@ pods run exactly the image that was built, whatever happens to tags later.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import pulumi
-import pulumi_aws as aws
-import pulumi_docker_build as docker_build
 
 from sdfleet.components import versions
 from sdfleet.components.builders import image as ib
+from sdfleet.components.builders.image_build import plan_build
 from sdfleet.components.config_model import AgentImageConfig, config_default
+from sdfleet.components.container_image import build_and_push
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONTEXT_DIR = str(REPO_ROOT / "agent")
@@ -48,9 +48,9 @@ def _check_prebuilt(ref: str) -> None:
 
 
 class AgentImage(pulumi.ComponentResource):
-    """The agent's container image: built from the agent sources for linux/amd64 and pushed
-    to a private, scan-on-push ECR repository with a lifecycle policy, or a prebuilt
-    reference used as is."""
+    """The agent's container image: built from the agent sources for linux/amd64 (registry
+    cache in ECR) and pushed to a private, scan-on-push ECR repository with a lifecycle
+    policy, or a prebuilt reference used as is."""
 
     ref: pulumi.Output[str]
     repository_url: pulumi.Output[str] | None
@@ -69,63 +69,23 @@ class AgentImage(pulumi.ComponentResource):
             return
 
         context = Path(args.context_dir)
-        dockerfile = context / "Dockerfile"
-        if not dockerfile.is_file():
+        if not (context / "Dockerfile").is_file():
             raise ValueError(
                 f"context_dir: got {args.context_dir!r}; allowed: a directory holding a "
                 "Dockerfile (the agent sources), or set image_ref to a prebuilt image"
             )
-        # Validated before any resource exists.
-        lifecycle = json.dumps(ib.ecr_lifecycle_policy(args.keep_images))
-        # The base image is pinned in versions.py; the Dockerfile declares `ARG BASE_IMAGE`.
-        build_args = {"BASE_IMAGE": versions.AGENT_BASE_IMAGE}
-        self.tag = ib.image_tag(context, build_args)
-
-        child = pulumi.ResourceOptions(parent=self)
-        repo = aws.ecr.Repository(
-            f"{name}-repo",
-            image_scanning_configuration=aws.ecr.RepositoryImageScanningConfigurationArgs(
-                scan_on_push=True
-            ),
-            image_tag_mutability="IMMUTABLE",
-            encryption_configurations=[
-                aws.ecr.RepositoryEncryptionConfigurationArgs(encryption_type="AES256")
-            ],
-            # Only deleting the repository deletes its images, after the pods that pull them
-            # (they depend on the image); the lifecycle policy expires old ones.
-            force_delete=args.force_delete,
-            opts=child,
+        # Planned (and checked) before any resource exists. The base image is pinned in
+        # versions.py; the Dockerfile declares `ARG BASE_IMAGE`.
+        build = plan_build(
+            context,
+            ib.TAG_PREFIX,
+            args.keep_images,
+            {"BASE_IMAGE": versions.AGENT_BASE_IMAGE},
         )
-        aws.ecr.LifecyclePolicy(
-            f"{name}-lifecycle",
-            repository=repo.name,
-            policy=lifecycle,
-            opts=pulumi.ResourceOptions(parent=repo),
-        )
-        creds = aws.ecr.get_authorization_token_output(
-            registry_id=repo.registry_id, opts=pulumi.InvokeOutputOptions(parent=self)
-        )
-        tag = self.tag
-        image = docker_build.Image(
-            f"{name}-image",
-            context=docker_build.BuildContextArgs(location=str(context)),
-            dockerfile=docker_build.DockerfileArgs(location=str(dockerfile)),
-            build_args=build_args,
-            # GPU nodes are x86_64; an image built on an arm64 laptop would not start there.
-            platforms=[docker_build.Platform.LINUX_AMD64],
-            push=True,
-            tags=[repo.repository_url.apply(lambda url: f"{url}:{tag}")],
-            registries=[
-                docker_build.RegistryArgs(
-                    address=repo.repository_url,
-                    username=creds.user_name,
-                    password=pulumi.Output.secret(creds.password),
-                )
-            ],
-            # Previews must work without Docker (and without pushing anything).
-            build_on_preview=False,
-            opts=child,
-        )
-        self.repository_url = repo.repository_url
-        self.ref = image.ref
+        self.tag = build.tag
+        # The same repositories, cache and build as every image sdfleet builds; children of
+        # this component under the names they always had (no replacement on upgrade).
+        pushed = build_and_push(self, name, build, args.force_delete)
+        self.repository_url = pushed.repository_url
+        self.ref = pushed.ref
         self.register_outputs({"ref": self.ref, "repository_url": self.repository_url})

@@ -42,7 +42,7 @@ def _build(args: AgentImageArgs, preview: bool = False) -> tuple[Recorder, dict[
 
 
 def test_repository_is_scanned_immutable_and_encrypted(tmp_path: Path) -> None:
-    graph, _ = _build(AgentImageArgs(context_dir=str(_context(tmp_path))))
+    graph, _ = _build(AgentImageArgs(context_dir=str(_context(tmp_path)), force_delete=False))
     repo = graph.one("aws:ecr/repository:Repository", "agent-repo")
     assert repo.parent == "agent"
     assert repo.inputs["imageScanningConfiguration"] == {"scanOnPush": True}
@@ -83,6 +83,14 @@ def test_image_is_built_for_amd64_pushed_by_content_tag_and_not_on_preview(
     assert image.inputs["push"] is True
     assert image.inputs["buildOnPreview"] is False
     assert image.inputs["buildArgs"] == {"BASE_IMAGE": versions.AGENT_BASE_IMAGE}
+    # The layer cache: the agent's own mutable cache repository, tag "cache".
+    cache_url = graph.one("aws:ecr/repository:Repository", "agent-cache-repo").state[
+        "repositoryUrl"
+    ]
+    assert image.inputs["cacheFrom"] == [{"registry": {"ref": f"{cache_url}:cache"}}]
+    (cache_to,) = image.inputs["cacheTo"]
+    assert cache_to["registry"]["ref"] == f"{cache_url}:cache"
+    assert cache_to["registry"]["imageManifest"] is True
     build_args = {"BASE_IMAGE": versions.AGENT_BASE_IMAGE}
     assert image.inputs["tags"] == [f"{url}:{ib.image_tag(ctx, build_args)}"]
     # The password makes the registries input secret (the engine's secret envelope).
@@ -110,8 +118,6 @@ def test_default_context_is_the_agent_package() -> None:
 
 
 def test_builds_from_the_repository_agent_dir() -> None:
-    if not (REPO_ROOT / "agent" / "Dockerfile").is_file():
-        pytest.skip("agent/Dockerfile does not exist yet (written with the queue agent)")
     graph, _ = _build(AgentImageArgs())
     image = graph.one("docker-build:index:Image", "agent-image")
     assert image.inputs["context"] == {"location": str(REPO_ROOT / "agent")}
