@@ -45,14 +45,17 @@ def _agent_env(args: "SdRuntimeArgs", wired: Mapping[str, str]) -> wl.AgentEnv:
 def runtime_deployment(
     args: "SdRuntimeArgs", wired: Mapping[str, str], names: RuntimeNames
 ) -> dict[str, Any]:
-    """The runtime's Deployment: the type's default server image and arguments unless the
-    args set them, the extra arguments appended, and Pulumi told not to await its pods."""
+    """The runtime's Deployment: the type's default server image and the pod contract's
+    arguments (server_contract) unless the args set them, the extra arguments appended, the
+    static checkpoint in the server's env, and Pulumi told not to await its pods."""
     runtime_type = str(args.runtime_type)
     server_args = (
         wl.DEFAULT_SERVER_ARGS.get(runtime_type, ())
         if args.server_args is None
         else args.server_args
     )
+    # A dynamic-model runtime starts without a forced checkpoint; the agent switches per task.
+    model_filename = None if setting(args, "dynamic_model") else args.model_filename
     return wl.runtime_deployment(
         name=names.deployment,
         namespace=names.namespace,
@@ -69,6 +72,7 @@ def runtime_deployment(
         server_command=args.server_command,
         server_env=args.server_env,
         model_mount_path=args.model_path,
+        model_filename=model_filename,
         startup_failure_threshold=(
             wl.STARTUP_FAILURE_THRESHOLD
             if args.startup_failure_threshold is None

@@ -5,7 +5,9 @@ Pod layout: the inference server runs as a native sidecar (an init container wit
 ``restartPolicy: Always``) with a startup probe that passes only once its HTTP API answers; the
 kubelet starts the queue agent (the main container) only after that, and on termination stops
 the server only after the agent has exited, so the server outlives the agent's drain.
-Replicas are omitted: KEDA owns the replica count.
+Replicas are omitted: KEDA owns the replica count. The server's port, model mount, env,
+probes, writable volumes and user come from the pod contract (server_contract.py), which
+sdfleet's images (runtimes/) implement and an own image must honour.
 
 Split by concern; import every name from here: workload_objects.py (Namespace,
 ServiceAccount, model PV/PVC), workload_agent_env.py (AgentEnv), workload_containers.py (the
@@ -19,6 +21,7 @@ from typing import Any
 from sdfleet.agent import settings as agent_settings
 from sdfleet.components.builders import isolation
 from sdfleet.components.builders import pod_extras as px
+from sdfleet.components.builders import server_contract as sc
 from sdfleet.components.builders.errors import check_name, fail
 from sdfleet.components.builders.karpenter import GPU_RESOURCE, runtime_selector_labels
 from sdfleet.components.builders.workload_agent_env import AgentEnv
@@ -42,6 +45,8 @@ from sdfleet.components.builders.workload_containers import (
     Resources,
     _agent_container,
     _server_container,
+    _server_env,
+    server_volumes,
 )
 from sdfleet.components.builders.workload_objects import (
     CSI_DRIVER,
@@ -88,17 +93,10 @@ AGENT_HEALTH_PORT: int = agent_settings.default("HEALTH_PORT")
 # The agent image's non-root user (agent/Dockerfile should create it with this uid).
 AGENT_UID = 10001
 
-# Where each server looks for models (override per runtime for images laid out differently).
-DEFAULT_MODEL_PATHS = {
-    SDWEBUI: "/stable-diffusion-webui/models",
-    COMFYUI: "/ComfyUI/models",
-}
-# Arguments that make the documented default images serve their API on SERVER_PORT. Images that
-# start the server themselves can be given ``server_args=()`` / their own.
-DEFAULT_SERVER_ARGS: dict[str, tuple[str, ...]] = {
-    SDWEBUI: ("--api", "--nowebui", "--listen", "--port", str(SERVER_PORT)),
-    COMFYUI: ("--listen", "0.0.0.0", "--port", str(SERVER_PORT)),
-}
+# Where the model bucket is mounted and the arguments the pod passes, per the pod contract
+# (both images read MODEL_DIR and SERVER_PORT from the env and need no arguments).
+DEFAULT_MODEL_PATHS = {t: sc.contract_for(t).model_mount_path for t in RUNTIME_TYPES}
+DEFAULT_SERVER_ARGS = {t: sc.contract_for(t).args for t in RUNTIME_TYPES}
 # Spot instances get a 2-minute notice; Karpenter drains on the notice, so the pod's grace
 # period should end before the instance does.
 SPOT_NOTICE_SECONDS = 120
@@ -120,9 +118,16 @@ def _check_pass_through(
     pod_labels: Mapping[str, str] | None,
     pod_annotations: Mapping[str, str] | None,
     image_pull_policy: str | None,
+    contract: sc.ServerContract,
 ) -> None:
+    # The contract's variables come from the pod's own settings (port, mount path, model).
+    reserved = frozenset(e.name for e in contract.env if e.pod_sets)
+
+    def env_problem(name: Any, value: Any) -> str | None:
+        return px.env_problem(name, value, reserved)
+
     for field_name, items, problem in (
-        ("server_env", server_env, px.env_problem),
+        ("server_env", server_env, env_problem),
         ("pod_labels", pod_labels, px.label_problem),
         ("pod_annotations", pod_annotations, px.annotation_problem),
     ):
@@ -215,12 +220,15 @@ def _pod_spec(
     agent: dict[str, Any],
     tmp_size_limit: str,
     scheduling: Mapping[str, Any],
+    contract: sc.ServerContract,
 ) -> dict[str, Any]:
     return {
         "serviceAccountName": service_account_name,
         # The server must not reach the API as the pod; the agent mounts its own token.
         "automountServiceAccountToken": False,
         "terminationGracePeriodSeconds": grace,
+        # Both containers set their own user; these hold for any container added later.
+        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
         "initContainers": [server],
         "containers": [agent],
         "volumes": [
@@ -229,6 +237,7 @@ def _pod_spec(
                 "persistentVolumeClaim": {"claimName": model_claim_name, "readOnly": True},
             },
             {"name": "tmp", "emptyDir": {"sizeLimit": tmp_size_limit}},
+            *server_volumes(contract),
             isolation.agent_api_volume(),
         ],
         **{k: v for k, v in scheduling.items()},
@@ -309,6 +318,7 @@ def runtime_deployment(
     server_command: Sequence[str] | None = None,
     server_env: Mapping[str, str] | None = None,
     model_mount_path: str | None = None,
+    model_filename: str | None = None,
     startup_period_seconds: int = STARTUP_PERIOD_SECONDS,
     startup_failure_threshold: int = STARTUP_FAILURE_THRESHOLD,
     termination_grace_period_seconds: int | None = None,
@@ -327,11 +337,16 @@ def runtime_deployment(
     startup_failure_threshold`` (15 minutes by default) for the server to load its model.
     ``termination_grace_period_seconds`` defaults to drain + 30 s capped at 120 s (the spot
     notice) and must leave at least 10 s after the agent's drain. ``server_command`` replaces
-    the server image's entrypoint (None keeps it). ``annotations`` go on the Deployment
+    the server image's entrypoint (None keeps it: ``contract.command`` in sdfleet's images).
+    ``model_filename`` is the checkpoint an SD WebUI server loads at start (None for a
+    dynamic-model runtime); ``server_env`` may not set the contract's variables, which follow
+    ``server_port``, the model mount path and ``model_filename``. ``annotations`` go on the Deployment
     itself; ``pod_labels`` and ``pod_annotations`` are extra (never keys sdfleet sets, see
     pod_extras); ``image_pull_policy`` applies to the server container.
     """
-    _check_pass_through(server_env, pod_labels, pod_annotations, image_pull_policy)
+    _check_type(runtime_type)
+    contract = sc.contract_for(runtime_type)
+    _check_pass_through(server_env, pod_labels, pod_annotations, image_pull_policy, contract)
     _check_command(server_command)
     _check_identity(name, namespace, runtime_name, runtime_type, agent_env)
     _check_images_and_ports(agent_image, server_image, server_port, agent_env)
@@ -340,10 +355,10 @@ def runtime_deployment(
     mount_path = _mount_path(model_mount_path, runtime_type)
     selector = runtime_selector_labels(runtime_name)
     server = _server_container(
-        runtime_type=runtime_type,
+        contract=contract,
         image=server_image,
-        args=DEFAULT_SERVER_ARGS[runtime_type] if server_args is None else server_args,
-        env=dict(server_env or {}),
+        args=contract.args if server_args is None else server_args,
+        env=_server_env(contract, server_port, mount_path, model_filename, server_env),
         port=server_port,
         resources=server_resources,
         model_mount_path=mount_path,
@@ -367,6 +382,7 @@ def runtime_deployment(
         agent=agent,
         tmp_size_limit=tmp_size_limit,
         scheduling=scheduling,
+        contract=contract,
     )
     template = _pod_template(name, labels, selector, pod_labels, pod_annotations, pod_spec)
     return _deployment(name, namespace, dict(labels or {}), annotations, selector, template)

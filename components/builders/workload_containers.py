@@ -8,20 +8,19 @@ from typing import Any
 
 from sdfleet.agent import settings as agent_settings
 from sdfleet.components.builders import isolation
+from sdfleet.components.builders import server_contract as sc
 from sdfleet.components.builders.karpenter import GPU_RESOURCE
 from sdfleet.components.builders.workload_agent_env import AgentEnv
-from sdfleet.components.builders.workload_checks import COMFYUI, SDWEBUI, _check_quantity
+from sdfleet.components.builders.workload_checks import RUNTIME_TYPES, _check_quantity
 
+# The agent's default server URL and the server images' contract use the same port
+# (tests/test_runtime_images.py keeps them equal).
 SERVER_PORT = agent_settings.SERVER_PORT
 SERVER_CONTAINER = "inference-server"
 AGENT_CONTAINER = "queue-agent"
 MODELS_VOLUME = "models"
-# Startup probe paths: 200 only once the API routes are served (SD WebUI attaches /sdapi after
-# the UI starts listening, so "/" is not enough).
-STARTUP_PROBE_PATHS = {
-    SDWEBUI: "/sdapi/v1/options",
-    COMFYUI: "/system_stats",
-}
+# Startup/liveness probe paths: 200 only once the API routes are served (server_contract).
+STARTUP_PROBE_PATHS = {t: sc.contract_for(t).readiness_path for t in RUNTIME_TYPES}
 
 
 @dataclass(frozen=True)
@@ -65,9 +64,54 @@ def _http_probe(
     }
 
 
+def hardened_security_context(uid: int, gid: int) -> dict[str, Any]:
+    """What both containers run with: a numeric non-root user (with a named USER in the image
+    the kubelet cannot verify runAsNonRoot), read-only root, no capabilities, no privilege
+    escalation, the runtime's default seccomp profile. The GPU needs none of these: the device
+    plugin hands the container its /dev/nvidia* nodes (docs/pods-and-network.md)."""
+    return {
+        "runAsUser": uid,
+        "runAsGroup": gid,
+        "runAsNonRoot": True,
+        "readOnlyRootFilesystem": True,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def server_volumes(contract: sc.ServerContract) -> list[dict[str, Any]]:
+    """The emptyDirs behind the contract's writable paths (the root filesystem is read-only)."""
+    return [
+        {"name": w.volume, "emptyDir": {"sizeLimit": w.size_limit}} for w in contract.writable_paths
+    ]
+
+
+def _server_env(
+    contract: sc.ServerContract,
+    port: int,
+    model_mount_path: str,
+    model_filename: str | None,
+    server_env: Mapping[str, str] | None,
+) -> dict[str, str]:
+    """The contract's env with this pod's port and mount path, then the user's extras."""
+    env = contract.pod_env(model_filename)
+    env["SERVER_PORT"] = str(port)
+    env["MODEL_DIR"] = model_mount_path
+    return {**env, **dict(server_env or {})}
+
+
+def _server_mounts(contract: sc.ServerContract, model_mount_path: str) -> list[dict[str, Any]]:
+    mounts: list[dict[str, Any]] = [
+        {"name": MODELS_VOLUME, "mountPath": model_mount_path, "readOnly": True}
+    ]
+    mounts += [{"name": w.volume, "mountPath": w.path} for w in contract.writable_paths]
+    return mounts
+
+
 def _server_container(
     *,
-    runtime_type: str,
+    contract: sc.ServerContract,
     image: str,
     args: Sequence[str],
     env: Mapping[str, str],
@@ -79,6 +123,9 @@ def _server_container(
     image_pull_policy: str | None = None,
     command: Sequence[str] | None = None,
 ) -> dict[str, Any]:
+    """The server per the pod contract (server_contract): its port, probes, model mount,
+    writable emptyDirs and user. ``command`` None runs the image's ENTRYPOINT, which is
+    ``contract.command`` in sdfleet's images and stays an own image's own entrypoint."""
     container: dict[str, Any] = {
         "name": SERVER_CONTAINER,
         "image": image,
@@ -86,19 +133,14 @@ def _server_container(
         "restartPolicy": "Always",
         "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
         "startupProbe": _http_probe(
-            STARTUP_PROBE_PATHS[runtime_type],
-            port,
-            startup_period_seconds,
-            startup_failure_threshold,
+            contract.readiness_path, port, startup_period_seconds, startup_failure_threshold
         ),
         # Both routes answer during a generation; restart only a server silent for ~2 minutes,
         # so a busy GPU is not mistaken for a hung one.
-        "livenessProbe": _http_probe(STARTUP_PROBE_PATHS[runtime_type], port, 30, 4, timeout=10),
+        "livenessProbe": _http_probe(contract.readiness_path, port, 30, 4, timeout=10),
         "resources": resources.to_manifest("serverResources", gpus=1),
-        "volumeMounts": [{"name": MODELS_VOLUME, "mountPath": model_mount_path, "readOnly": True}],
-        # GPU servers write caches under their install dir and often run as root; only the
-        # privilege escalation bit is safe to take away from arbitrary images.
-        "securityContext": {"allowPrivilegeEscalation": False},
+        "volumeMounts": _server_mounts(contract, model_mount_path),
+        "securityContext": hardened_security_context(contract.uid, contract.gid),
     }
     if args:
         container["args"] = list(args)
@@ -115,16 +157,6 @@ def _agent_container(
     *, image: str, env: AgentEnv, server_port: int, resources: Resources, uid: int
 ) -> dict[str, Any]:
     port = env.health_port
-    security: dict[str, Any] = {
-        # A numeric uid: with a named USER in the image the kubelet cannot verify runAsNonRoot.
-        "runAsUser": uid,
-        "runAsGroup": uid,
-        "runAsNonRoot": True,
-        "readOnlyRootFilesystem": True,
-        "allowPrivilegeEscalation": False,
-        "capabilities": {"drop": ["ALL"]},
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
     return {
         "name": AGENT_CONTAINER,
         "image": image,
@@ -136,5 +168,5 @@ def _agent_container(
         # Read-only root: temporary files (downloads, encoded images) go to /tmp. Only the
         # agent gets a Kubernetes API token (see isolation).
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, isolation.agent_api_mount()],
-        "securityContext": security,
+        "securityContext": hardened_security_context(uid, uid),
     }

@@ -183,7 +183,9 @@ def test_deployment_containers_order_probes_and_gpu(runtime_type: str) -> None:
     assert probe["periodSeconds"] * probe["failureThreshold"] == 900
     assert server["resources"]["requests"]["nvidia.com/gpu"] == "1"
     assert server["resources"]["limits"]["nvidia.com/gpu"] == "1"
-    assert server["args"] == list(w.DEFAULT_SERVER_ARGS[runtime_type])
+    # The contract's images take their settings from the env: no arguments, no command.
+    assert w.DEFAULT_SERVER_ARGS[runtime_type] == ()
+    assert "args" not in server and "command" not in server
     mount = server["volumeMounts"][0]
     assert mount == {
         "name": "models",
@@ -295,7 +297,14 @@ def test_custom_mount_path_args_and_resources() -> None:
     server = _pod(d)["initContainers"][0]
     assert server["volumeMounts"][0]["mountPath"] == "/opt/ml/code/models"
     assert "args" not in server
-    assert server["env"] == [{"name": "API_ONLY", "value": "true"}]
+    # The launch script reads the mount path from MODEL_DIR; the user's env comes last.
+    env = {e["name"]: e["value"] for e in server["env"]}
+    assert env == {
+        "SERVER_PORT": "8080",
+        "MODEL_DIR": "/opt/ml/code/models",
+        "STATE_DIR": "/var/lib/sdserver",
+        "API_ONLY": "true",
+    }
     assert server["resources"] == {
         "requests": {"cpu": "2500m", "memory": "6Gi", "nvidia.com/gpu": "1"},
         "limits": {"memory": "6Gi", "nvidia.com/gpu": "1"},
@@ -349,7 +358,13 @@ def test_server_gets_no_aws_or_kubernetes_credentials() -> None:
     (agent,) = pod["containers"]
     # EKS Pod Identity's webhook skips the containers named here (init containers too).
     assert meta["annotations"]["eks.amazonaws.com/skip-containers"] == server["name"]
-    assert [e["name"] for e in server["env"]] == ["HF_HOME"]
+    # Only the pod contract's variables and the user's; no AWS_* nor a token path.
+    assert [e["name"] for e in server["env"]] == [
+        "SERVER_PORT",
+        "MODEL_DIR",
+        "STATE_DIR",
+        "HF_HOME",
+    ]
     assert pod["automountServiceAccountToken"] is False
     api = next(v for v in pod["volumes"] if v["name"] == "agent-kube-api")
     kinds = [next(iter(src)) for src in api["projected"]["sources"]]
