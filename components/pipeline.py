@@ -9,8 +9,6 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from sdfleet.agent.contract import RuntimeInfo
-from sdfleet.components import versions
 from sdfleet.components._inputs import as_args
 from sdfleet.components.agent_image import AgentImage, AgentImageArgs
 from sdfleet.components.api_ingress import ApiIngress, ApiIngressArgs
@@ -18,7 +16,7 @@ from sdfleet.components.config import StackConfig, parse_config
 from sdfleet.components.config_model import Arch, NatGateways, QuotaPeriod
 from sdfleet.components.eks_cluster import EksCluster, EksClusterArgs
 from sdfleet.components.event_fanout import EventFanout, EventFanoutArgs
-from sdfleet.components.gpu_node_pool import GpuNodePool, GpuNodePoolArgs, InstanceStorePolicy
+from sdfleet.components.gpu_node_pool import GpuNodePool
 from sdfleet.components.karpenter import Karpenter, KarpenterArgs
 from sdfleet.components.keda import Keda, KedaArgs
 from sdfleet.components.model_store import ModelStore, ModelStoreArgs
@@ -28,6 +26,7 @@ from sdfleet.components.observability import (
     ObservabilityArgs,
     RuntimeQueueNames,
 )
+from sdfleet.components.pipeline_args import gpu_pool_args, runtime_catalogue
 from sdfleet.components.sd_runtime import SdRuntime, runtime_args
 
 # Stack output -> SdPipeline attribute where it is not the snake_case of the key.
@@ -62,19 +61,6 @@ class SdPipelineArgs:
         """The validated configuration, whichever form was given."""
         assert self.config is not None  # __post_init__ fills it in
         return self.config
-
-
-def runtime_catalogue(config: StackConfig) -> list[RuntimeInfo]:
-    return [
-        RuntimeInfo(
-            name=rt.name,
-            type=rt.type,
-            model_filename=rt.model_filename,
-            dynamic_model=rt.dynamic_model,
-            limits=rt.limits.to_contract(),
-        )
-        for rt in config.runtimes
-    ]
 
 
 class SdPipeline(pulumi.ComponentResource):
@@ -139,8 +125,19 @@ class SdPipeline(pulumi.ComponentResource):
         self.runtimes: dict[str, SdRuntime]
         self.outputs: dict[str, pulumi.Output[Any]]
         cfg = args.validated
-        child = pulumi.ResourceOptions(parent=self)
 
+        self._event_plane(name, cfg)
+        self._compute_plane(name, cfg)
+        region = aws.get_region_output(opts=pulumi.InvokeOutputOptions(parent=self)).region
+
+        self.outputs = self._stack_outputs(region)
+        for key, value in self.outputs.items():
+            setattr(self, _OUTPUT_ATTRS.get(key, _snake(key)), value)
+        self.register_outputs(self.outputs)
+
+    def _event_plane(self, name: str, cfg: StackConfig) -> None:
+        """The model store, the event fan-out, the task API and the alarms on them."""
+        child = pulumi.ResourceOptions(parent=self)
         self.models = ModelStore(
             f"{name}-models",
             ModelStoreArgs(
@@ -197,10 +194,9 @@ class SdPipeline(pulumi.ComponentResource):
             child,
         )
 
-        self._compute_plane(name, cfg)
-        region = aws.get_region_output(opts=pulumi.InvokeOutputOptions(parent=self)).region
-
-        self.outputs = {
+    def _stack_outputs(self, region: pulumi.Output[str]) -> dict[str, pulumi.Output[Any]]:
+        """The stack outputs, keyed as the stack file names them."""
+        return {
             "apiUrl": self.ingress.api_url,
             "apiKey": self.ingress.api_key,
             "inputTopicArn": self.fanout.input_topic_arn,
@@ -240,13 +236,49 @@ class SdPipeline(pulumi.ComponentResource):
                 ),
             ),
         }
-        for key, value in self.outputs.items():
-            setattr(self, _OUTPUT_ATTRS.get(key, _snake(key)), value)
-        self.register_outputs(self.outputs)
 
     def _compute_plane(self, name: str, cfg: StackConfig) -> None:
-        child = pulumi.ResourceOptions(parent=self)
+        """The network, the cluster, Karpenter, KEDA, a GPU node pool per runtime, then the
+        runtimes on them."""
         cluster_name = cfg.cluster.name or f"sdfleet-{pulumi.get_stack()}"
+        self._cluster(name, cfg, cluster_name)
+        provider = self.cluster.k8s_provider
+        k8s_child = pulumi.ResourceOptions(
+            parent=self, provider=provider, depends_on=self.cluster.addons
+        )
+        self.karpenter = Karpenter(
+            f"{name}-karpenter",
+            KarpenterArgs(
+                cluster_name=cluster_name,
+                system_node_selector=self.cluster.system_node_selector,
+                create_spot_service_linked_role=cfg.cluster.create_spot_service_linked_role,
+            ),
+            k8s_child,
+        )
+        self.keda = Keda(
+            f"{name}-keda",
+            KedaArgs(
+                cluster_name=cluster_name,
+                queue_arns=[self.fanout.queue_arns[rt.name] for rt in cfg.runtimes],
+                system_node_selector=self.cluster.system_node_selector,
+            ),
+            k8s_child,
+        )
+        self.gpu_pools = {}
+        for rt in cfg.runtimes:
+            self.gpu_pools[rt.name] = GpuNodePool(
+                f"{name}-{rt.name}-gpu",
+                gpu_pool_args(cfg, rt, cluster_name, self.karpenter.node_role_name),
+                # Karpenter's CRDs must exist first.
+                pulumi.ResourceOptions(
+                    parent=self, provider=provider, depends_on=[self.karpenter.release]
+                ),
+            )
+        self._runtimes(name, cfg, cluster_name)
+
+    def _cluster(self, name: str, cfg: StackConfig, cluster_name: str) -> None:
+        """The network (created or brought) and the EKS cluster in it."""
+        child = pulumi.ResourceOptions(parent=self)
         net = cfg.network
         self.network = Network(
             f"{name}-network",
@@ -285,65 +317,6 @@ class SdPipeline(pulumi.ComponentResource):
             ),
             child,
         )
-        provider = self.cluster.k8s_provider
-        k8s_child = pulumi.ResourceOptions(
-            parent=self, provider=provider, depends_on=self.cluster.addons
-        )
-        self.karpenter = Karpenter(
-            f"{name}-karpenter",
-            KarpenterArgs(
-                cluster_name=cluster_name,
-                system_node_selector=self.cluster.system_node_selector,
-                create_spot_service_linked_role=cl.create_spot_service_linked_role,
-            ),
-            k8s_child,
-        )
-        self.keda = Keda(
-            f"{name}-keda",
-            KedaArgs(
-                cluster_name=cluster_name,
-                queue_arns=[self.fanout.queue_arns[rt.name] for rt in cfg.runtimes],
-                system_node_selector=self.cluster.system_node_selector,
-            ),
-            k8s_child,
-        )
-        self.gpu_pools = {}
-        for rt in cfg.runtimes:
-            gpu = rt.gpu
-            self.gpu_pools[rt.name] = GpuNodePool(
-                f"{name}-{rt.name}-gpu",
-                GpuNodePoolArgs(
-                    runtime_name=rt.name,
-                    cluster_name=cluster_name,
-                    node_role_name=self.karpenter.node_role_name,
-                    spot_ratio=cfg.runtime_spot_ratio(rt),
-                    instance_types=gpu.instance_types,
-                    max_gpus=gpu.max_gpus,
-                    data_volume_size_gib=gpu.data_volume_size_gib,
-                    snapshot_id=gpu.snapshot_id,
-                    consolidate_after=gpu.consolidate_after,
-                    expire_after=gpu.expire_after,
-                    spot_fallback=gpu.spot_fallback,
-                    instance_store_policy=(
-                        InstanceStorePolicy(gpu.instance_store_policy)
-                        if gpu.instance_store_policy
-                        else None
-                    ),
-                    ami_alias=cl.bottlerocket_alias or versions.BOTTLEROCKET_ALIAS,
-                    node_requirements=[
-                        {"key": r.key, "operator": r.operator, "values": list(r.values)}
-                        for r in rt.node_requirements
-                    ],
-                    node_taints=[
-                        {"key": t.key, "value": t.value, "effect": t.effect} for t in rt.node_taints
-                    ],
-                ),
-                # Karpenter's CRDs must exist first.
-                pulumi.ResourceOptions(
-                    parent=self, provider=provider, depends_on=[self.karpenter.release]
-                ),
-            )
-        self._runtimes(name, cfg, cluster_name)
 
     def _runtimes(self, name: str, cfg: StackConfig, cluster_name: str) -> None:
         child = pulumi.ResourceOptions(parent=self)

@@ -1,0 +1,53 @@
+"""How SdPipeline maps the stack configuration onto its children's args where the mapping
+is more than passing fields through."""
+
+import pulumi
+
+from sdfleet.agent.contract import RuntimeInfo
+from sdfleet.components import versions
+from sdfleet.components.config import StackConfig
+from sdfleet.components.config_model import RuntimeConfig
+from sdfleet.components.gpu_node_pool import GpuNodePoolArgs, InstanceStorePolicy
+
+
+def runtime_catalogue(config: StackConfig) -> list[RuntimeInfo]:
+    """The runtimes tasks may name, with their type and limits, as the task API checks them."""
+    return [
+        RuntimeInfo(
+            name=rt.name,
+            type=rt.type,
+            model_filename=rt.model_filename,
+            dynamic_model=rt.dynamic_model,
+            limits=rt.limits.to_contract(),
+        )
+        for rt in config.runtimes
+    ]
+
+
+def gpu_pool_args(
+    cfg: StackConfig, rt: RuntimeConfig, cluster_name: str, node_role_name: pulumi.Output[str]
+) -> GpuNodePoolArgs:
+    """The runtime's GPU node pool settings from its configuration and the stack's."""
+    gpu = rt.gpu
+    return GpuNodePoolArgs(
+        runtime_name=rt.name,
+        cluster_name=cluster_name,
+        node_role_name=node_role_name,
+        spot_ratio=cfg.runtime_spot_ratio(rt),
+        instance_types=gpu.instance_types,
+        max_gpus=gpu.max_gpus,
+        data_volume_size_gib=gpu.data_volume_size_gib,
+        snapshot_id=gpu.snapshot_id,
+        consolidate_after=gpu.consolidate_after,
+        expire_after=gpu.expire_after,
+        spot_fallback=gpu.spot_fallback,
+        instance_store_policy=(
+            InstanceStorePolicy(gpu.instance_store_policy) if gpu.instance_store_policy else None
+        ),
+        ami_alias=cfg.cluster.bottlerocket_alias or versions.BOTTLEROCKET_ALIAS,
+        node_requirements=[
+            {"key": r.key, "operator": r.operator, "values": list(r.values)}
+            for r in rt.node_requirements
+        ],
+        node_taints=[{"key": t.key, "value": t.value, "effect": t.effect} for t in rt.node_taints],
+    )
