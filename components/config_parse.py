@@ -18,7 +18,8 @@ from typing import Any
 from sdfleet.agent.config import load_config as load_agent_config
 from sdfleet.agent.settings import ConfigError as AgentConfigError
 from sdfleet.components.config_checks import NAMESPACE, ConfigError
-from sdfleet.components.config_model import ClusterConfig, RuntimeConfig, StackConfig
+from sdfleet.components.config_model import ClusterConfig, StackConfig
+from sdfleet.components.config_runtime import RuntimeConfig
 
 
 def _fmt(value: Any) -> str:

@@ -6,7 +6,7 @@ import pulumi
 from sdfleet.agent.contract import RuntimeInfo
 from sdfleet.components import versions
 from sdfleet.components.config import StackConfig
-from sdfleet.components.config_model import RuntimeConfig
+from sdfleet.components.config_runtime import RuntimeConfig
 from sdfleet.components.gpu_node_pool import GpuNodePoolArgs, InstanceStorePolicy
 
 

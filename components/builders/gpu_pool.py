@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from sdfleet.components import versions
 from sdfleet.components.builders import karpenter as kb
-from sdfleet.components.config_model import GpuPoolConfig, config_default
+from sdfleet.components.config_model import config_default
+from sdfleet.components.config_runtime import GpuPoolConfig
 
 if TYPE_CHECKING:  # the Args class imports this module
     from sdfleet.components.gpu_node_pool import GpuNodePoolArgs

@@ -10,12 +10,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sdfleet.components.builders import iam
-from sdfleet.components.config_model import (
-    ResourcesConfig,
-    RuntimeConfig,
-    ScalingConfig,
-    config_default,
-)
+from sdfleet.components.config_model import config_default
+from sdfleet.components.config_runtime import ResourcesConfig, RuntimeConfig, ScalingConfig
 
 if TYPE_CHECKING:  # the Args class imports this module
     from sdfleet.components.sd_runtime_plan import SdRuntimeArgs

@@ -25,7 +25,7 @@ from sdfleet.components.builders.runtime_plan import (
     known_values,
     pod_policy,
 )
-from sdfleet.components.config_model import (
+from sdfleet.components.config_runtime import (
     GpuPoolConfig,
     ResourcesConfig,
     RuntimeConfig,
