@@ -17,10 +17,12 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from sdfleet.cli import main
 from sdfleet.snapshot import cli as snapshot_cli
+from sdfleet.snapshot import cloud
 from sdfleet.snapshot.cloud import CommandResult, Ec2Ops
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,6 +31,14 @@ CLUSTER = "sdfleet-dev"  # the dev stack sets no cluster.name
 AGENT = "123456789012.dkr.ecr.us-east-1.amazonaws.com/sdfleet-agent@sha256:" + "a" * 64
 SDWEBUI = "123456789012.dkr.ecr.us-east-1.amazonaws.com/sdfleet-sdwebui@sha256:" + "b" * 64
 COMFY = "public.ecr.aws/example/comfyui:v1@sha256:" + "c" * 64
+_SSM_POLICY = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": "ssm:UpdateInstanceInformation", "Resource": "*"}
+        ],
+    }
+)
 AMI_PARAMETER = "/aws/service/bottlerocket/aws-k8s-1.33-nvidia/x86_64/1.63.0/image_id"
 
 
@@ -67,8 +77,6 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    # The builder role attaches the AWS-managed SSM policy; moto only knows it when loaded.
-    monkeypatch.setenv("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
     with mock_aws():
         session = boto3.Session(region_name=REGION)
         ec2 = session.client("ec2")
@@ -85,6 +93,12 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
         )["Subnet"]["SubnetId"]
         ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.64.0/22")  # untagged: never chosen
         MotoEc2.ami_id = "ami-0123456789abcdef0"  # moto launches any id
+        # The role gets the AWS-managed SSM policy. moto knows AWS-managed policies only when
+        # it loads all of them (seconds per test), so a same-named account policy stands in.
+        policy = session.client("iam").create_policy(
+            PolicyName="AmazonSSMManagedInstanceCore", PolicyDocument=_SSM_POLICY
+        )["Policy"]["Arn"]
+        monkeypatch.setattr(cloud, "SSM_CORE_POLICY", policy.replace(":aws:", ":{partition}:", 1))
         yield {"session": session, "vpc": vpc, "subnet": subnet}
 
 
@@ -189,6 +203,13 @@ def test_the_builder_instance_matches_the_nodes(
         seen["instance"] = instance = res["Instances"][0]
         data = [m for m in instance["BlockDeviceMappings"] if m["DeviceName"] == "/dev/xvdb"]
         seen["volume"] = ec2.describe_volumes(VolumeIds=[data[0]["Ebs"]["VolumeId"]])["Volumes"]
+        iam = session.client("iam")
+        (profile,) = iam.list_instance_profiles()["InstanceProfiles"]
+        seen["policies"] = [
+            p["PolicyName"]
+            for role in profile["Roles"]
+            for p in iam.list_attached_role_policies(RoleName=role["RoleName"])["AttachedPolicies"]
+        ]
         seen["user_data"] = ec2.describe_instance_attribute(
             InstanceId=instance["InstanceId"], Attribute="userData"
         )["UserData"]["Value"]
@@ -200,6 +221,7 @@ def test_the_builder_instance_matches_the_nodes(
     assert instance["SubnetId"] == aws["subnet"]
     assert instance["InstanceType"] == "g6.2xlarge"  # the first runtime's first type
     assert instance["MetadataOptions"]["HttpTokens"] == "required"
+    assert seen["policies"] == ["AmazonSSMManagedInstanceCore"]  # and nothing else
     (volume,) = seen["volume"]
     assert (volume["Size"], volume["VolumeType"], volume["Encrypted"]) == (100, "gp3", True)
     text = base64.b64decode(seen["user_data"]).decode()
@@ -253,6 +275,52 @@ def test_sigterm_while_waiting_for_the_snapshot_deletes_it_too(
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
 
 
+@pytest.mark.parametrize("call", ["create_security_group", "run_instance", "create_snapshot"])
+def test_interrupt_after_a_create_call_succeeded_leaks_nothing(
+    call: str, aws: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C lands after AWS created the resource but before its id came back."""
+    ops = _use(monkeypatch, aws["session"], FakeShell())
+    original = getattr(ops, call)
+
+    def created_then_interrupted(*args: Any, **kwargs: Any) -> Any:
+        original(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ops, call, created_then_interrupted)
+    assert _build() == 130
+    assert _snapshots(aws["session"]) == []
+    assert _leftovers(aws["session"]) == NOTHING_LEFT
+
+
+def test_security_group_deletion_waits_for_the_instance_interface(
+    aws: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DependencyViolation while the terminated instance's ENI lingers: retried, not fatal."""
+    ops = _use(monkeypatch, aws["session"], FakeShell())
+    real = ops._client("ec2")
+    refusals = iter([True, True])
+
+    class LingeringEni:
+        def __getattr__(self, attr: str) -> Any:
+            return getattr(real, attr)
+
+        def delete_security_group(self, **kwargs: Any) -> Any:
+            if next(refusals, False):
+                raise ClientError(
+                    {"Error": {"Code": "DependencyViolation", "Message": "in use"}},
+                    "DeleteSecurityGroup",
+                )
+            return real.delete_security_group(**kwargs)
+
+    ops._clients["ec2"] = LingeringEni()
+    slept: list[float] = []
+    ops.sleep = slept.append
+    assert _build() == 0
+    assert slept == [10, 10]
+    assert _leftovers(aws["session"]) == NOTHING_LEFT
+
+
 def test_build_refuses_tag_only_images(
     aws: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -281,3 +349,8 @@ def test_build_reads_images_from_stack_outputs(
     )
     assert main([*base, "--outputs", str(outputs)]) == 0
     assert len(shell.commands) == 2  # runtimes sharing an image pull it once
+
+
+def test_the_role_gets_the_aws_managed_ssm_policy_in_any_partition() -> None:
+    arn = cloud.SSM_CORE_POLICY.format(partition="aws-cn")
+    assert arn == "arn:aws-cn:iam::aws:policy/AmazonSSMManagedInstanceCore"

@@ -95,9 +95,10 @@ def _launch(
     log(f"[1/6] {stack.variant} {stack.bottlerocket_version}: {ami_id} ({stack.ami_parameter})")
     subnet_ids = [opts.subnet_id] if opts.subnet_id else list(stack.private_subnet_ids)
     subnet_id, vpc_id = ec2.private_subnet(stack.cluster_name, stack.vpc_id, subnet_ids)
+    # Each undo is recorded before its create call and finds its resources by name, so an
+    # interrupt in the middle of a call (created, reply lost) leaks nothing either.
+    ledger.add(f"security group {name}", lambda: ec2.delete_security_groups_named(vpc_id, name))
     group_id = ec2.create_security_group(vpc_id, name, tags)
-    ledger.add(f"security group {group_id}", lambda: ec2.delete_security_group(group_id))
-    # Recorded before it exists: the undo tolerates a half-created role/profile.
     ledger.add(f"instance profile and role {name}", lambda: ec2.delete_instance_profile(name))
     ec2.create_instance_profile(name, tags)
     spec = InstanceSpec(
@@ -110,8 +111,8 @@ def _launch(
         user_data=USER_DATA,
         tags=tags,
     )
+    ledger.add(f"instance {name}", lambda: ec2.terminate_instances_named(name))
     instance_id = ec2.run_instance(spec)
-    ledger.add(f"instance {instance_id}", lambda: ec2.terminate_instance(instance_id))
     log(f"[2/6] launched {instance_id} ({opts.instance_type}) in {subnet_id} ({vpc_id})")
     return instance_id
 
@@ -141,9 +142,9 @@ def _steps(
         {"Name": name, "sdfleet:bottlerocket": f"{stack.variant}/{stack.bottlerocket_version}"},
     )
     description = f"sdfleet image cache for stack {stack.name}: {len(images)} images"
+    what = f"snapshot {name} (incomplete)"
+    ledger.add(what, lambda: ec2.delete_snapshots_named(name))
     snapshot_id = ec2.create_snapshot(volume_id, description, tags)
-    what = f"snapshot {snapshot_id} (incomplete)"
-    ledger.add(what, lambda: ec2.delete_snapshot(snapshot_id))
     log(f"[5/6] snapshot {snapshot_id} of {volume_id}: waiting for it to complete")
     ec2.wait_snapshot(snapshot_id)
     ledger.keep(what)

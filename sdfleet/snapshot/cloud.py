@@ -24,6 +24,7 @@ _EC2_TRUST = (
     '"Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}'
 )
 DATA_DEVICE = "/dev/xvdb"
+_LIVE_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]
 
 
 def _tag_spec(kind: str, tags: Mapping[str, str]) -> dict[str, Any]:
@@ -98,12 +99,25 @@ class Ec2Ops:
             )["GroupId"]
         )
 
-    def delete_security_group(self, group_id: str) -> None:
-        try:
-            self._client("ec2").delete_security_group(GroupId=group_id)
-        except ClientError as err:
-            if _code(err) != "InvalidGroup.NotFound":
-                raise
+    def delete_security_groups_named(self, vpc_id: str, name: str) -> None:
+        """Every group of that name in the VPC, so a create call cut short is covered too;
+        retried while a terminated instance's network interface still holds the group."""
+        ec2 = self._client("ec2")
+        filters = [
+            {"Name": "vpc-id", "Values": [vpc_id]},
+            {"Name": "group-name", "Values": [name]},
+        ]
+        for group in ec2.describe_security_groups(Filters=filters)["SecurityGroups"]:
+            for attempt in range(12):
+                try:
+                    ec2.delete_security_group(GroupId=group["GroupId"])
+                    break
+                except ClientError as err:
+                    if _code(err) == "InvalidGroup.NotFound":
+                        break
+                    if _code(err) != "DependencyViolation" or attempt == 11:
+                        raise
+                    self.sleep(10)
 
     def create_instance_profile(self, name: str, tags: Mapping[str, str]) -> str:
         """A role and an instance profile of the same name; the caller records both for cleanup."""
@@ -188,14 +202,19 @@ class Ec2Ops:
     def stop_instance(self, instance_id: str) -> None:
         self._client("ec2").stop_instances(InstanceIds=[instance_id])
 
-    def terminate_instance(self, instance_id: str) -> None:
-        try:
-            self._client("ec2").terminate_instances(InstanceIds=[instance_id])
-        except ClientError as err:
-            if _code(err) != "InvalidInstanceID.NotFound":
-                raise
-            return
-        self.wait_instance(instance_id, "terminated")
+    def terminate_instances_named(self, name: str) -> None:
+        """Every live instance tagged ``Name=name`` (tags are applied at launch, so this also
+        finds an instance whose RunInstances reply never arrived)."""
+        ec2 = self._client("ec2")
+        filters = [
+            {"Name": "tag:Name", "Values": [name]},
+            {"Name": "instance-state-name", "Values": _LIVE_STATES},
+        ]
+        reservations = ec2.describe_instances(Filters=filters)["Reservations"]
+        ids = [i["InstanceId"] for r in reservations for i in r["Instances"]]
+        if ids:
+            ec2.terminate_instances(InstanceIds=ids)
+            self._wait("ec2", "instance_terminated", InstanceIds=ids)
 
     def data_volume(self, instance_id: str) -> str:
         reply = self._client("ec2").describe_instances(InstanceIds=[instance_id])
@@ -217,12 +236,16 @@ class Ec2Ops:
     def wait_snapshot(self, snapshot_id: str) -> None:
         self._wait("ec2", "snapshot_completed", SnapshotIds=[snapshot_id])
 
-    def delete_snapshot(self, snapshot_id: str) -> None:
-        try:
-            self._client("ec2").delete_snapshot(SnapshotId=snapshot_id)
-        except ClientError as err:
-            if _code(err) != "InvalidSnapshot.NotFound":
-                raise
+    def delete_snapshots_named(self, name: str) -> None:
+        """Every snapshot of this account tagged ``Name=name`` (tagged at creation)."""
+        ec2 = self._client("ec2")
+        filters = [{"Name": "tag:Name", "Values": [name]}]
+        for snap in ec2.describe_snapshots(OwnerIds=["self"], Filters=filters)["Snapshots"]:
+            try:
+                ec2.delete_snapshot(SnapshotId=snap["SnapshotId"])
+            except ClientError as err:
+                if _code(err) != "InvalidSnapshot.NotFound":
+                    raise
 
     def snapshot_tags(self, snapshot_id: str) -> dict[str, str]:
         snaps = self._client("ec2").describe_snapshots(SnapshotIds=[snapshot_id])["Snapshots"]
