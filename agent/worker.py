@@ -3,7 +3,8 @@
 Three stages, each on its own thread, so the GPU never waits for the agent:
 
 * receiver (``sdfleet.agent.receiver``): long-polls SQS, parses, downloads inputs, one task ahead.
-* GPU stage (``sdfleet.agent.gpu``): one task at a time against the inference server, under a watchdog.
+* GPU stage (``sdfleet.agent.gpu``): one task at a time against the inference server, under a
+  watchdog; a server with its own queue (ComfyUI) gets the next task queued behind it.
 * uploader (``sdfleet.agent.completion``): writes the images and the result document, publishes the
   notification (both retried in place) and only then deletes the message.
 
@@ -23,7 +24,7 @@ from typing import Any
 from sdfleet.agent.completion import Completer
 from sdfleet.agent.config import Config
 from sdfleet.agent.contract import RuntimeInfo
-from sdfleet.agent.gpu import GpuStage
+from sdfleet.agent.gpu import GpuStage, Queued
 from sdfleet.agent.heartbeat import Heartbeat
 from sdfleet.agent.held import Finished, Held, Liveness, Republish, RunningNote, ms
 from sdfleet.agent.messages import MessageBook
@@ -98,6 +99,7 @@ class Agent(ReceiverStage, GpuStage):
         self._threads: list[threading.Thread] = []
         self._current: tuple[JobControl, Prepared] | None = None
         self._current_lock = threading.Lock()
+        self._ahead: Queued | None = None  # queued on the server behind the running task
         self._last_gpu_end: float | None = None
         self.ready_probes = 0
 

@@ -78,6 +78,28 @@ class InferenceServer(Protocol):
     def close(self) -> None: ...
 
 
+class QueueingServer(InferenceServer, Protocol):
+    """A server with a queue of its own (ComfyUI): the GPU stage submits the next job while one
+    runs, so the server starts it the moment the running one ends (``queue_ahead`` switches
+    this on)."""
+
+    queue_ahead: bool
+
+    def submit(self, prepared: Prepared, control: JobControl) -> None:
+        """Queue the job; raises like ``run``."""
+        ...
+
+    def wait(
+        self, prepared: Prepared, control: JobControl, idle: Callable[[], None] | None = None
+    ) -> RawResult:
+        """Until the submitted job ends, calling ``idle`` often meanwhile; raises like ``run``."""
+        ...
+
+    def dequeue(self, prepared: Prepared) -> bool:
+        """Take a submitted job off the server's queue: True when it will not run."""
+        ...
+
+
 _BODY_SENT = ("http11.send_request_body.complete", "http2.send_request_body.complete")
 
 

@@ -1,7 +1,11 @@
-"""ComfyUI client, see inference-apis.md part B (B.9 in particular).
+"""ComfyUI client, see inference-apis.md part B (B.6 and B.9 in particular).
 
-One prompt in flight. The websocket (``/ws?clientId=``) is opened before ``POST /prompt``, which
-carries our ``client_id`` and our own ``prompt_id`` (so a retried POST is recognisable). The
+ComfyUI has its own queue, so the GPU stage submits the next prompt while one runs (at most one
+queued ahead, see ``sdfleet.agent.gpu``): ``submit`` posts a prompt, ``wait`` follows one prompt to
+its end and ``dequeue`` takes a queued prompt back. One websocket (``/ws?clientId=``) serves all
+prompts: it is opened before the first ``POST /prompt`` and kept, since a second socket with the
+same clientId would replace it and the queued prompt's events would go to the wrong one. Every
+POST carries our ``client_id`` and our own ``prompt_id`` (so a retried POST is recognisable). A
 prompt is terminal on ``executing {node: null, prompt_id}`` or an ``execution_*`` event for it;
 ``GET /history/<id>`` is polled as well, whatever the websocket says, because events sent while
 the socket is down are lost. Results come from the history entry and ``/view``.
@@ -16,6 +20,7 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -26,15 +31,20 @@ from sdfleet.agent import errors
 from sdfleet.agent.contract import Task
 from sdfleet.agent.errors import Interrupted, ServerUnavailable, TaskError
 from sdfleet.agent.inputs import InputFetcher, is_url
-from sdfleet.agent.outputs import OutputFile, TaskOutcome, sniff
+from sdfleet.agent.outputs import sniff
 from sdfleet.agent.policies import RetryPolicy
 from sdfleet.agent.servers.base import JobControl, Prepared, RawResult, StartupError, sent_trace
+from sdfleet.agent.servers.comfyui_results import check_status, collect, output_refs
 
 log = logging.getLogger("agent.comfyui")
 
 TERMINAL_EVENTS = ("execution_success", "execution_error", "execution_interrupted")
 UPLOAD_SUBFOLDER = "sdfleet"
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_-]")
+# Longest wait for one websocket frame: the GPU stage's idle hook runs at least this often.
+_FRAME_WAIT = 0.05
+
+__all__ = ["ComfyUIServer", "output_refs", "upload_stem"]
 
 
 class _Retryable(Exception):
@@ -46,29 +56,6 @@ def _body(response: httpx.Response) -> Any:
         return response.json()
     except ValueError:
         return response.text[:4000]
-
-
-def output_refs(outputs: dict[str, Any]) -> list[dict[str, Any]]:
-    """File references (``{filename, subfolder, type}``) in history outputs, in node order."""
-
-    def order(node_id: str) -> tuple[int, str]:
-        head = node_id.split(":", 1)[0]
-        return (int(head) if head.isdigit() else 1 << 30, node_id)
-
-    refs: list[dict[str, Any]] = []
-    for node_id in sorted(outputs, key=order):
-        node_out = outputs[node_id]
-        if not isinstance(node_out, dict):
-            continue
-        for value in node_out.values():
-            if not isinstance(value, list):
-                continue
-            refs.extend(
-                item
-                for item in value
-                if isinstance(item, dict) and isinstance(item.get("filename"), str)
-            )
-    return refs
 
 
 def upload_stem(task_id: str, node_id: str) -> str:
@@ -90,6 +77,7 @@ class ComfyUIServer:
         transport: httpx.BaseTransport | None = None,
         poll_seconds: float = 1.0,
         history_wait_seconds: float = 10.0,
+        queue_ahead: bool = True,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.fetcher = fetcher
@@ -97,6 +85,12 @@ class ComfyUIServer:
         self.poll_seconds = poll_seconds
         self.history_wait_seconds = history_wait_seconds
         self.client_id = f"sdfleet-{uuid.uuid4().hex}"
+        # The GPU stage queues the next prompt while one runs (see sdfleet.agent.gpu).
+        self.queue_ahead = queue_ahead
+        # GPU thread only: the websocket, terminal prompt ids seen on it, submit warnings.
+        self._ws: Any = None
+        self._terminal: set[str] = set()
+        self._warnings: dict[str, Any] = {}
         self.client = httpx.Client(
             base_url=self.base_url,
             timeout=httpx.Timeout(30.0),
@@ -110,6 +104,7 @@ class ComfyUIServer:
         )
 
     def close(self) -> None:
+        self._drop_ws()
         self.client.close()
 
     # -- readiness ---------------------------------------------------------------------------
@@ -182,32 +177,69 @@ class ComfyUIServer:
 
     # -- GPU thread --------------------------------------------------------------------------
     def run(self, prepared: Prepared, control: JobControl) -> RawResult:
+        """One prompt, start to end (the GPU stage's path when nothing is queued ahead)."""
+        self.submit(prepared, control)
+        return self.wait(prepared, control)
+
+    def submit(self, prepared: Prepared, control: JobControl) -> None:
+        """Queue the prompt on the server (the websocket is opened first: no event is missed)."""
         prompt_id = str(prepared.payload["prompt_id"])
-        ws = self._connect_ws()
+        if self._ws is None:
+            self._ws = self._connect_ws()
+        response = self._submit(prepared, control)
+        self._warnings[prompt_id] = response.get("node_errors") or {}
+
+    def wait(
+        self, prepared: Prepared, control: JobControl, idle: Callable[[], None] | None = None
+    ) -> RawResult:
+        """Until the submitted prompt ends; ``idle`` is called between websocket frames (at
+        least every ``_FRAME_WAIT`` seconds), e.g. to submit the next prompt meanwhile."""
+        prompt_id = str(prepared.payload["prompt_id"])
         try:
-            response = self._submit(prepared, control)
-            warnings = response.get("node_errors") or {}
-            self._wait(prompt_id, ws, control)
+            self._wait(prompt_id, control, idle)
         finally:
-            if ws is not None:
-                with contextlib.suppress(Exception):
-                    ws.close()
+            self._terminal.discard(prompt_id)
+        warnings = self._warnings.pop(prompt_id, None)
         entry = self._history(prompt_id, wait=self.history_wait_seconds)
         if entry is None:
             raise TaskError(errors.SERVER_ERROR, f"prompt {prompt_id} finished but has no history")
-        self._check_status(prompt_id, entry, control)
-        return RawResult(finish=lambda: self._collect(prompt_id, entry, warnings))
+        check_status(entry, control.reason)
+        return RawResult(finish=lambda: collect(self.client, prompt_id, entry, warnings))
+
+    def dequeue(self, prepared: Prepared) -> bool:
+        """Take a queued prompt back (``POST /queue {"delete"}``, pending items only). True when
+        it will not run; False when it has started (or already ran) or the server cannot tell:
+        the caller then waits for it like any submitted prompt."""
+        prompt_id = str(prepared.payload["prompt_id"])
+        try:
+            self.client.post("/queue", json={"delete": [prompt_id]}, timeout=5.0)
+            running, pending = self._queue_ids()
+        except (httpx.HTTPError, ValueError, TypeError) as exc:
+            log.warning("dequeue failed", extra={"fields": {"id": prompt_id, "error": str(exc)}})
+            return False
+        if prompt_id in running or prompt_id in pending:
+            return False
+        if self._history(prompt_id, wait=0) is not None:
+            return False
+        self._warnings.pop(prompt_id, None)
+        return True
 
     def _connect_ws(self) -> Any:
         try:
             ws = websocket.create_connection(self.ws_url, timeout=5.0)
-            ws.settimeout(0.2)
+            ws.settimeout(_FRAME_WAIT)
             return ws
         except Exception as exc:
             log.warning(
                 "websocket unavailable; polling history", extra={"fields": {"error": str(exc)}}
             )
             return None
+
+    def _drop_ws(self) -> None:
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                ws.close()
 
     def _submit(self, prepared: Prepared, control: JobControl) -> dict[str, Any]:
         prompt_id = str(prepared.payload["prompt_id"])
@@ -245,56 +277,85 @@ class ComfyUIServer:
         except _Retryable as exc:
             raise ServerUnavailable(f"prompt: {exc}") from exc
 
-    def _known(self, prompt_id: str) -> bool:
-        try:
-            if self._history(prompt_id, wait=0) is not None:
-                return True
-            queue = self.client.get("/queue", timeout=5.0).json()
-        except (httpx.HTTPError, ValueError):
-            return False
-        items = list(queue.get("queue_running", [])) + list(queue.get("queue_pending", []))
-        return any(len(item) > 1 and item[1] == prompt_id for item in items)
+    def _queue_ids(self) -> tuple[set[str], set[str]]:
+        """Prompt ids running and pending (``GET /queue``)."""
+        body = self.client.get("/queue", timeout=5.0).json()
 
-    def _wait(self, prompt_id: str, ws: Any, control: JobControl) -> None:
+        def ids(items: Any) -> set[str]:
+            return {str(i[1]) for i in items or [] if isinstance(i, list) and len(i) > 1}
+
+        return ids(body.get("queue_running")), ids(body.get("queue_pending"))
+
+    def _known(self, prompt_id: str) -> bool:
+        # The queue first: a prompt that ends between the two reads is then in the history.
+        try:
+            running, pending = self._queue_ids()
+        except (httpx.HTTPError, ValueError, TypeError, AttributeError):
+            return False
+        if prompt_id in running or prompt_id in pending:
+            return True
+        return self._history(prompt_id, wait=0) is not None
+
+    def _wait(self, prompt_id: str, control: JobControl, idle: Callable[[], None] | None) -> None:
         next_poll = time.monotonic() + self.poll_seconds
-        while True:
+        while prompt_id not in self._terminal:
             if control.aborted.is_set():
                 self._abort(prompt_id, control)
-            if ws is not None:
-                try:
-                    frame = ws.recv()
-                except websocket.WebSocketTimeoutException:
-                    frame = None
-                except Exception as exc:
-                    log.warning(
-                        "websocket lost; polling history", extra={"fields": {"error": str(exc)}}
-                    )
-                    ws = None
-                    frame = None
-                if isinstance(frame, str) and self._is_terminal(frame, prompt_id):
-                    return
+            if self._ws is not None:
+                self._read_frame()
             else:
-                control.aborted.wait(min(0.2, self.poll_seconds))
+                control.aborted.wait(_FRAME_WAIT)
+            if prompt_id in self._terminal:
+                return
+            if idle is not None:
+                idle()
             if time.monotonic() >= next_poll:
                 next_poll = time.monotonic() + self.poll_seconds
                 if self._history(prompt_id, wait=0) is not None:
                     return
                 if not self._known(prompt_id):
                     raise ServerUnavailable(f"prompt {prompt_id} is neither queued nor in history")
+                if self._ws is None:  # the poll interval is the reconnect backoff
+                    self._ws = self._connect_ws()
+
+    def _read_frame(self) -> None:
+        """One websocket frame; a terminal event is remembered for whichever prompt it names
+        (the queued-ahead prompt's events arrive while the agent waits for the running one)."""
+        assert self._ws is not None
+        try:
+            frame = self._ws.recv()
+        except websocket.WebSocketTimeoutException:
+            return
+        except Exception as exc:
+            log.warning("websocket lost; polling history", extra={"fields": {"error": str(exc)}})
+            self._drop_ws()
+            return
+        if isinstance(frame, str):
+            done = self._terminal_id(frame)
+            if done is not None:
+                self._terminal.add(done)
 
     @staticmethod
-    def _is_terminal(frame: str, prompt_id: str) -> bool:
+    def _terminal_id(frame: str) -> str | None:
+        """The prompt id a terminal event is about, else None."""
         try:
             message = json.loads(frame)
         except ValueError:
-            return False
+            return None
         if not isinstance(message, dict) or not isinstance(message.get("data"), dict):
-            return False
+            return None
         data = message["data"]
-        if data.get("prompt_id") != prompt_id:
-            return False
         kind = message.get("type")
-        return kind in TERMINAL_EVENTS or (kind == "executing" and data.get("node") is None)
+        prompt_id = data.get("prompt_id")
+        if not isinstance(prompt_id, str):
+            return None
+        if kind in TERMINAL_EVENTS or (kind == "executing" and data.get("node") is None):
+            return prompt_id
+        return None
+
+    @staticmethod
+    def _is_terminal(frame: str, prompt_id: str) -> bool:
+        return ComfyUIServer._terminal_id(frame) == prompt_id
 
     def _abort(self, prompt_id: str, control: JobControl) -> None:
         self.interrupt_prompt(prompt_id)
@@ -316,69 +377,25 @@ class ComfyUIServer:
                 return entry
             if time.monotonic() >= deadline:
                 return None
-            time.sleep(0.1)
-
-    def _check_status(self, prompt_id: str, entry: dict[str, Any], control: JobControl) -> None:
-        status = entry.get("status") or {}
-        if status.get("status_str") != "error":
-            return
-        messages = status.get("messages") or []
-        for kind, data in messages:
-            if kind == "execution_error":
-                detail = {
-                    k: data.get(k)
-                    for k in (
-                        "node_id",
-                        "node_type",
-                        "exception_type",
-                        "exception_message",
-                        "traceback",
-                    )
-                }
-                raise TaskError(
-                    errors.EXECUTION_ERROR,
-                    str(data.get("exception_message") or "execution error").strip(),
-                    detail,
-                )
-        if any(kind == "execution_interrupted" for kind, _ in messages):
-            if control.reason == "shutdown":
-                raise Interrupted("interrupted for shutdown")
-            if control.reason == "timeout":
-                raise TaskError(errors.TIMEOUT, "the job ran past JOB_TIMEOUT_SECONDS")
-            raise TaskError(errors.EXECUTION_ERROR, "the prompt was interrupted on the server")
-        raise TaskError(errors.EXECUTION_ERROR, "the prompt failed", status)
-
-    def _collect(self, prompt_id: str, entry: dict[str, Any], warnings: Any) -> TaskOutcome:
-        files: list[OutputFile] = []
-        for ref in output_refs(entry.get("outputs") or {}):
-            params = {
-                "filename": ref["filename"],
-                "subfolder": ref.get("subfolder") or "",
-                "type": ref.get("type") or "output",
-            }
-            response = self.client.get("/view", params=params, timeout=120.0)
-            if response.status_code != 200:
-                raise TaskError(
-                    errors.SERVER_ERROR,
-                    f"view {ref['filename']} returned HTTP {response.status_code}",
-                    ref,
-                )
-            files.append(OutputFile.from_bytes(response.content))
-        extra: dict[str, Any] = {"prompt_id": prompt_id, "outputs": entry.get("outputs")}
-        if warnings:
-            extra["node_errors"] = warnings
-        return TaskOutcome(files=files, info=entry.get("status"), extra=extra)
+            time.sleep(0.05)
 
     def interrupt(self, prepared: Prepared | None = None) -> None:
         prompt_id = prepared.payload.get("prompt_id") if prepared is not None else None
         self.interrupt_prompt(str(prompt_id) if prompt_id else None)
 
     def interrupt_prompt(self, prompt_id: str | None) -> None:
+        """Stop this prompt only: interrupt it if it runs, take it off the queue if it waits.
+        Newer builds ignore ``POST /interrupt {prompt_id}`` unless that prompt runs, older ones
+        interrupt whatever runs (B.6), and the prompt queued behind it may have just started:
+        hence the look at the queue first."""
         try:
-            self.client.post(
-                "/interrupt", json={"prompt_id": prompt_id} if prompt_id else {}, timeout=5.0
-            )
-            if prompt_id:
+            if prompt_id is None:
+                self.client.post("/interrupt", json={}, timeout=5.0)
+                return
+            running, pending = self._queue_ids()
+            if prompt_id in running:
+                self.client.post("/interrupt", json={"prompt_id": prompt_id}, timeout=5.0)
+            elif prompt_id in pending:
                 self.client.post("/queue", json={"delete": [prompt_id]}, timeout=5.0)
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, ValueError, TypeError, AttributeError) as exc:
             log.warning("interrupt failed", extra={"fields": {"error": str(exc)}})
