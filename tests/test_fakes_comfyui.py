@@ -542,6 +542,55 @@ def test_queue_priority_delete_clear(srv: FakeComfyUI, http: httpx.Client) -> No
     srv.release()
 
 
+def test_queued_prompts_run_one_after_another_with_their_own_events(
+    srv: FakeComfyUI, http: httpx.Client, ws: websocket.WebSocket
+) -> None:
+    srv.hang_next()
+    first = submit(http, graph(seed=61))
+    srv.wait_for_executions(1, TIMEOUT, finished=False)
+    second = submit(http, graph(seed=62))
+    third = submit(http, graph(seed=63))
+    assert srv.queue_ids() == ([first], [second, third])
+    # An interrupt naming a queued prompt does nothing; a delete removes pending prompts only.
+    http.post("/interrupt", json={"prompt_id": second})
+    assert http.post("/queue", json={"delete": [third, first]}).status_code == 200
+    assert srv.queue_ids() == ([first], [second])
+    assert srv.deleted == [third] and srv.interrupted_ids == [second]
+    srv.release()
+    events = events_until_done(ws, second)
+    ends = [
+        (t, d["prompt_id"])
+        for t, d in events
+        if t in ("execution_start", "execution_success") or (t == "executing" and not d["node"])
+    ]
+    assert ends == [
+        ("execution_start", first),
+        ("execution_success", first),
+        ("executing", first),
+        ("execution_start", second),
+        ("execution_success", second),
+        ("executing", second),
+    ]
+    a, b = srv.wait_for_executions(2, TIMEOUT)
+    assert (a.prompt_id, b.prompt_id) == (first, second)
+    assert a.status_str == b.status_str == "success"
+    assert a.ended is not None and b.submitted < a.ended <= b.started
+    assert srv.submitted[third] > 0 and http.get(f"/history/{third}").json() == {}
+    assert len(srv.executions) == 2
+
+
+def test_interrupt_stops_only_the_running_prompt(srv: FakeComfyUI, http: httpx.Client) -> None:
+    srv.hang_next()
+    first = submit(http, graph(seed=64))
+    srv.wait_for_executions(1, TIMEOUT, finished=False)
+    second = submit(http, graph(seed=65))
+    http.post("/interrupt", json={"prompt_id": first})
+    a, b = srv.wait_for_executions(2, TIMEOUT)
+    assert (a.prompt_id, a.interrupted, a.status_str) == (first, True, "error")
+    assert (b.prompt_id, b.interrupted, b.status_str) == (second, False, "success")
+    assert srv.queue_ids() == ([], [])
+
+
 def test_history_listing_and_delete(srv: FakeComfyUI, http: httpx.Client) -> None:
     pids = [submit(http, graph(seed=i)) for i in range(3)]
     srv.wait_for_executions(3, TIMEOUT)

@@ -24,10 +24,14 @@ Runtime knobs and observations:
 
 - ``calls``, ``wait_for_calls(suffix, n, timeout)``: every HTTP request, as :class:`Call`
   (multipart uploads are recorded as ``{field: value}``, files as ``{"filename", "size"}``).
-- ``executions`` (list of :class:`Execution`), ``wait_for_executions(n, timeout)``,
-  ``wait_for_history(prompt_id, timeout)``, ``history_snapshot()``.
+- ``executions`` (list of :class:`Execution`: submitted/started/ended times, status),
+  ``wait_for_executions(n, timeout)``, ``wait_for_history(prompt_id, timeout)``,
+  ``history_snapshot()``.
+- ``submitted`` (``{prompt_id: time of its POST /prompt}``), ``queue_ids()`` (running and
+  pending ids, in run order), ``deleted`` (pending ids removed by ``POST /queue {"delete"}``).
 - ``uploads``: ``{"<subfolder>/<name>" or "<name>": bytes}`` of input files.
-- ``interrupts``: count of ``POST /interrupt``.
+- ``interrupts``: count of ``POST /interrupt``; ``interrupted_ids``: the prompt_id each one
+  named (None: whatever runs). One naming a prompt that is not running does nothing.
 - ``fail_next(status, body=None, count=1, path_suffix="/prompt")``: HTTP-level 4xx/5xx before
   the route runs; ``drop_next(count=1, path_suffix="/prompt")`` closes the connection instead.
 - ``fail_next_execution(exception_type, message, node_id=None)``: the next run fails in that
@@ -42,7 +46,8 @@ Runtime knobs and observations:
   every websocket (uploads and outputs stay, they are on disk).
 - ``set_ready(bool)``: start/stop listening on the same port.
 
-Each run sends, to the prompt's client only: ``execution_start``, ``execution_cached``, then per
+Prompts run one at a time in queue order (``number``, then arrival); the next starts as soon as
+the previous one's history is written. Each run sends, to the prompt's client only: ``execution_start``, ``execution_cached``, then per
 executed node ``executing``, ``progress_state`` and (KSampler) ``progress`` per step with one
 binary preview frame (type 1, or type 4 after the client sent ``feature_flags`` with
 ``supports_preview_metadata``) and one unknown JSON message type, ``executed`` for output

@@ -84,6 +84,7 @@ class QueueItem:
     extra_data: dict[str, Any] = field(compare=False)
     outputs: list[str] = field(compare=False)
     client_id: str | None = field(compare=False)
+    submitted: float = field(default=0.0, compare=False)  # monotonic time of the POST
 
     def wire(self) -> list[Any]:
         return [self.number, self.prompt_id, self.graph, self.extra_data, self.outputs]

@@ -59,7 +59,7 @@ class ComfyUIExecution(ComfyUINodes):
             self._last_node = None
 
     async def _execute(self, item: QueueItem) -> None:
-        record = Execution(item.prompt_id, item.client_id, time.monotonic())
+        record = Execution(item.prompt_id, item.client_id, time.monotonic(), item.submitted)
         with self._mu:
             self.executions.append(record)
             self._mu.notify_all()

@@ -123,7 +123,12 @@ class ComfyUIRoutes(ComfyUIFiles):
         if client_id is not None:
             client_id = str(client_id)
             extra["client_id"] = client_id
-        item = QueueItem(number, next(self._seq), prompt_id, graph, extra, outputs, client_id)
+        submitted = time.monotonic()
+        item = QueueItem(
+            number, next(self._seq), prompt_id, graph, extra, outputs, client_id, submitted
+        )
+        with self._mu:
+            self.submitted[prompt_id] = submitted
         heapq.heappush(self._heap, item)
         assert self._queue_changed is not None
         self._queue_changed.set()
@@ -148,8 +153,12 @@ class ComfyUIRoutes(ComfyUIFiles):
                 self._heap.clear()
             delete = body.get("delete")
             if isinstance(delete, list):
+                # Pending items only: the running prompt is untouched (interrupt it instead).
+                gone = [i.prompt_id for i in self._heap if i.prompt_id in delete]
                 self._heap = [i for i in self._heap if i.prompt_id not in delete]
                 heapq.heapify(self._heap)
+                with self._mu:
+                    self.deleted.extend(gone)
         await self._broadcast_status()
         return empty_response()
 
@@ -162,6 +171,9 @@ class ComfyUIRoutes(ComfyUIFiles):
             data = json.loads(raw) if raw else {}
             if isinstance(data, dict):
                 target = data.get("prompt_id")
+        with self._mu:
+            self.interrupted_ids.append(None if target is None else str(target))
+        # Newer builds: a prompt_id interrupts only that prompt, and only while it runs.
         running = self._running
         if running is not None and (target is None or str(target) == running.prompt_id):
             assert self._interrupt_evt is not None

@@ -66,6 +66,15 @@ class FakeComfyUI(ComfyUIRoutes):
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def queue_ids(self) -> tuple[list[str], list[str]]:
+        """Prompt ids running and pending (in run order), read on the server's loop."""
+
+        async def read() -> tuple[list[str], list[str]]:
+            running = [self._running.prompt_id] if self._running is not None else []
+            return running, [i.prompt_id for i in sorted(self._heap)]
+
+        return self._on_loop(read())
+
     def _on_loop(self, coro: Awaitable[T], timeout: float = 10) -> T:
         assert self._loop is not None, "FakeComfyUI is not started"
 

@@ -20,11 +20,12 @@ from sdfleet.fakes.comfyui.faults import ComfyUIFaults
 
 @dataclass
 class Execution:
-    """One prompt taken by the worker."""
+    """One prompt taken by the worker (times are ``time.monotonic()``)."""
 
     prompt_id: str
     client_id: str | None
     started: float
+    submitted: float = 0.0  # when its POST /prompt was queued
     ended: float | None = None
     status_str: str | None = None  # success | error; None if wiped by restart()
     interrupted: bool = False
@@ -56,6 +57,9 @@ class ComfyUIState(ComfyUIFaults):
         self.restarts = 0
         self.uploads: dict[str, bytes] = {}
         self.executions: list[Execution] = []
+        self.submitted: dict[str, float] = {}  # prompt id -> when POST /prompt queued it
+        self.deleted: list[str] = []  # pending prompt ids removed by POST /queue {"delete"}
+        self.interrupted_ids: list[str | None] = []  # POST /interrupt's prompt_id (None: any)
         self.calls_log = CallLog()
 
         self._ready = ready
