@@ -215,3 +215,18 @@ def test_check_notes_a_snapshot_built_on_another_bottlerocket_without_failing(
     out = capsys.readouterr().out
     assert f"NOTE {older} (flux): built on aws-k8s-1.33-nvidia/v1.60.0, the nodes run" in out
     assert f"NOTE {same}" not in out
+
+
+def test_check_without_credentials_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The real boto3 clients with every credential source switched off: nothing is sent."""
+    for key in list(os.environ):
+        if key.startswith("AWS_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    project = _project(tmp_path, {"sd15": "snap-0123456789abcdef0"})
+    assert _check(project, "--image", AGENT) == 2
+    assert "Unable to locate credentials" in capsys.readouterr().err

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from sdfleet.snapshot.build import BuildError, BuildOptions, build
 from sdfleet.snapshot.check import check, report
@@ -182,7 +182,7 @@ def run_build(args: argparse.Namespace, clients: ClientFactory | None = None) ->
     ec2, shell = (clients or default_clients)(args.region or stack.region)
     try:
         snapshot_id = build(stack, list(images.values()), opts, ec2, shell)
-    except (BuildError, ImageError, LookupError, TimeoutError, ClientError) as err:
+    except (BuildError, ImageError, LookupError, TimeoutError, ClientError, BotoCoreError) as err:
         print(f"sdfleet snapshot build: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -202,4 +202,9 @@ def run_check(args: argparse.Namespace, clients: ClientFactory | None = None) ->
         print(f"sdfleet snapshot check: {err}", file=sys.stderr)
         return 2
     ec2, _shell = (clients or default_clients)(args.region or stack.region)
-    return report(stack, check(stack, images, ec2, args.snapshot_id))
+    try:
+        findings = check(stack, images, ec2, args.snapshot_id)
+    except BotoCoreError as err:  # no credentials, no region, no network
+        print(f"sdfleet snapshot check: {err}", file=sys.stderr)
+        return 2
+    return report(stack, findings)
