@@ -70,7 +70,8 @@ class ApiIngressArgs:
 
 
 def lambda_code() -> pulumi.AssetArchive:
-    """The handler plus the contract modules it imports; nothing else is shipped."""
+    """The handler package plus the contract and task-store modules it imports; nothing else
+    is shipped."""
     files = apib.lambda_files(HANDLER_FILE, CONTRACT_FILE.parent)
     assets: dict[str, pulumi.Asset | pulumi.Archive] = {
         name: pulumi.FileAsset(str(path)) for name, path in files.items()
@@ -136,7 +137,7 @@ class ApiIngress(pulumi.ComponentResource):
             f"{name}-task-fn",
             runtime=LAMBDA_RUNTIME,
             architectures=["arm64"],
-            handler="task_api.handler",
+            handler=apib.LAMBDA_HANDLER,
             role=role.arn,
             code=lambda_code(),
             timeout=LAMBDA_TIMEOUT_SECONDS,

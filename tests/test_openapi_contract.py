@@ -15,7 +15,7 @@ import pytest
 
 import sdfleet.agent.contract_comfy
 from sdfleet.agent import contract
-from sdfleet.components.task_api import handler as task_api
+from sdfleet.components.task_api import responses as task_responses
 from tests.test_openapi import ROOT, SPECS, VERSIONS, operation
 from tests.test_task_api import BY_NAME
 
@@ -41,10 +41,11 @@ CONTRACT_FILES = _contract_files()
 
 
 def _raised_codes() -> dict[str, int]:
-    """Every error code written as a literal in the contract and the handler, with its
-    status (the contract's default 400 unless a status is passed)."""
+    """Every error code written as a literal in the contract and the handler package, with its
+    status (the contract's default 400 unless a status is passed; 503 from ``unavailable``)."""
     codes: dict[str, int] = {}
-    for path in [*CONTRACT_FILES, ROOT / "components" / "task_api" / "handler.py"]:
+    handler_files = sorted((ROOT / "components" / "task_api").glob("*.py"))
+    for path in [*CONTRACT_FILES, *handler_files]:
         for node in ast.walk(ast.parse(path.read_text())):
             if not isinstance(node, ast.Call):
                 continue
@@ -53,8 +54,10 @@ def _raised_codes() -> dict[str, int]:
             status = {k.arg: getattr(k.value, "value", None) for k in node.keywords}.get("status")
             if name == "ContractError" and isinstance(args[0] if args else None, str):
                 codes[str(args[0])] = int(status or 400)
-            elif name == "_error" and len(args) > 1 and isinstance(args[1], str):
+            elif name == "error" and len(args) > 1 and isinstance(args[1], str):
                 codes[str(args[1])] = int(str(args[0]))
+            elif name == "unavailable" and args and isinstance(args[0], str):
+                codes[str(args[0])] = 503
     return codes
 
 
@@ -189,7 +192,7 @@ def test_enums_and_bounds_are_the_contracts() -> None:
     urls = scripts["image_link"]["anyOf"][1]["items"]
     assert urls["maxLength"] == contract.MAX_URL_CHARS
     field_cut = schemas2["Error"]["properties"]["error"]["properties"]["field"]
-    assert field_cut["maxLength"] == task_api._MAX_FIELD_CHARS
+    assert field_cut["maxLength"] == task_responses.MAX_FIELD_CHARS
 
 
 def _limited(schema: Any) -> list[dict[str, Any]]:

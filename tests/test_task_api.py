@@ -22,13 +22,18 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from sdfleet.agent import contract
-from sdfleet.components.builders import fanout
+from sdfleet.components.builders import fanout, task_table
 from sdfleet.components.task_api import handler as task_api
+from sdfleet.components.task_api import settings as task_settings
+from sdfleet.components.task_api import submit
 
 ROOT = Path(__file__).resolve().parent.parent
 REGION = "us-east-1"
 BUCKET = "sdfleet-outputs-test"
 API_KEY = "K3y-0f-the-cl1ent-do-not-log"
+# API Gateway's id of that key (requestContext.identity.apiKeyId): the tasks' owner.
+API_KEY_ID = "a1b2c3d4e5"
+TABLE = "sdfleet-tasks-test"
 PROMPT = "a secret prompt about a lighthouse, user data 7f3a"
 SD15_MODEL = "v1-5-pruned-emaonly.safetensors"
 
@@ -49,6 +54,7 @@ class Fanout:
     sqs: Any
     sns: Any
     s3: Any
+    dynamodb: Any
 
     def drain(self, url: str) -> list[dict[str, Any]]:
         """Receive and delete every message (moto delivers SNS -> SQS within publish)."""
@@ -80,6 +86,7 @@ def _set_env(monkeypatch: pytest.MonkeyPatch, topic_arn: str, runtimes: Any = RU
     monkeypatch.setenv("INPUT_TOPIC_ARN", topic_arn)
     monkeypatch.setenv("OUTPUT_BUCKET", BUCKET)
     monkeypatch.setenv("RUNTIMES", json.dumps([r.to_json() for r in runtimes]))
+    monkeypatch.setenv("TASK_TABLE_NAME", TABLE)
     task_api.reset()
 
 
@@ -121,6 +128,8 @@ def empty(world: Fanout) -> None:
         world.drain(url)
     for obj in world.s3.list_objects_v2(Bucket=BUCKET).get("Contents", []):
         world.s3.delete_object(Bucket=BUCKET, Key=obj["Key"])
+    for item in world.dynamodb.scan(TableName=TABLE).get("Items", []):
+        world.dynamodb.delete_item(TableName=TABLE, Key={"task_id": item["task_id"]})
 
 
 def _build_fanout() -> Fanout:
@@ -128,6 +137,9 @@ def _build_fanout() -> Fanout:
     sqs = boto3.client("sqs", region_name=REGION)
     s3 = boto3.client("s3", region_name=REGION)
     s3.create_bucket(Bucket=BUCKET)
+    dynamodb = boto3.client("dynamodb", region_name=REGION)
+    dynamodb.create_table(**task_table.create_table_request(TABLE))
+    dynamodb.update_time_to_live(**task_table.ttl_request(TABLE))
     topic_arn = sns.create_topic(Name="sdfleet-input")["TopicArn"]
     queues: dict[str, str] = {}
     dlqs: dict[str, str] = {}
@@ -162,7 +174,7 @@ def _build_fanout() -> Fanout:
         )
         queues[runtime.name] = url
         dlqs[runtime.name] = dlq_url
-    return Fanout(topic_arn, queues, dlqs, sqs, sns, s3)
+    return Fanout(topic_arn, queues, dlqs, sqs, sns, s3, dynamodb)
 
 
 @pytest.fixture
@@ -182,6 +194,7 @@ def make_event(
     raw: bool = False,
     encoded: bool = False,
     request_id: str | None = None,
+    api_key_id: str = API_KEY_ID,
 ) -> dict[str, Any]:
     """An API Gateway REST proxy event; ``body`` is JSON-encoded unless ``raw``; bytes are
     always sent base64-encoded, as API Gateway does for binary media types. ``encoded``: the
@@ -201,7 +214,7 @@ def make_event(
         "multiValueHeaders": {"x-api-key": [API_KEY]},
         "requestContext": {
             "stage": "v1",
-            "identity": {"apiKey": API_KEY},
+            "identity": {"apiKey": API_KEY, "apiKeyId": api_key_id},
             **({"requestId": request_id} if request_id is not None else {}),
         },
         "body": text,
@@ -849,7 +862,8 @@ def test_hostile_value_echo_is_cut(fan: Fanout) -> None:
 
 def test_fuzzed_bodies_never_get_a_5xx(fan: Fanout) -> None:
     """Structure-aware mutations of valid requests plus byte-level corruption. Every answer is
-    200 (then the task is routed) or a 4xx error naming a code; never a 5xx."""
+    200 (then the task is routed), a 4xx error naming a code, or 409 for a seed's fixed id
+    that an earlier mutation already used (then nothing is routed); never a 5xx."""
     rng = random.Random(20261125)
     pool: list[Any] = [
         None, 0, -1, 2**70, 1.5, True, "", "x" * 300, "../..", "\x00", [], {}, [None],
@@ -885,7 +899,9 @@ def test_fuzzed_bodies_never_get_a_5xx(fan: Fanout) -> None:
             )
         status, response = call(make_event(text, raw=True, path=paths[id(seed)]))
         statuses[status] = statuses.get(status, 0) + 1
-        assert status in (200, 400), (status, response, text[:300])
+        assert status in (200, 400, 409), (status, response, text[:300])
+        if status == 409:
+            assert response["error"]["code"] == "task_exists"
         if status == 400:
             assert isinstance(response["error"]["code"], str)
             assert response["error"]["field"] is None or isinstance(response["error"]["field"], str)
@@ -978,7 +994,7 @@ def test_publish_failure_is_a_server_error(
     aws_code: str,
     status: int,
 ) -> None:
-    monkeypatch.setattr(task_api, "_sns", lambda settings: _FailingSns(aws_code))
+    monkeypatch.setattr(task_settings, "sns", lambda settings: _FailingSns(aws_code))
     with caplog.at_level(logging.INFO, logger="sdfleet.task_api"):
         got, response = call(make_event(v2("sd15", "text-to-image", T2I)))
     assert got == status
@@ -1039,7 +1055,7 @@ def test_unexpected_error_is_a_logged_500_without_content(
     def broken(*args: Any) -> None:
         raise RuntimeError(f"bug while handling {PROMPT}")
 
-    monkeypatch.setattr(task_api, "_publish", broken)
+    monkeypatch.setattr(submit, "publish", broken)
     with caplog.at_level(logging.INFO, logger="sdfleet.task_api"):
         status, response = call(make_event(v2("sd15", "text-to-image", T2I)))
     assert (status, response["error"]["code"]) == (500, "internal_error")
@@ -1062,9 +1078,9 @@ def test_a_validation_gap_is_still_a_400(fan: Fanout, monkeypatch: pytest.Monkey
 
 def test_settings_and_clients_are_cached(fan: Fanout) -> None:
     call(make_event(v2("sd15", "text-to-image", T2I)))
-    client = task_api._clients["sns"]
+    client = task_settings._clients["sns"]
     call(make_event(v2("flux", "pipeline", comfy_workflow())))
-    assert task_api._clients["sns"] is client
+    assert task_settings._clients["sns"] is client
     assert sum(len(m) for m in fan.drain_all().values()) == 2
 
 
@@ -1074,8 +1090,9 @@ def test_import_makes_no_aws_calls() -> None:
         "import boto3\n"
         "def boom(*a, **k): raise SystemExit('AWS client created at import time')\n"
         "boto3.client = boto3.resource = boto3.Session = boom\n"
-        "import sdfleet.components.task_api.handler as h\n"
-        "assert h._clients == {} and h._settings is None\n"
+        "import sdfleet.components.task_api.handler\n"
+        "import sdfleet.components.task_api.settings as s\n"
+        "assert s._clients == {} and s._settings is None\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     result = subprocess.run(
@@ -1107,8 +1124,9 @@ def test_logs_hold_neither_the_api_key_nor_the_content(
     ]
     with caplog.at_level(logging.INFO):  # the Lambda level; botocore DEBUG would dump requests
         statuses = [task_api.handler(event, FakeContext())["statusCode"] for event in events]
-        monkeypatch.setattr(task_api, "_sns", lambda settings: _FailingSns("Throttling"))
-        statuses.append(task_api.handler(events[0], FakeContext())["statusCode"])
+        monkeypatch.setattr(task_settings, "sns", lambda settings: _FailingSns("Throttling"))
+        retry = make_event(v2("sd15", "text-to-image", T2I, id="log-2"))
+        statuses.append(task_api.handler(retry, FakeContext())["statusCode"])
     assert statuses == [200, 200, 400, 400, 400, 400, 200, 503]
     records = [r for r in caplog.records if r.name == "sdfleet.task_api"]
     assert len(records) == len(events) + 1  # one line per request
@@ -1122,5 +1140,6 @@ def test_logs_hold_neither_the_api_key_nor_the_content(
         assert {"status", "latency_ms", "offloaded"} <= set(line)
     everything = caplog.text + "".join(r.getMessage() for r in caplog.records)
     assert API_KEY not in everything
+    assert API_KEY_ID not in everything
     assert PROMPT not in everything
     assert "lighthouse" not in everything

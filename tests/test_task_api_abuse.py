@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 import sdfleet.agent.contract_model
 from sdfleet.agent import contract
 from sdfleet.components.task_api import handler as task_api
+from sdfleet.components.task_api import settings as task_settings
 from tests.test_task_api import (
     BUCKET,
     BY_NAME,
@@ -72,45 +73,61 @@ def resolve(fan: Fanout, task: contract.Task) -> Any:
 # Offloaded requests: one object per request
 
 
-def test_two_large_requests_with_the_same_id_keep_their_own_content(fan: Fanout) -> None:
+def test_a_second_large_request_with_the_same_id_is_refused_and_writes_nothing(
+    fan: Fanout,
+) -> None:
+    """One owner per id: the second request is a 409 before its content is offloaded, and the
+    first request's object and message stay as they were."""
     first = {"prompt": "first", "init_images": [BIG]}
     second = {"prompt": "second", "init_images": [BIG]}
-    for content, rid in ((first, "11111111-aaaa"), (second, "22222222-bbbb")):
-        status, response = call(
-            make_event(v2("sd15", "image-to-image", content, id="same"), request_id=rid)
-        )
-        assert status == 200, response
-    tasks = queued(fan, "sd15")
-    assert [t.content_ref for t in tasks] == [
-        f"s3://{BUCKET}/same/11111111-aaaa.request.json",
-        f"s3://{BUCKET}/same/22222222-bbbb.request.json",
-    ]
-    assert [resolve(fan, t) for t in tasks] == [first, second]
+    status, response = call(
+        make_event(v2("sd15", "image-to-image", first, id="same"), request_id="11111111-aaaa")
+    )
+    assert status == 200, response
+    status, response = call(
+        make_event(v2("sd15", "image-to-image", second, id="same"), request_id="22222222-bbbb")
+    )
+    assert (status, response["error"]["code"], response["state"]) == (409, "task_exists", "queued")
+    [task] = queued(fan, "sd15")
+    assert task.content_ref == f"s3://{BUCKET}/same/11111111-aaaa.request.json"
+    assert resolve(fan, task) == first
+    assert keys(fan) == ["same/11111111-aaaa.request.json"]
 
 
 def test_without_a_usable_request_id_each_request_gets_a_fresh_key(fan: Fanout) -> None:
-    for rid in (None, "../../etc", None):
+    for n, rid in enumerate((None, "../../etc", None)):
         content = {"prompt": str(rid), "init_images": [BIG]}
-        status, _ = call(make_event(v2("sd15", "image-to-image", content, id="s"), request_id=rid))
-        assert status == 200
+        event = make_event(
+            v2("sd15", "image-to-image", content, id=f"s{n}", prefix="s"), request_id=rid
+        )
+        assert call(event)[0] == 200
     tasks = queued(fan, "sd15")
     assert len({t.content_ref for t in tasks}) == 3
     assert [resolve(fan, t)["prompt"] for t in tasks] == ["None", "../../etc", "None"]
     assert all(k.startswith("s/") and k.endswith(".request.json") for k in keys(fan))
 
 
-def test_a_replayed_request_id_is_a_409_and_leaves_the_first_object(fan: Fanout) -> None:
+def test_an_existing_offload_object_is_a_409_left_alone_and_the_id_is_released(
+    fan: Fanout,
+) -> None:
+    """A request id replayed onto an object that is already there (an id released after a
+    failed publish, or a record past its TTL): the object is not overwritten, nothing is
+    queued, and the id is free again for a retry with a new request."""
     rid = "33333333-cccc"
-    first = {"prompt": "first", "init_images": [BIG]}
-    assert call(make_event(v2("sd15", "image-to-image", first, id="r"), request_id=rid))[0] == 200
+    stale = {"prompt": "first"}
+    fan.s3.put_object(Bucket=BUCKET, Key=f"r/{rid}.request.json", Body=json.dumps(stale))
     second = {"prompt": "second", "init_images": [BIG]}
     status, response = call(
         make_event(v2("sd15", "image-to-image", second, id="r"), request_id=rid)
     )
     assert (status, response["error"]["code"]) == (409, "request_conflict")
-    [task] = queued(fan, "sd15")  # only the first was queued
-    assert resolve(fan, task) == first
-    assert keys(fan) == [f"r/{rid}.request.json"]
+    assert queued(fan, "sd15") == []
+    obj = fan.s3.get_object(Bucket=BUCKET, Key=f"r/{rid}.request.json")
+    assert json.loads(obj["Body"].read()) == stale
+    retry = make_event(v2("sd15", "image-to-image", second, id="r"), request_id="44444444-dddd")
+    assert call(retry)[0] == 200
+    [task] = queued(fan, "sd15")
+    assert resolve(fan, task) == second
 
 
 @pytest.mark.parametrize(("aws_code", "status"), [("Throttled", 503), ("AuthorizationError", 502)])
@@ -121,7 +138,7 @@ def test_a_failed_publish_deletes_the_offloaded_object(
     aws_code: str,
     status: int,
 ) -> None:
-    monkeypatch.setattr(task_api, "_sns", lambda settings: _FailingSns(aws_code))
+    monkeypatch.setattr(task_settings, "sns", lambda settings: _FailingSns(aws_code))
     with caplog.at_level(logging.INFO, logger="sdfleet.task_api"):
         got, _ = call(make_event(v2("sd15", "image-to-image", {"init_images": [BIG]})))
     assert got == status
@@ -133,7 +150,7 @@ def test_a_failed_publish_deletes_the_offloaded_object(
 def test_a_failed_cleanup_is_logged_not_raised(
     fan: Fanout, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    real = task_api._s3
+    real = task_settings.s3
 
     class NoDelete:
         def __init__(self, inner: Any) -> None:
@@ -145,8 +162,8 @@ def test_a_failed_cleanup_is_logged_not_raised(
         def delete_object(self, **_: Any) -> None:
             raise ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "DeleteObject")
 
-    monkeypatch.setattr(task_api, "_s3", lambda settings: NoDelete(real(settings)))
-    monkeypatch.setattr(task_api, "_sns", lambda settings: _FailingSns("Throttled"))
+    monkeypatch.setattr(task_settings, "s3", lambda settings: NoDelete(real(settings)))
+    monkeypatch.setattr(task_settings, "sns", lambda settings: _FailingSns("Throttled"))
     with caplog.at_level(logging.INFO, logger="sdfleet.task_api"):
         got, response = call(make_event(v2("sd15", "image-to-image", {"init_images": [BIG]})))
     assert (got, response["error"]["code"]) == (503, "publish_failed")

@@ -6,14 +6,17 @@ the same ``/prompt`` call; an offloaded workflow is read back from its own per-r
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from sdfleet.agent.contract import COMFYUI, RuntimeInfo
+from sdfleet.components.builders import task_table
 from sdfleet.components.task_api import handler as task_api
 from sdfleet.fakes.comfyui import FakeComfyUI
+from sdfleet.fakes.fleet import client
 from tests.agent.harness import AgentThread, Fleet, MotoServer
 from tests.agent.test_e2e_comfyui import graph
 
@@ -40,19 +43,24 @@ def cfleet(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator
     monkeypatch.setenv("INPUT_TOPIC_ARN", fleet.input_topic)
     monkeypatch.setenv("OUTPUT_BUCKET", fleet.bucket)
     monkeypatch.setenv("RUNTIMES", json.dumps([RuntimeInfo("comfy", COMFYUI).to_json()]))
+    table = f"tasks-{uuid.uuid4().hex[:12]}"  # one per test: ids repeat across tests
+    dynamodb = client("dynamodb", moto_server.endpoint)
+    dynamodb.create_table(**task_table.create_table_request(table))
+    monkeypatch.setenv("TASK_TABLE_NAME", table)
     task_api.reset()
     yield fleet
     task_api.reset()
 
 
-def submit(content: Any, task_id: str, request_id: str | None = None) -> dict[str, Any]:
+def post(content: Any, task_id: str, request_id: str | None = None) -> dict[str, Any]:
+    """The handler's raw answer to a v1alpha2 POST."""
     body = {
         "task": {
             "metadata": {"id": task_id, "runtime": "comfy", "tasktype": "pipeline"},
             "content": content,
         }
     }
-    context: dict[str, Any] = {"stage": "v1"}
+    context: dict[str, Any] = {"stage": "v1", "identity": {"apiKeyId": "e2e-key-id"}}
     if request_id:
         context["requestId"] = request_id
     event = {
@@ -62,7 +70,11 @@ def submit(content: Any, task_id: str, request_id: str | None = None) -> dict[st
         "body": json.dumps(body),
         "isBase64Encoded": False,
     }
-    response = task_api.handler(event, _Context())
+    return dict(task_api.handler(event, _Context()))
+
+
+def submit(content: Any, task_id: str, request_id: str | None = None) -> dict[str, Any]:
+    response = post(content, task_id, request_id)
     assert response["statusCode"] == 200, response
     return dict(json.loads(response["body"]))
 
@@ -83,19 +95,25 @@ def test_both_shapes_run_and_post_the_same_prompt(cfleet: Fleet) -> None:
     assert set(first) == set(second) == {"prompt", "client_id", "prompt_id"}
 
 
-def test_two_offloaded_workflows_with_one_id_each_run_their_own(cfleet: Fleet) -> None:
-    """Large content goes to S3 under a per-request key; the agent reads exactly that key, so
-    two requests with the same id never swap content."""
+def test_an_offloaded_workflow_runs_its_own_content_and_its_id_is_not_reused(
+    cfleet: Fleet,
+) -> None:
+    """Large content goes to S3 under a per-request key and the agent reads exactly that key;
+    a second request with the same id is refused (409) before anything is written, so the
+    first task's content and outputs stay its own."""
     padding = "x" * 210_000  # pushes the message over the offload threshold
     texts = {"req-a": "a red fox " + padding, "req-b": "a blue whale " + padding}
     with FakeComfyUI(execution_seconds=0.05) as srv, AgentThread(cfleet, srv.url):
+        answers = []
         for request_id, text in texts.items():
             workflow = graph(seed=1)
             workflow["6"]["inputs"]["text"] = text
-            submit(workflow, "same-id", request_id)
-        notes = cfleet.notifications(2, timeout=30)
-    assert [n["status"] for n in notes] == ["completed", "completed"], notes
+            answers.append(post(workflow, "same-id", request_id))
+        notes = cfleet.notifications(1, timeout=30)
+    assert [a["statusCode"] for a in answers] == [200, 409]
+    assert json.loads(answers[1]["body"])["error"]["code"] == "task_exists"
+    assert [n["status"] for n in notes] == ["completed"], notes
     keys = [k for k in cfleet.keys("same-id/") if k.endswith(".request.json")]
-    assert sorted(keys) == ["same-id/req-a.request.json", "same-id/req-b.request.json"]
-    sent = sorted(p["prompt"]["6"]["inputs"]["text"] for p in prompt_posts(srv))
-    assert sent == sorted(texts.values())
+    assert keys == ["same-id/req-a.request.json"]
+    sent = [p["prompt"]["6"]["inputs"]["text"] for p in prompt_posts(srv)]
+    assert sent == [texts["req-a"]]

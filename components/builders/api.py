@@ -8,22 +8,41 @@ from pathlib import Path
 from sdfleet.agent.contract import RuntimeInfo
 
 API_PATHS = ("v1alpha2", "v1alpha1")
-# The contract is split into stdlib-only modules, all named like this.
-CONTRACT_GLOB = "contract*.py"
-# The handler imports sdfleet.agent.contract; the Lambda gets empty package markers, not the
-# real sdfleet/__init__.py, so nothing but the contract modules is shipped.
+# The status route: GET /v1alpha2/tasks/{id} (resources v1alpha2 -> tasks -> {id}).
+STATUS_VERSION = "v1alpha2"
+STATUS_PATH_PARTS = ("tasks", "{id}")
+STATUS_PATH_PARAMETER = "method.request.path.id"
+# What the Lambda imports besides its own package: the contract and the task store, which
+# import only each other, the standard library and boto3/botocore (in the Lambda runtime).
+AGENT_GLOBS = ("contract*.py", "task_state*.py")
+CONTRACT_GLOB = AGENT_GLOBS[0]
 LAMBDA_AGENT_DIR = "sdfleet/agent"
-LAMBDA_PACKAGE_INITS = ("sdfleet/__init__.py", "sdfleet/agent/__init__.py")
+LAMBDA_PACKAGE_DIR = "sdfleet/components/task_api"
+# Empty package markers, not the real ``__init__`` files (sdfleet.components imports Pulumi):
+# nothing but the handler package and those agent modules is shipped.
+LAMBDA_PACKAGE_INITS = (
+    "sdfleet/__init__.py",
+    "sdfleet/agent/__init__.py",
+    "sdfleet/components/__init__.py",
+)
+# The top-level module ``task_api`` re-exports the package's handler, so the function's
+# handler setting is the same as when the handler was one file.
+LAMBDA_HANDLER = "task_api.handler"
+LAMBDA_ENTRY = "lambda_entry.py"
 
 
 def lambda_files(handler_file: Path, agent_dir: Path) -> dict[str, Path]:
-    """Archive path -> source file of the task Lambda: the handler as ``task_api.py`` and every
-    contract module (``agent/contract*.py``, imported as ``sdfleet.agent.contract``), which
-    import only each other and the standard library. The package markers
-    (``LAMBDA_PACKAGE_INITS``) are added empty by the component."""
-    files = {"task_api.py": handler_file}
-    for module in sorted(agent_dir.glob(CONTRACT_GLOB)):
-        files[f"{LAMBDA_AGENT_DIR}/{module.name}"] = module
+    """Archive path -> source file of the task Lambda: the entry module as ``task_api.py``,
+    every module of the handler's package (``components/task_api/*.py``, imported as
+    ``sdfleet.components.task_api``) and the agent modules it imports (``AGENT_GLOBS``). The
+    package markers (``LAMBDA_PACKAGE_INITS``) are added empty by the component."""
+    package_dir = handler_file.parent
+    files = {"task_api.py": package_dir / LAMBDA_ENTRY}
+    for module in sorted(package_dir.glob("*.py")):
+        files[f"{LAMBDA_PACKAGE_DIR}/{module.name}"] = module
+    for pattern in AGENT_GLOBS:
+        for module in sorted(agent_dir.glob(pattern)):
+            files[f"{LAMBDA_AGENT_DIR}/{module.name}"] = module
     return files
 
 

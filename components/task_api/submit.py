@@ -1,0 +1,203 @@
+"""``POST /v1alpha2`` and ``POST /v1alpha1``: validate a task, record it, publish it.
+
+Order: validate, check the final message size (nothing is written for a 413), create the
+task's record (one owner per id: an id that exists is a 409 and nothing is published), then
+offload and publish. A failed publish releases the record, so the client may retry with the
+same id.
+
+Offloaded content is written with ``ServerSideEncryption=AES256`` explicitly, so the object is
+encrypted even if the bucket default were changed. Its key is unique per request
+(``<prefix>/<id>/<API Gateway request id>.request.json``) and written with ``IfNoneMatch: *``,
+so two requests never share or overwrite an object. An object whose task could not be
+published is deleted again (best effort, logged).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from sdfleet.agent import contract
+from sdfleet.agent.task_state import TaskExists, TaskRecord, TaskStore
+from sdfleet.components.task_api import events
+from sdfleet.components.task_api import responses as r
+from sdfleet.components.task_api import settings as cfg
+
+# Where each API version carries the task id (the contract's field paths).
+ID_FIELDS = {"v1alpha2": "task.metadata.id", "v1alpha1": "alwayson_scripts.id_task"}
+
+
+class OffloadConflict(Exception):
+    """The request's offload key already exists (a replayed request id)."""
+
+
+def plan(task: contract.Task, settings: cfg.Settings, request_id: str) -> contract.Task:
+    """The message to publish: inline, or with its content moved to a per-request key. Its
+    final size is checked here, before anything is written (a 413 names the field)."""
+    message = task
+    if contract.message_size(task.to_message()) > contract.OFFLOAD_THRESHOLD_BYTES:
+        key = contract.request_key(task.metadata.prefix, task.metadata.id, request_id)
+        message = replace(task, content=None, content_ref=f"s3://{settings.bucket}/{key}")
+    contract.check_message_fits(message)
+    return message
+
+
+def publish(
+    task: contract.Task, message: contract.Task, settings: cfg.Settings, log: dict[str, Any]
+) -> None:
+    """Publish ``message``, first writing ``task``'s content to S3 if it was offloaded."""
+    key = contract.parse_s3_uri(message.content_ref)[1] if message.content_ref else None
+    if key is not None:
+        try:
+            cfg.s3(settings).put_object(
+                Bucket=settings.bucket,
+                Key=key,
+                Body=json.dumps(task.content, separators=(",", ":")).encode("utf-8"),
+                ContentType="application/json",
+                ServerSideEncryption="AES256",
+                IfNoneMatch="*",
+            )
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409"):
+                raise OffloadConflict(code) from exc  # not ours: leave it alone
+            _discard(settings, key, log)
+            raise
+        except BotoCoreError:
+            _discard(settings, key, log)  # a timed-out write may still have landed
+            raise
+        log["offloaded"] = True
+    try:
+        cfg.sns(settings).publish(
+            TopicArn=settings.topic_arn,
+            Message=contract.encode_message(message),
+            MessageAttributes=message.message_attributes(),
+        )
+    except Exception:
+        if key is not None:
+            _discard(settings, key, log)
+        raise
+
+
+def _discard(settings: cfg.Settings, key: str, log: dict[str, Any]) -> None:
+    """Best effort: an offloaded object whose task was never queued must not stay behind."""
+    try:
+        cfg.s3(settings).delete_object(Bucket=settings.bucket, Key=key)
+        log["offload_cleanup"] = "deleted"
+    except (ClientError, BotoCoreError) as exc:
+        error = exc.response.get("Error", {}) if isinstance(exc, ClientError) else {}
+        log["offload_cleanup"] = f"failed: {error.get('Code') or type(exc).__name__}"
+
+
+def success_body(task: contract.Task, settings: cfg.Settings, version: str) -> dict[str, Any]:
+    meta = task.metadata
+    location = contract.output_location(settings.bucket, meta.prefix, meta.id)
+    if version == "v1alpha1":
+        checkpoint = contract.requested_model(task.content or {})
+        return {
+            "id_task": meta.id,
+            "sd_model_checkpoint": checkpoint,
+            "output_location": location,
+        }
+    return {"id": meta.id, "runtime": meta.runtime, "output_location": location, "status": "queued"}
+
+
+def _parse(
+    event: dict[str, Any], version: str, settings: cfg.Settings, log: dict[str, Any]
+) -> contract.Task | dict[str, Any]:
+    """The validated task, or the 4xx response for the client."""
+    try:
+        raw = events.raw_body(event)
+        if isinstance(raw, str):
+            log["bytes"] = len(raw.encode("utf-8", "surrogatepass"))
+        else:
+            log["bytes"] = len(raw or b"")
+        body = contract.parse_json_body(raw)
+        parse = contract.parse_v1alpha2 if version == "v1alpha2" else contract.parse_v1alpha1
+        return parse(body, settings.runtimes)
+    except contract.ContractError as exc:
+        log.update(error_code=exc.code, error_field=r.log_field(exc.field))
+        return r.error(exc.status, exc.code, exc.message, exc.field)
+    except (ValueError, TypeError, RecursionError) as exc:
+        # A gap in validation: still the client's input, never a 5xx.
+        log.update(error_code="invalid_request", unexpected=type(exc).__name__)
+        return r.error(400, "invalid_request", "the request could not be parsed")
+
+
+def task_exists(exc: TaskExists, version: str, log: dict[str, Any]) -> dict[str, Any]:
+    """409: the id is taken (by this key or another); where its status is read."""
+    log.update(error_code="task_exists")
+    location = events.status_path(exc.task_id)
+    return r.error(
+        409,
+        "task_exists",
+        f"a task with this id exists (state {exc.state}); use a new id or read its status",
+        ID_FIELDS[version],
+        extra={"id": exc.task_id, "state": exc.state, "location": location},
+        # Relative to the request URL (RFC 9110), so the stage path is kept.
+        Location=location.lstrip("/"),
+    )
+
+
+def handle(
+    event: dict[str, Any], version: str, settings: cfg.Settings, log: dict[str, Any]
+) -> dict[str, Any]:
+    task = _parse(event, version, settings, log)
+    if not isinstance(task, contract.Task):
+        return task
+    meta = task.metadata
+    log.update(id=meta.id, runtime=meta.runtime, tasktype=meta.tasktype)
+    owner = events.api_key_id(event)
+    if owner is None:  # API Gateway sets it whenever a key is required
+        log["error_code"] = "forbidden"
+        return r.error(403, "forbidden", "an API key is required")
+    try:
+        message = plan(task, settings, events.request_id(event))
+    except contract.ContractError as exc:  # the final message would not fit in SNS
+        log.update(error_code=exc.code, error_field=r.log_field(exc.field))
+        return r.error(exc.status, exc.code, exc.message, exc.field)
+    store = cfg.store(settings)
+    try:
+        record = store.create(meta.id, meta.runtime, owner)
+    except TaskExists as exc:
+        return task_exists(exc, version, log)
+    except r.TABLE_ERRORS as exc:
+        return r.table_failure(exc, "create", log)
+    try:
+        publish(task, message, settings, log)
+    except Exception as exc:
+        _release(store, record, log)
+        return _publish_failure(exc, log)
+    return r.response(200, success_body(task, settings, version))
+
+
+def _release(store: TaskStore, record: TaskRecord, log: dict[str, Any]) -> None:
+    """Free the id for a retry; a failure here leaves the id taken until the record expires."""
+    try:
+        log["released"] = store.release(record)
+    except Exception as exc:
+        log["released"] = f"failed: {r.aws_code(exc)}"
+
+
+def _publish_failure(exc: Exception, log: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(exc, contract.ContractError):
+        log.update(error_code=exc.code, error_field=r.log_field(exc.field))
+        return r.error(exc.status, exc.code, exc.message, exc.field)
+    if isinstance(exc, OffloadConflict):
+        log.update(error_code="request_conflict", aws_error=str(exc))
+        return r.error(
+            409, "request_conflict", "this request id was already used; send the request again"
+        )
+    if isinstance(exc, ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", "Unknown"))
+        log.update(error_code="publish_failed", aws_error=code, aws_operation=exc.operation_name)
+        if code in r.THROTTLING_CODES:
+            return r.unavailable("publish_failed", "the task queue is busy; retry later")
+        return r.error(502, "publish_failed", "the task could not be queued")
+    if isinstance(exc, BotoCoreError):  # connection errors, timeouts
+        log.update(error_code="publish_failed", aws_error=type(exc).__name__)
+        return r.unavailable("publish_failed", "the task queue is unreachable; retry later")
+    raise exc
