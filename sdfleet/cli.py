@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from sdfleet.cli_tasks import ALL_COMMANDS as TASK_COMMANDS
+from sdfleet.cli_tasks import add_all as add_task_parsers
 from sdfleet.components.config import ConfigError, parse_config, split_namespaced
 from sdfleet.render import jsonable, kubernetes_manifest
 from sdfleet.snapshot.cli import add_parser as add_snapshot_parser
@@ -168,7 +170,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p_check.add_argument("path", type=Path, help="resources.json (or the synth output folder)")
     add_snapshot_parser(sub)
+    add_task_parsers(sub)
     args = parser.parse_args(argv)
+    if args.command in TASK_COMMANDS:
+        return int(args.func(args))
     if args.command == "snapshot":
         return int(args.func(args))
 

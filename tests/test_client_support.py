@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -121,6 +122,8 @@ def moto_stack() -> Iterator[Stack]:
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
+    # moto's backends are per process: start from nothing whatever ran before.
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"))
     env = {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
@@ -150,5 +153,6 @@ def moto_stack() -> Iterator[Stack]:
                     TaskStore(ddb, TABLE),
                 )  # fmt: skip
     finally:
+        urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"))
         server.stop()
         task_api.reset()
