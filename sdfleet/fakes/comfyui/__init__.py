@@ -28,7 +28,8 @@ Runtime knobs and observations:
   ``wait_for_executions(n, timeout)``, ``wait_for_history(prompt_id, timeout)``,
   ``history_snapshot()``.
 - ``submitted`` (``{prompt_id: time of its POST /prompt}``), ``queue_ids()`` (running and
-  pending ids, in run order), ``deleted`` (pending ids removed by ``POST /queue {"delete"}``).
+  pending ids, in run order), ``deleted`` (pending ids removed by ``POST /queue {"delete"}``),
+  ``wait_until(predicate, timeout)`` (re-checked whenever one of these records changes).
 - ``uploads``: ``{"<subfolder>/<name>" or "<name>": bytes}`` of input files.
 - ``interrupts``: count of ``POST /interrupt``; ``interrupted_ids``: the prompt_id each one
   named (None: whatever runs). One naming a prompt that is not running does nothing.

@@ -129,6 +129,7 @@ class ComfyUIRoutes(ComfyUIFiles):
         )
         with self._mu:
             self.submitted[prompt_id] = submitted
+            self._mu.notify_all()
         heapq.heappush(self._heap, item)
         assert self._queue_changed is not None
         self._queue_changed.set()
@@ -159,6 +160,7 @@ class ComfyUIRoutes(ComfyUIFiles):
                 heapq.heapify(self._heap)
                 with self._mu:
                     self.deleted.extend(gone)
+                    self._mu.notify_all()
         await self._broadcast_status()
         return empty_response()
 
@@ -173,6 +175,7 @@ class ComfyUIRoutes(ComfyUIFiles):
                 target = data.get("prompt_id")
         with self._mu:
             self.interrupted_ids.append(None if target is None else str(target))
+            self._mu.notify_all()
         # Newer builds: a prompt_id interrupts only that prompt, and only while it runs.
         running = self._running
         if running is not None and (target is None or str(target) == running.prompt_id):

@@ -8,6 +8,7 @@ import itertools
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,6 +112,17 @@ class ComfyUIState(ComfyUIFaults):
                     raise TimeoutError(f"no history for {prompt_id!r} within {timeout}s")
                 self._mu.wait(left)
             return copy.deepcopy(self._history[prompt_id])
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+        """Until ``predicate()`` (called under the lock whenever the recorded state changes:
+        submissions, deletes, interrupts, executions, history) is true."""
+        deadline = time.monotonic() + timeout
+        with self._mu:
+            while not predicate():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"condition not met within {timeout}s")
+                self._mu.wait(left)
 
     def wait_for_executions(
         self, n: int, timeout: float = 5.0, *, finished: bool = True
