@@ -5,7 +5,8 @@ and those images meet here: the port the server listens on, where the model buck
 mounted, the env the launch script reads, the readiness path, the paths that must be
 writable (``emptyDir`` volumes, because the root filesystem is read-only), the command the
 container runs and the non-root user. ``tests/test_runtime_images.py`` checks the Dockerfiles
-and launch scripts against this module; the pod spec is checked against it in turn.
+and launch scripts against this module; the workload builders build the server container from
+it, and ``tests/builders/test_pod_contract.py`` checks that pod against the images.
 
 Pure data: no Pulumi import, so the agent, the builders and the tests can all read it.
 See docs/runtime-images.md.
@@ -149,8 +150,7 @@ CONTRACTS: dict[str, ServerContract] = {
         context_dir="runtimes/sdwebui",
         port=SERVER_PORT,
         model_mount_path=MODEL_MOUNT_PATH,
-        # With --nowebui the routes exist before the port opens; the same path the pods
-        # already probe (workload.STARTUP_PROBE_PATHS).
+        # With --nowebui the routes exist before the port opens.
         readiness_path="/sdapi/v1/options",
         command=(LAUNCH_SCRIPT,),
         args=(),
