@@ -39,13 +39,15 @@ from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from sdfleet.components.builders.api import API_PATHS
+from sdfleet.components.builders.api import API_PATHS, STATUS_PATH_PARTS, STATUS_VERSION
 
 log = logging.getLogger("sdfleet.local_api")
 
 # API Gateway's REST API payload limit.
 MAX_BODY_BYTES = 10 * 1024 * 1024
-STATUS_RESOURCE = "/v1alpha2/tasks/{id}"
+# The routes are the ones the stack deploys (sdfleet.components.builders.api).
+STATUS_RESOURCE = "/" + "/".join((STATUS_VERSION, *STATUS_PATH_PARTS))
+_STATUS_PREFIX = [STATUS_VERSION, *STATUS_PATH_PARTS[:-1]]
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
@@ -64,13 +66,9 @@ def match_route(method: str, path: str) -> tuple[str, dict[str, str] | None] | N
     segments = path.split("/")[1:]
     if method == "POST" and len(segments) == 1 and segments[0] in API_PATHS:
         return f"/{segments[0]}", None
-    if (
-        method == "GET"
-        and len(segments) == 3
-        and segments[:2] == ["v1alpha2", "tasks"]
-        and segments[2]
-    ):
-        return STATUS_RESOURCE, {"id": unquote(segments[2])}
+    status = len(segments) == len(_STATUS_PREFIX) + 1 and segments[:-1] == _STATUS_PREFIX
+    if method == "GET" and status and segments[-1]:
+        return STATUS_RESOURCE, {"id": unquote(segments[-1])}
     return None
 
 
