@@ -1,7 +1,9 @@
 """Agent benchmarks: ``python -m sdfleet.agent.bench`` (not a test; needs the dev extra).
 
-Pipelining, then recovery (``sdfleet.agent.bench_recovery``: kill -9 recovery, duplicate GPU runs for
-long tasks, GPU runs under transient S3/SNS failures). ``--only pipeline|recovery`` runs one.
+Pipelining (SD WebUI), ComfyUI pipelining (``sdfleet.agent.bench_comfy``: the next prompt queued on
+ComfyUI while one runs), then recovery (``sdfleet.agent.bench_recovery``: kill -9 recovery, duplicate
+GPU runs for long tasks, GPU runs under transient S3/SNS failures). ``--only
+pipeline|comfyui|recovery`` runs one.
 
 Pipelining:
 N tasks go through a moto server (real SNS->SQS fan-out, S3, SNS notifications) and the fake SD
@@ -139,7 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inference-ms", type=float, default=200.0)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument(
-        "--only", choices=("pipeline", "recovery"), help="run one of the two benchmarks"
+        "--only",
+        choices=("pipeline", "comfyui", "recovery"),
+        help="run one of the benchmarks",
     )
     args = parser.parse_args(argv)
     ok = True
@@ -150,6 +154,18 @@ def main(argv: list[str] | None = None) -> int:
         met = result["busy_fraction"] >= 0.97 and result["idle_gap_p50_ms"] < 10
         print(
             f"{'targets':<{width}}  {'met' if met else 'NOT met'} (busy >= 0.97, idle p50 < 10 ms)"
+        )
+        ok = ok and met
+    if args.only in (None, "comfyui"):
+        from sdfleet.agent import bench_comfy
+
+        print("== pipelining, ComfyUI (the next prompt queued on the server while one runs)")
+        comfy = bench_comfy.run(args.tasks, args.inference_ms / 1000, args.size)
+        width = _print(comfy)
+        met = bench_comfy.targets_met(comfy)
+        print(
+            f"{'targets':<{width}}  {'met' if met else 'NOT met'} "
+            f"(busy >= {bench_comfy.TARGET_BUSY}, every task completed, one prompt each)"
         )
         ok = ok and met
     if args.only in (None, "recovery"):
