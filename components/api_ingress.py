@@ -1,6 +1,5 @@
 """ApiIngress: the REST API (API key + usage plan) and the task Lambda behind it."""
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,9 +9,11 @@ import pulumi_aws as aws
 
 import sdfleet.agent.contract
 from sdfleet.agent.contract import RuntimeInfo
+from sdfleet.components import api_routes as routes_
 from sdfleet.components._inputs import as_args, none_means_default
 from sdfleet.components.builders import api as apib
 from sdfleet.components.builders import iam as iamb
+from sdfleet.components.builders import task_table
 from sdfleet.components.config_model import (
     ApiConfig,
     ObservabilityConfig,
@@ -26,6 +27,8 @@ HANDLER_FILE = Path(__file__).parent / "task_api" / "handler.py"
 CONTRACT_FILE = Path(sdfleet.agent.contract.__file__)
 LAMBDA_RUNTIME = "python3.13"
 LAMBDA_TIMEOUT_SECONDS = 15
+DEFAULT_TASK_TTL_DAYS = 7
+DEFAULT_STATUS_URL_EXPIRY_SECONDS = 900
 
 
 @dataclass
@@ -60,13 +63,27 @@ class ApiIngressArgs:
     manage_account_log_role: bool | None = config_default(ApiConfig, "manage_account_log_role")
     """Set the region's API Gateway CloudWatch role (one per account and region); false if
     another stack manages it."""
+    task_ttl_days: int | None = DEFAULT_TASK_TTL_DAYS
+    """Days a task's record is kept after its latest change (the task table's TTL), 1-365."""
+    task_point_in_time_recovery: bool | None = False
+    """Point-in-time recovery of the task table (on in prod)."""
+    task_table_kms_key_arn: str | None = None
+    """A customer-managed KMS key for the task table; unset uses the AWS managed key."""
+    status_url_expiry_seconds: int | None = DEFAULT_STATUS_URL_EXPIRY_SECONDS
+    """Lifetime of the presigned result URLs the status API returns, 60-43200 seconds."""
     tags: dict[str, str] | None = field(default_factory=dict)
-    """Tags for the task Lambda."""
+    """Tags for the task Lambda and the task table."""
 
     def __post_init__(self) -> None:
         none_means_default(self)
         # A plain string from a Python program is checked here: ValueError names the value.
         self.quota_period = QuotaPeriod(str(self.quota_period))
+        if not 1 <= int(self.task_ttl_days or 0) <= 365:
+            raise ValueError(f"task_ttl_days must be 1-365, got {self.task_ttl_days!r}")
+        if not 60 <= int(self.status_url_expiry_seconds or 0) <= 43200:
+            raise ValueError(
+                f"status_url_expiry_seconds must be 60-43200, got {self.status_url_expiry_seconds!r}"
+            )
 
 
 def lambda_code() -> pulumi.AssetArchive:
@@ -82,8 +99,9 @@ def lambda_code() -> pulumi.AssetArchive:
 
 
 class ApiIngress(pulumi.ComponentResource):
-    """The task API: an API Gateway REST API with an API key and usage plan, and the Lambda
-    function that validates tasks and publishes them to the input topic."""
+    """The task API: an API Gateway REST API with an API key and usage plan, the Lambda
+    function that validates tasks, records them in the task table and publishes them to the
+    input topic, and the status route that reads them back."""
 
     api_url: pulumi.Output[str]
     """The stage URL tasks are POSTed under (``<api_url>/<route>``)."""
@@ -103,14 +121,72 @@ class ApiIngress(pulumi.ComponentResource):
     """The task Lambda's log group."""
     access_log_group_name: pulumi.Output[str]
     """The API's access log group."""
+    task_table_name: pulumi.Output[str]
+    """Name of the DynamoDB task table (one record per task id)."""
+    task_table_arn: pulumi.Output[str]
+    """ARN of the task table, for the agents' and the DLQ sweeper's policies."""
 
     def __init__(
         self, name: str, args: ApiIngressArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("sdfleet:index:ApiIngress", name, None, opts)
         args = as_args(ApiIngressArgs, args)
-        child = pulumi.ResourceOptions(parent=self)
+        table = self._task_table(name, args)
+        fn, fn_logs = self._function(name, args, table)
+        api = aws.apigateway.RestApi(
+            f"{name}-api",
+            description="sdfleet task API",
+            endpoint_configuration=aws.apigateway.RestApiEndpointConfigurationArgs(
+                types="REGIONAL"
+            ),
+            api_key_source="HEADER",
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        routes_.gateway_responses(name, api)
+        routes, resources = routes_.submit_routes(name, api, fn)
+        routes += routes_.status_route(name, api, fn, resources[apib.STATUS_VERSION])
+        stage, access_logs = self._stage(name, args, api, routes)
+        key = self._usage_plan(name, args, api, stage)
 
+        self.api_url = stage.invoke_url
+        self.api_key = pulumi.Output.secret(key.value)
+        self.rest_api_id = api.id
+        self.rest_api_name = api.name
+        self.stage_name = stage.stage_name
+        self.function_name = fn.name
+        self.function_arn = fn.arn
+        self.function_log_group_name = fn_logs.name
+        self.access_log_group_name = access_logs.name
+        self.task_table_name = table.name
+        self.task_table_arn = table.arn
+        self.register_outputs(
+            {
+                "api_url": self.api_url,
+                "api_key": self.api_key,
+                "rest_api_id": self.rest_api_id,
+                "function_name": self.function_name,
+                "task_table_name": self.task_table_name,
+                "task_table_arn": self.task_table_arn,
+            }
+        )
+
+    def _task_table(self, name: str, args: ApiIngressArgs) -> aws.dynamodb.Table:
+        """One record per task id (``sdfleet.agent.task_state``): on demand, TTL, KMS."""
+        return aws.dynamodb.Table(
+            f"{name}-task-table",
+            **task_table.table_args(
+                point_in_time_recovery=bool(args.task_point_in_time_recovery),
+                kms_key_arn=args.task_table_kms_key_arn,
+            ),
+            tags=args.tags or None,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
+    def _function(
+        self, name: str, args: ApiIngressArgs, table: aws.dynamodb.Table
+    ) -> tuple[aws.lambda_.Function, aws.cloudwatch.LogGroup]:
+        """The task Lambda, its log group and its least-privilege role."""
+        child = pulumi.ResourceOptions(parent=self)
         fn_logs = aws.cloudwatch.LogGroup(
             f"{name}-task-fn-logs", retention_in_days=args.log_retention_days, opts=child
         )
@@ -123,11 +199,14 @@ class ApiIngress(pulumi.ComponentResource):
             f"{name}-task-fn-policy",
             role=role.id,
             policy=pulumi.Output.all(
-                args.input_topic_arn, args.output_bucket_arn, fn_logs.arn
+                args.input_topic_arn, args.output_bucket_arn, fn_logs.arn, table.arn
             ).apply(
                 lambda a: json.dumps(
                     iamb.task_api_lambda_policy(
-                        input_topic_arn=a[0], output_bucket_arn=a[1], log_group_arn=a[2]
+                        input_topic_arn=a[0],
+                        output_bucket_arn=a[1],
+                        log_group_arn=a[2],
+                        task_table_arn=a[3],
                     )
                 )
             ),
@@ -153,80 +232,34 @@ class ApiIngress(pulumi.ComponentResource):
                     "INPUT_TOPIC_ARN": args.input_topic_arn,
                     "OUTPUT_BUCKET": args.output_bucket_name,
                     "RUNTIMES": apib.runtimes_env(args.runtimes),
+                    "TASK_TABLE_NAME": table.name,
+                    "TASK_TTL_SECONDS": str(int(args.task_ttl_days or 0) * 86400),
+                    "STATUS_URL_EXPIRY_SECONDS": str(args.status_url_expiry_seconds),
                 }
             ),
             tags=args.tags or None,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[role_policy, fn_logs]),
         )
+        return fn, fn_logs
 
-        api = aws.apigateway.RestApi(
-            f"{name}-api",
-            description="sdfleet task API",
-            endpoint_configuration=aws.apigateway.RestApiEndpointConfigurationArgs(
-                types="REGIONAL"
-            ),
-            api_key_source="HEADER",
-            opts=child,
-        )
-        api_child = pulumi.ResourceOptions(parent=api)
-        for response_type in ("DEFAULT_4XX", "DEFAULT_5XX"):
-            aws.apigateway.Response(
-                f"{name}-{response_type.lower().replace('_', '-')}",
-                rest_api_id=api.id,
-                response_type=response_type,
-                response_templates={"application/json": apib.gateway_error_template()},
-                opts=api_child,
-            )
-
-        routes: list[pulumi.Resource] = []
-        for path in apib.API_PATHS:
-            resource = aws.apigateway.Resource(
-                f"{name}-{path}",
-                rest_api=api.id,
-                parent_id=api.root_resource_id,
-                path_part=path,
-                opts=api_child,
-            )
-            method = aws.apigateway.Method(
-                f"{name}-{path}-post",
-                rest_api=api.id,
-                resource_id=resource.id,
-                http_method="POST",
-                authorization="NONE",
-                api_key_required=True,
-                opts=api_child,
-            )
-            integration = aws.apigateway.Integration(
-                f"{name}-{path}-integration",
-                rest_api=api.id,
-                resource_id=resource.id,
-                http_method=method.http_method,
-                integration_http_method="POST",
-                type="AWS_PROXY",
-                uri=fn.invoke_arn,
-                opts=api_child,
-            )
-            routes += [resource, method, integration]
-
-        aws.lambda_.Permission(
-            f"{name}-invoke",
-            action="lambda:InvokeFunction",
-            function=fn.name,
-            principal="apigateway.amazonaws.com",
-            source_arn=api.execution_arn.apply(lambda arn: f"{arn}/*/POST/*"),
-            opts=pulumi.ResourceOptions(parent=fn),
-        )
-
-        # Redeploy whenever the route set changes.
-        fingerprint = hashlib.sha256(json.dumps(apib.API_PATHS).encode()).hexdigest()
+    def _stage(
+        self,
+        name: str,
+        args: ApiIngressArgs,
+        api: aws.apigateway.RestApi,
+        routes: list[pulumi.Resource],
+    ) -> tuple[aws.apigateway.Stage, aws.cloudwatch.LogGroup]:
+        """The deployment (redone when the route set changes), its stage and access logs."""
         deployment = aws.apigateway.Deployment(
             f"{name}-deployment",
             rest_api=api.id,
-            triggers={"routes": fingerprint},
+            triggers={"routes": apib.routes_fingerprint()},
             opts=pulumi.ResourceOptions(parent=api, depends_on=routes),
         )
         access_logs = aws.cloudwatch.LogGroup(
-            f"{name}-access-logs", retention_in_days=args.log_retention_days, opts=child
+            f"{name}-access-logs",
+            retention_in_days=args.log_retention_days,
+            opts=pulumi.ResourceOptions(parent=self),
         )
         stage_deps: list[pulumi.Resource] = []
         if args.manage_account_log_role:
@@ -252,7 +285,17 @@ class ApiIngress(pulumi.ComponentResource):
             ),
             opts=pulumi.ResourceOptions(parent=stage),
         )
+        return stage, access_logs
 
+    def _usage_plan(
+        self,
+        name: str,
+        args: ApiIngressArgs,
+        api: aws.apigateway.RestApi,
+        stage: aws.apigateway.Stage,
+    ) -> aws.apigateway.ApiKey:
+        """The API key and the usage plan that throttles it."""
+        child = pulumi.ResourceOptions(parent=self)
         plan = aws.apigateway.UsagePlan(
             f"{name}-usage-plan",
             api_stages=[
@@ -278,24 +321,7 @@ class ApiIngress(pulumi.ComponentResource):
             usage_plan_id=plan.id,
             opts=pulumi.ResourceOptions(parent=plan),
         )
-
-        self.api_url = stage.invoke_url
-        self.api_key = pulumi.Output.secret(key.value)
-        self.rest_api_id = api.id
-        self.rest_api_name = api.name
-        self.stage_name = stage.stage_name
-        self.function_name = fn.name
-        self.function_arn = fn.arn
-        self.function_log_group_name = fn_logs.name
-        self.access_log_group_name = access_logs.name
-        self.register_outputs(
-            {
-                "api_url": self.api_url,
-                "api_key": self.api_key,
-                "rest_api_id": self.rest_api_id,
-                "function_name": self.function_name,
-            }
-        )
+        return key
 
     def _account_log_role(self, name: str) -> aws.apigateway.Account:
         """API Gateway writes access logs through one role per account and region."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -44,6 +45,18 @@ def lambda_files(handler_file: Path, agent_dir: Path) -> dict[str, Path]:
         for module in sorted(agent_dir.glob(pattern)):
             files[f"{LAMBDA_AGENT_DIR}/{module.name}"] = module
     return files
+
+
+def routes_fingerprint() -> str:
+    """The deployment's trigger: it changes, and the stage is redeployed, when the route set
+    does."""
+    status = f"GET /{STATUS_VERSION}/{'/'.join(STATUS_PATH_PARTS)}"
+    return hashlib.sha256(json.dumps([*API_PATHS, status]).encode()).hexdigest()
+
+
+def status_source_arn(execution_arn: str) -> str:
+    """Who may invoke the Lambda for the status route: this API's GET on it, any stage."""
+    return f"{execution_arn}/*/GET/{STATUS_VERSION}/{'/'.join(STATUS_PATH_PARTS[:1])}/*"
 
 
 def access_log_format() -> str:

@@ -17,6 +17,7 @@ from typing import Any
 
 from sdfleet.agent import task_state_schema as schema
 from sdfleet.components.builders.errors import fail
+from sdfleet.components.builders.iam.documents import statement
 
 HASH_KEY = schema.TASK_ID
 TTL_ATTRIBUTE = schema.EXPIRES_AT
@@ -114,7 +115,7 @@ def _statement(sid: str, actions: tuple[str, ...], table_arn: str) -> dict[str, 
             table_arn,
             "a DynamoDB table ARN (arn:aws:dynamodb:<region>:<account>:table/<name>)",
         )
-    return {"Sid": sid, "Effect": "Allow", "Action": list(actions), "Resource": table_arn}
+    return statement(list(actions), table_arn, sid=sid)
 
 
 def _check_table_name(table_name: str) -> None:

@@ -42,6 +42,7 @@ from sdfleet.components.builders.iam.workload import (
     keda_operator_policy,
     model_read_statements,
     mountpoint_driver_policy,
+    result_presign_statement,
     runtime_pod_policy,
     task_api_lambda_policy,
 )
@@ -66,6 +67,7 @@ __all__ = [
     "node_role_managed_policy_arns",
     "pod_identity_trust_policy",
     "policy",
+    "result_presign_statement",
     "runtime_pod_policy",
     "service_trust_policy",
     "statement",

@@ -7,9 +7,9 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-# The module, not the name: s3 builds its statements with this package's helper, so either
-# may be imported first.
-from sdfleet.components.builders import s3
+# The modules, not the names: s3 and task_table build their statements with this package's
+# helper, so either may be imported first.
+from sdfleet.components.builders import s3, task_table
 from sdfleet.components.builders.errors import fail
 from sdfleet.components.builders.iam.documents import checked_arn, policy, statement
 
@@ -25,10 +25,16 @@ _KEY_PREFIX = re.compile(r"^[!-)+->@-~]{0,512}$")
 
 
 def task_api_lambda_policy(
-    *, input_topic_arn: str, output_bucket_arn: str, log_group_arn: str
+    *,
+    input_topic_arn: str,
+    output_bucket_arn: str,
+    log_group_arn: str,
+    task_table_arn: str | None = None,
 ) -> dict[str, Any]:
-    """The task Lambda publishes tasks, offloads large contents, and writes its own logs."""
-    return policy(
+    """The task Lambda publishes tasks, offloads large contents, and writes its own logs.
+    With ``task_table_arn``: it records tasks and reads them back (status API), and may read
+    result objects, only to presign their URLs for the tasks' owners (never request objects)."""
+    statements = [
         statement(["sns:Publish"], input_topic_arn, sid="PublishTasks"),
         # Delete: the handler removes its own offloaded request when the publish fails.
         statement(
@@ -40,6 +46,21 @@ def task_api_lambda_policy(
             ["logs:CreateLogStream", "logs:PutLogEvents"], f"{log_group_arn}:*", sid="WriteLogs"
         ),
         statement(["xray:PutTraceSegments", "xray:PutTelemetryRecords"], "*", sid="Tracing"),
+    ]
+    if task_table_arn is not None:
+        statements += task_table.api_task_table_statements(task_table_arn)
+        statements.append(result_presign_statement(output_bucket_arn))
+    return policy(*statements)
+
+
+def result_presign_statement(output_bucket_arn: str) -> dict[str, Any]:
+    """``s3:GetObject`` on the kinds of object the agent writes as results (the suffixes of
+    ``s3.OUTPUT_SUFFIXES``): a presigned URL works only if its signer may read the object."""
+    bucket = checked_arn("output_bucket_arn", output_bucket_arn, "s3")
+    return statement(
+        "s3:GetObject",
+        [f"{bucket}/*{suffix}" for suffix in s3.OUTPUT_SUFFIXES],
+        sid="PresignResults",
     )
 
 
@@ -100,12 +121,14 @@ def runtime_pod_policy(
     output_topic_arn: str,
     input_s3_buckets: Sequence[str] = (),
     kms_key_arns: Sequence[str] = (),
+    task_table_arn: str | None = None,
 ) -> dict[str, Any]:
     """Least privilege for a runtime's pods (the queue agent): its own queue, writing results
     and reading offloaded requests in the output bucket, publishing completions, and reading
     objects (never listing) in the buckets ``s3://`` task inputs may name. No model access:
     models reach the server through the Mountpoint driver's own role. ``kms_key_arns`` only
-    when the queue/bucket/topic use customer-managed keys."""
+    when the queue/bucket/topic use customer-managed keys. ``task_table_arn``: the agent moves
+    its tasks' states forward in the task table."""
     checked_arn("queue_arn", queue_arn, "sqs")
     out = checked_arn("output_bucket_arn", output_bucket_arn, "s3")
     partition = out.split(":")[1]
@@ -132,4 +155,6 @@ def runtime_pod_policy(
         statements.append(
             statement(["kms:Decrypt", "kms:GenerateDataKey"], keys, sid="UseEncryptionKeys")
         )
+    if task_table_arn is not None:
+        statements += task_table.agent_task_table_statements(task_table_arn)
     return policy(*statements)
