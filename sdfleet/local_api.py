@@ -237,11 +237,18 @@ def _make_request_handler(api: LocalApi) -> type[BaseHTTPRequestHandler]:
 
         def _serve(self) -> None:
             headers = dict(self.headers.items())
-            status, out_headers, data = api.answer(
-                self.command, self.path, headers, self.rfile.read
+            read: list[int] = []
+
+            def read_body(length: int) -> bytes:
+                read.append(length)
+                return self.rfile.read(length)
+
+            status, out_headers, data = api.answer(self.command, self.path, headers, read_body)
+            sent_body = self.headers.get("Content-Length", "0") not in ("", "0") or (
+                "chunked" in self.headers.get("Transfer-Encoding", "").lower()
             )
-            if status == 413 or "chunked" in headers.get("Transfer-Encoding", "").lower():
-                self.close_connection = True  # the unread body must not become a request
+            if sent_body and not read:
+                self.close_connection = True  # an unread body must not become the next request
             self.send_response(status)
             for name, value in out_headers.items():
                 if name.lower() not in ("content-length", "connection"):

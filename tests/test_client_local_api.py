@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from sdfleet.client import ApiError, Client
 from sdfleet.local_api import LocalApi
 
 KEY = "l0cal-k3y"
@@ -139,3 +140,31 @@ def test_only_loopback() -> None:
 
 def test_keys_stay_out_of_the_repr(api: LocalApi) -> None:
     assert KEY not in repr(api)
+
+
+def test_a_refused_body_is_not_read_as_the_next_request(api: LocalApi, recorder: Recorder) -> None:
+    host, port = api.server.server_address[:2]
+    conn = http.client.HTTPConnection(str(host), port, timeout=10)
+    conn.request("POST", "/v1/v1alpha2", body=b"GET /v1/v1alpha2/tasks/x HTTP/1.1\r\n\r\n")
+    answer = conn.getresponse()  # no key: refused before the body is read
+    assert answer.status == 403 and answer.getheader("Connection") == "close"
+    answer.read()
+    conn.close()
+    assert recorder.events == []
+
+
+def test_the_client_follows_no_redirect_and_sends_its_key_nowhere_else(
+    api: LocalApi, recorder: Recorder
+) -> None:
+    elsewhere = Recorder()
+    with LocalApi({KEY: "kid-2"}, handler=elsewhere) as other:
+
+        def redirect(event: dict[str, Any], context: Any) -> dict[str, Any]:
+            location = f"{other.url}/v1alpha2/tasks/x"
+            return {"statusCode": 302, "headers": {"Location": location}, "body": "{}"}
+
+        api.handler = redirect
+        with pytest.raises(ApiError) as caught:
+            Client(api.url, KEY).get("x")
+    assert caught.value.status == 302
+    assert elsewhere.events == []
