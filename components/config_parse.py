@@ -247,6 +247,7 @@ def _stack_checks(config: StackConfig) -> list[str]:
         )
     errors += _endpoint_checks(config.cluster)
     errors += _teardown_checks(config)
+    errors += _pull_mode_checks(config)
     sysn = config.cluster.system_nodes
     if not sysn.min_size <= sysn.desired_size <= sysn.max_size:
         errors.append(
@@ -254,6 +255,17 @@ def _stack_checks(config: StackConfig) -> list[str]:
             f"{sysn.desired_size} <= maxSize {sysn.max_size} must hold"
         )
     return errors
+
+
+def _pull_mode_checks(config: StackConfig) -> list[str]:
+    """SOCI changes the snapshotter; Bottlerocket then drops the images a snapshot holds."""
+    return [
+        f"{NAMESPACE}:runtimes[{i}].gpu.imagePullMode: 'soci' with gpu.snapshotId "
+        f"{rt.gpu.snapshot_id!r} would discard the snapshot's images; use 'parallel' or "
+        "'default' with a snapshot"
+        for i, rt in enumerate(config.runtimes)
+        if rt.gpu.image_pull_mode == "soci" and rt.gpu.snapshot_id
+    ]
 
 
 def _teardown_checks(config: StackConfig) -> list[str]:

@@ -10,6 +10,7 @@ from typing import Any
 from sdfleet.agent import settings as agent_settings
 from sdfleet.agent.contract import MAX_SIDE, Limits
 from sdfleet.components.builders import pod_extras as px
+from sdfleet.components.builders.enums import ImagePullMode
 from sdfleet.components.builders.workload import AgentEnv
 from sdfleet.components.config_checks import (
     RUNTIME_NAME_MAX,
@@ -70,6 +71,14 @@ class GpuPoolConfig:
     expire_after: str = cfg("expireAfter", "168h", matches(DURATION, "a duration such as 168h"))
     spot_fallback: bool = cfg("spotFallback", True)
     instance_store_policy: str | None = cfg("instanceStorePolicy", None, one_of("RAID0"))
+    image_pull_mode: str = cfg(
+        "imagePullMode",
+        ImagePullMode.DEFAULT,
+        one_of(*ImagePullMode),
+        doc="how GPU nodes pull images missing from the data volume: default (Bottlerocket's), "
+        "parallel (containerd parallel downloads + chunked layer fetch) or soci (SOCI parallel "
+        "pull/unpack; not with snapshotId); see docs/image-cache.md",
+    )
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from sdfleet.components import _opts
 from sdfleet.components._inputs import as_args
 from sdfleet.components.builders import gpu_pool
 from sdfleet.components.builders import karpenter as kb
-from sdfleet.components.builders.enums import InstanceStorePolicy
+from sdfleet.components.builders.enums import ImagePullMode, InstanceStorePolicy
 
 __all__ = ["GpuNodePool", "GpuNodePoolArgs", "InstanceStorePolicy"]
 
@@ -53,6 +53,10 @@ class GpuNodePoolArgs:
     Unset: true."""
     instance_store_policy: InstanceStorePolicy | None = None
     """``RAID0``: use the nodes' local NVMe disks for images and emptyDirs. Unset: not used."""
+    image_pull_mode: ImagePullMode | None = None
+    """How nodes pull images missing from the data volume: ``default`` (Bottlerocket's),
+    ``parallel`` (containerd parallel downloads and chunked fetch, Bottlerocket >= 1.52) or
+    ``soci`` (SOCI parallel pull/unpack, >= 1.44; not with ``snapshot_id``). Unset: default."""
     ami_alias: str | None = None
     """Bottlerocket AMI alias pinned to a version, e.g. ``bottlerocket@v1.49.0``. Unset: the
     version sdfleet is tested with (``versions.BOTTLEROCKET_ALIAS``)."""

@@ -5,9 +5,10 @@ import pulumi
 
 from sdfleet.agent.contract import RuntimeInfo
 from sdfleet.components import versions
+from sdfleet.components.builders.enums import ImagePullMode, InstanceStorePolicy
 from sdfleet.components.config import StackConfig
 from sdfleet.components.config_runtime import RuntimeConfig
-from sdfleet.components.gpu_node_pool import GpuNodePoolArgs, InstanceStorePolicy
+from sdfleet.components.gpu_node_pool import GpuNodePoolArgs
 
 
 def runtime_catalogue(config: StackConfig) -> list[RuntimeInfo]:
@@ -44,6 +45,7 @@ def gpu_pool_args(
         instance_store_policy=(
             InstanceStorePolicy(gpu.instance_store_policy) if gpu.instance_store_policy else None
         ),
+        image_pull_mode=ImagePullMode(gpu.image_pull_mode),
         ami_alias=cfg.cluster.bottlerocket_alias or versions.BOTTLEROCKET_ALIAS,
         node_requirements=[
             {"key": r.key, "operator": r.operator, "values": list(r.values)}

@@ -54,3 +54,16 @@ class ImagePullPolicy(StrEnum):
     """Pull only when the node does not have the image yet."""
     NEVER = "Never"
     """Never pull: the image must be on the node already (e.g. a pre-pulled snapshot)."""
+
+
+class ImagePullMode(StrEnum):
+    """How a GPU node pulls images that are not already on its data volume."""
+
+    DEFAULT = "default"
+    """Bottlerocket's own containerd settings; no user data is added."""
+    PARALLEL = "parallel"
+    """containerd downloads more layers at once and fetches each large layer in parallel
+    chunks (``settings.container-runtime.*``). Works with a data-volume snapshot."""
+    SOCI = "soci"
+    """The SOCI snapshotter in parallel-pull-unpack mode: layers download in chunks and
+    unpack concurrently. Not with a data-volume snapshot (see ``pull_settings_toml``)."""

@@ -45,6 +45,7 @@ def node_class(args: "GpuNodePoolArgs", node_role_name: str) -> dict[str, Any]:
         data_volume_size_gib=setting(args, "data_volume_size_gib"),
         data_volume_snapshot_id=setting(args, "snapshot_id"),
         instance_store_policy=None if policy is None else str(policy),
+        image_pull_mode=str(setting(args, "image_pull_mode")),
         tags={"sdfleet:runtime": args.runtime_name, **dict(args.tags or {})},
     )
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping, Sequence
-from enum import StrEnum
 from typing import Any
 
+from sdfleet.components.builders.enums import ImagePullMode
 from sdfleet.components.builders.errors import check_name, fail
 from sdfleet.components.builders.karpenter_capacity import (
     DISCOVERY_TAG,
@@ -27,19 +27,6 @@ SNAPSHOT_DATA_VOLUME_IOPS = 6000
 SNAPSHOT_DATA_VOLUME_THROUGHPUT = 500
 BASELINE_GP3_IOPS = 3000
 BASELINE_GP3_THROUGHPUT = 125
-
-
-class ImagePullMode(StrEnum):
-    """How a GPU node pulls images that are not already on its data volume."""
-
-    DEFAULT = "default"
-    """Bottlerocket's own containerd settings; no user data is added."""
-    PARALLEL = "parallel"
-    """containerd downloads more layers at once and fetches each large layer in parallel
-    chunks (``settings.container-runtime.*``). Works with a data-volume snapshot."""
-    SOCI = "soci"
-    """The SOCI snapshotter in parallel-pull-unpack mode: layers download in chunks and
-    unpack concurrently. Not with a data-volume snapshot (see ``pull_settings_toml``)."""
 
 
 # Settings per mode, as Bottlerocket TOML tables. Each exists in the pinned Bottlerocket

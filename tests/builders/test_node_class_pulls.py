@@ -10,6 +10,7 @@ import pytest
 
 from sdfleet.components import versions
 from sdfleet.components.builders import karpenter_node_class as nc
+from sdfleet.components.builders.enums import ImagePullMode
 from tests.builders.conftest import K8S_VERSION
 from tests.k8s_validation import assert_valid, validate_crd
 
@@ -32,7 +33,7 @@ def _settings(manifest: dict[str, Any]) -> dict[str, Any]:
     return dict(tomllib.loads(manifest["spec"]["userData"])["settings"])
 
 
-@pytest.mark.parametrize("mode", [None, "default", nc.ImagePullMode.DEFAULT])
+@pytest.mark.parametrize("mode", [None, "default", ImagePullMode.DEFAULT])
 def test_default_mode_adds_no_user_data(mode: Any) -> None:
     manifest = _node_class(image_pull_mode=mode)
     assert "userData" not in manifest["spec"]
@@ -130,7 +131,7 @@ def test_modes_need_the_bottlerocket_version_that_has_their_settings(
 
 
 def test_the_pinned_bottlerocket_supports_every_mode() -> None:
-    for mode in nc.ImagePullMode:
+    for mode in ImagePullMode:
         assert_valid(_node_class(image_pull_mode=mode), K8S_VERSION)
 
 
