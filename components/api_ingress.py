@@ -19,6 +19,7 @@ from sdfleet.components.config_model import (
     ObservabilityConfig,
     QuotaConfig,
     QuotaPeriod,
+    TasksConfig,
     ThrottleConfig,
     config_default,
 )
@@ -27,15 +28,14 @@ HANDLER_FILE = Path(__file__).parent / "task_api" / "handler.py"
 CONTRACT_FILE = Path(sdfleet.agent.contract.__file__)
 LAMBDA_RUNTIME = "python3.13"
 LAMBDA_TIMEOUT_SECONDS = 15
-DEFAULT_TASK_TTL_DAYS = 7
-DEFAULT_STATUS_URL_EXPIRY_SECONDS = 900
 
 
 @dataclass
 class ApiIngressArgs:
     """Inputs of ApiIngress: where the task Lambda publishes tasks and writes results, the
-    runtimes it accepts tasks for, and the API's stage, throttling and logging. Defaults are
-    the stack configuration's (``sdfleet:api``, ``sdfleet:observability``)."""
+    runtimes it accepts tasks for, the API's stage, throttling and logging, and the task
+    table. Defaults are the stack configuration's (``sdfleet:api``, ``sdfleet:tasks``,
+    ``sdfleet:observability``)."""
 
     input_topic_arn: pulumi.Input[str]
     """ARN of the SNS topic accepted tasks are published to (EventFanout.input_topic_arn)."""
@@ -63,13 +63,13 @@ class ApiIngressArgs:
     manage_account_log_role: bool | None = config_default(ApiConfig, "manage_account_log_role")
     """Set the region's API Gateway CloudWatch role (one per account and region); false if
     another stack manages it."""
-    task_ttl_days: int | None = DEFAULT_TASK_TTL_DAYS
+    task_ttl_days: int | None = config_default(TasksConfig, "ttl_days")
     """Days a task's record is kept after its latest change (the task table's TTL), 1-365."""
-    task_point_in_time_recovery: bool | None = False
+    task_point_in_time_recovery: bool | None = config_default(TasksConfig, "point_in_time_recovery")
     """Point-in-time recovery of the task table (on in prod)."""
     task_table_kms_key_arn: str | None = None
     """A customer-managed KMS key for the task table; unset uses the AWS managed key."""
-    status_url_expiry_seconds: int | None = DEFAULT_STATUS_URL_EXPIRY_SECONDS
+    status_url_expiry_seconds: int | None = config_default(ApiConfig, "status_url_expiry_seconds")
     """Lifetime of the presigned result URLs the status API returns, 60-43200 seconds."""
     tags: dict[str, str] | None = field(default_factory=dict)
     """Tags for the task Lambda and the task table."""

@@ -63,6 +63,22 @@ class ApiConfig:
     manage_account_log_role: bool = cfg(
         "manageAccountLogRole", True, doc="set the region's API Gateway CloudWatch role"
     )
+    status_url_expiry_seconds: int = cfg(
+        "statusUrlExpirySeconds",
+        900,
+        in_range(60, 43200),
+        doc="lifetime of the status API's presigned result URLs",
+    )
+
+
+@dataclass(frozen=True)
+class TasksConfig:
+    ttl_days: int = cfg(
+        "ttlDays", 7, in_range(1, 365), doc="days a task record is kept after its latest change"
+    )
+    point_in_time_recovery: bool = cfg(
+        "pointInTimeRecovery", False, doc="point-in-time recovery of the task table"
+    )
 
 
 @dataclass(frozen=True)
@@ -193,6 +209,7 @@ class StackConfig:
     )
     spot_ratio: float = cfg("spotRatio", 0.5, in_range(0, 1))
     api: ApiConfig = cfg("api", factory=ApiConfig)
+    tasks: TasksConfig = cfg("tasks", factory=TasksConfig)
     models: ModelsConfig = cfg("models", factory=ModelsConfig)
     inputs: InputsConfig = cfg("inputs", factory=InputsConfig)
     outputs: OutputsConfig = cfg("outputs", factory=OutputsConfig)

@@ -106,6 +106,10 @@ class SdPipeline(pulumi.ComponentResource):
     """The aws CLI command that adds the cluster to ~/.kube/config."""
     subscribe_example: pulumi.Output[str]
     """An aws CLI command subscribing a queue of yours to the results."""
+    task_table_name: pulumi.Output[str]
+    """Name of the DynamoDB task table the status API reads (stack output taskTableName)."""
+    task_table_arn: pulumi.Output[str]
+    """ARN of the task table, for the agents' and the DLQ sweeper's policies."""
 
     def __init__(
         self, name: str, args: SdPipelineArgs, opts: pulumi.ResourceOptions | None = None
@@ -127,6 +131,7 @@ class SdPipeline(pulumi.ComponentResource):
         cfg = args.validated
 
         self._event_plane(name, cfg)
+        self.task_table_arn = self.ingress.task_table_arn
         self._compute_plane(name, cfg)
         region = aws.get_region_output(opts=pulumi.InvokeOutputOptions(parent=self)).region
 
@@ -173,6 +178,9 @@ class SdPipeline(pulumi.ComponentResource):
                 reserved_concurrency=api.reserved_concurrency,
                 log_retention_days=cfg.observability.log_retention_days,
                 manage_account_log_role=api.manage_account_log_role,
+                status_url_expiry_seconds=api.status_url_expiry_seconds,
+                task_ttl_days=cfg.tasks.ttl_days,
+                task_point_in_time_recovery=cfg.tasks.point_in_time_recovery,
             ),
             child,
         )
@@ -202,6 +210,7 @@ class SdPipeline(pulumi.ComponentResource):
             "inputTopicArn": self.fanout.input_topic_arn,
             "outputTopicArn": self.fanout.output_topic_arn,
             "outputBucket": self.fanout.output_bucket_name,
+            "taskTableName": self.ingress.task_table_name,
             "modelBucket": self.models.bucket_name,
             "queueUrls": pulumi.Output.all(**self.fanout.queue_urls),
             "queueArns": pulumi.Output.all(**self.fanout.queue_arns),

@@ -56,10 +56,9 @@ def task_api_lambda_policy(
 def result_presign_statement(output_bucket_arn: str) -> dict[str, Any]:
     """``s3:GetObject`` on the kinds of object the agent writes as results (the suffixes of
     ``s3.OUTPUT_SUFFIXES``): a presigned URL works only if its signer may read the object."""
-    bucket = checked_arn("output_bucket_arn", output_bucket_arn, "s3")
     return statement(
         "s3:GetObject",
-        [f"{bucket}/*{suffix}" for suffix in s3.OUTPUT_SUFFIXES],
+        [f"{output_bucket_arn}/*{suffix}" for suffix in s3.OUTPUT_SUFFIXES],
         sid="PresignResults",
     )
 
