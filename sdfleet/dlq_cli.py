@@ -1,7 +1,7 @@
 """``sdfleet dlq list|redrive``: dead-lettered tasks per runtime (see ``sdfleet.dlq``).
 
 Queues come from the stack's outputs (``dlqArns``, ``queueArns``; the task table from
-``taskTableName`` when the stack has it) or from ``--dlq-arn RUNTIME=ARN`` /
+``taskTableName``) or from ``--dlq-arn RUNTIME=ARN`` /
 ``--queue-arn RUNTIME=ARN`` / ``--table NAME``. AWS credentials are the usual boto3 chain; the
 region is the queues' own (from their ARNs). Exit codes as in ``sdfleet.cli_tasks``: 0, 2 for
 usage or configuration, 3 when AWS answers an error.
@@ -25,8 +25,8 @@ from sdfleet.dlq import (
 )
 
 EXIT_OK, EXIT_USAGE, EXIT_AWS = 0, 2, 3
-# The table's stack output, when the stack exports it.
-TABLE_OUTPUTS = ("taskTableName", "taskTable")
+# The task table's stack output (SdPipeline's taskTableName).
+TABLE_OUTPUT = "taskTableName"
 
 
 class Aws:
@@ -83,9 +83,7 @@ def targets(args: argparse.Namespace, outputs: Callable[[str], Any]) -> dict[str
     found: Mapping[str, Any] = outputs(args.stack) if args.stack else {}
     dlqs = _mapping(found, "dlqArns") | _pairs(args.dlq_arn, "--dlq-arn")
     queues = _mapping(found, "queueArns") | _pairs(getattr(args, "queue_arn", []), "--queue-arn")
-    table = getattr(args, "table", None) or next(
-        (str(found[n]) for n in TABLE_OUTPUTS if found.get(n)), None
-    )
+    table = getattr(args, "table", None) or found.get(TABLE_OUTPUT) or None
     if args.runtime:
         unknown = sorted(set(args.runtime) - set(dlqs))
         if unknown:

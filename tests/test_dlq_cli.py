@@ -151,6 +151,16 @@ def test_redrive_from_the_stack_outputs_moves_them_back(
     assert {task_id_of(m["Body"]) for m in got} == {"dead-1", "no-record", None}
 
 
+def test_list_reads_the_table_name_from_the_stack(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    outputs = {"dlqArns": {"sd15": world.dlq_arn}, "taskTableName": TABLE}
+    args = _parser(outputs).parse_args(["dlq", "list", "--stack", "dev", "--json"])
+    assert args.func(args) == 0
+    reasons = {d["task_id"]: d["reason"] for d in json.loads(capsys.readouterr().out)}
+    assert reasons["dead-1"] == "dead_lettered: the agent died 3 times"
+
+
 def test_the_real_mover_sends_start_message_move_task() -> None:
     sqs = boto3.client("sqs", region_name=REGION)
     mover = SqsMessageMover(sqs)
