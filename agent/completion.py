@@ -7,6 +7,11 @@ message hidden. Only when the retries are exhausted is the message released for 
 Redelivery is idempotent: a task whose result document is already stored and complete (same
 task digest, status completed, every listed image present) is announced again and deleted
 without calling the inference server.
+
+With a task table (``TASK_TABLE_NAME``) the final state is written here too
+(:mod:`sdfleet.agent.task_progress`): ``completed`` once the result document is stored, before
+the notification; ``failed`` after the failure notification. A notification carries the
+task's checked ``metadata.callback`` when it has one.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -28,6 +34,7 @@ from sdfleet.agent.contract import (
     parse_s3_uri,
     result_key,
 )
+from sdfleet.agent.contract_callback import Callback
 from sdfleet.agent.errors import TaskError
 from sdfleet.agent.held import Finished, Held, Republish, ms
 from sdfleet.agent.messages import MessageBook
@@ -40,9 +47,14 @@ from sdfleet.agent.outputs import (
     task_digest,
 )
 from sdfleet.agent.policies import RetryPolicy
+from sdfleet.agent.task_progress import TaskProgress
 
 log = logging.getLogger("agent.worker")
 T = TypeVar("T")
+# Callbacks remembered per message id, from receipt to the final notification. Held has no
+# field for it; an agent holds at most a few messages, and a released one is received (and
+# its callback read) again, so the oldest entries can go.
+MAX_CALLBACKS = 64
 
 
 def _missing(exc: BaseException) -> bool:
@@ -62,7 +74,11 @@ class Completer:
         book: MessageBook,
         metrics: Metrics,
         retry: RetryPolicy | None = None,
+        progress: TaskProgress | None = None,
+        dynamodb: Any = None,
     ) -> None:
+        """``progress``: the task-state writer (default: from the config, with ``dynamodb`` as
+        its client when given; nothing is written without ``TASK_TABLE_NAME``)."""
         self.config = config
         self.s3 = s3
         self.sns = sns
@@ -71,6 +87,21 @@ class Completer:
         self.retry = retry or RetryPolicy(
             config.output_retries, config.output_retry_base_seconds, config.output_retry_max_seconds
         )
+        self.progress = progress or TaskProgress.from_config(config, dynamodb)
+        self._callbacks: OrderedDict[str, Callback] = OrderedDict()
+
+    # -- task state and callbacks ------------------------------------------------------------
+    def remember_callback(self, held: Held, callback: Callback | None) -> None:
+        """The task's checked callback, for its notifications (None: it has none)."""
+        self._callbacks.pop(held.message_id, None)
+        if callback is not None:
+            self._callbacks[held.message_id] = callback
+            while len(self._callbacks) > MAX_CALLBACKS:
+                self._callbacks.popitem(last=False)
+
+    def _callback_json(self, held: Held) -> dict[str, Any] | None:
+        callback = self._callbacks.get(held.message_id)
+        return callback.to_json() if callback is not None else None
 
     # -- retries -----------------------------------------------------------------------------
     def _retried(self, what: str, task_id: str, call: Callable[[], T]) -> T:
@@ -136,11 +167,14 @@ class Completer:
         body, attributes = self._notification(
             held, STATUS_COMPLETED, image_urls=doc["image_url"], timings=doc.get("timings")
         )
+        # The stored result is final: record it (again; it may not have been recorded).
+        self.progress.completed(held, doc["image_url"])
         try:
             self._publish(meta.id, body, attributes)
         except Exception as exc:
             self._give_up(held, exc)
             return
+        self._callbacks.pop(held.message_id, None)
         self.book.delete(held)
         self.book.counts["republished"] += 1
         self.book.log_state(held, "republished", images=len(doc["image_url"]))
@@ -156,7 +190,7 @@ class Completer:
         timings: dict[str, int] | None = None,
         with_output: bool = True,
     ) -> tuple[str, dict[str, dict[str, str]]]:
-        """The notification of a held task (its id, runtime, prefix and context)."""
+        """The notification of a held task (its id, runtime, prefix, context and callback)."""
         assert held.task is not None
         meta = held.task.metadata
         return notification(
@@ -171,6 +205,7 @@ class Completer:
             timings=timings or {},
             attempt=held.receive_count,
             with_output=with_output,
+            callback=self._callback_json(held),
         )
 
     def publish_running(self, held: Held) -> None:
@@ -216,6 +251,13 @@ class Completer:
                 )
             except Exception as err:
                 log.warning("poison notification failed", extra={"fields": {"error": str(err)}})
+            # A poison message never runs: its failure is final whether or not it was announced.
+            self.progress.failed_id(
+                held,
+                exc.task_id,
+                self.config.runtime_name,
+                {"code": errors.INVALID_TASK, "message": exc.reason},
+            )
         visibility = min(
             43200, self.config.poison_visibility_seconds * 2 ** (held.receive_count - 1)
         )
@@ -257,10 +299,15 @@ class Completer:
             body, attributes = self._notification(
                 held, status, image_urls=image_urls, error=outcome.error, timings=timings
             )
+            if error is None:
+                self.progress.completed(held, image_urls)  # the stored result stands
             self._publish(meta.id, body, attributes)
         except Exception as exc:
             self._give_up(held, exc)
             return
+        if error is not None:
+            self.progress.failed(held, outcome.error)  # final once announced
+        self._callbacks.pop(held.message_id, None)
         self.book.delete(held)
         self.book.counts[status] += 1
         self.book.log_state(

@@ -24,6 +24,7 @@ RUNTIME_TYPES = (SDWEBUI, COMFYUI)
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _REGION_IN_URL = re.compile(r"sqs[.-]([a-z0-9-]+)\.amazonaws\.com")
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_TABLE = re.compile(r"[A-Za-z0-9_.-]{3,255}")
 
 
 def _d(name: str) -> Any:
@@ -71,6 +72,9 @@ class Config:
     pod_name: str | None = None
     pod_namespace: str | None = None
     pod_deletion_cost: bool = _d("POD_DELETION_COST")
+    # The task state table; None: the agent keeps no task state (older stacks, direct use).
+    task_table_name: str | None = None
+    task_ttl_seconds: int = _d("TASK_TTL_SECONDS")
 
     @property
     def prefetch_wait_seconds(self) -> int:
@@ -176,6 +180,15 @@ def _region(env: Mapping[str, str], queue_url: str) -> str | None:
     return region
 
 
+def _task_table(env: Mapping[str, str]) -> str | None:
+    name: str | None = s.parse(env, "TASK_TABLE_NAME")
+    if name is not None and not _TABLE.fullmatch(name):
+        raise ConfigError(
+            "TASK_TABLE_NAME", f"{name!r} is not a DynamoDB table name (3-255 of A-Z a-z 0-9 _ . -)"
+        )
+    return name
+
+
 def load_config(env: Mapping[str, str]) -> Config:
     identity = _identity(env)
     level = s.parse(env, "LOGLEVEL").upper()
@@ -202,6 +215,7 @@ def load_config(env: Mapping[str, str]) -> Config:
             "POD_NAME",
             "POD_NAMESPACE",
             "POD_DELETION_COST",
+            "TASK_TTL_SECONDS",
         )
     }
     return Config(
@@ -221,6 +235,7 @@ def load_config(env: Mapping[str, str]) -> Config:
         otlp_endpoint=s.parse(env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
         or s.parse(env, "OTEL_EXPORTER_OTLP_ENDPOINT"),
         region=_region(env, identity["sqs_queue_url"]),
+        task_table_name=_task_table(env),
     )
 
 

@@ -259,6 +259,9 @@ class QueueMessage:
     task: Task
     published_at: str | None = None  # ISO-8601 from the SNS envelope
     envelope: bool = False
+    # ``metadata.callback`` as queued, unchecked: the agent checks it with
+    # ``contract_callback.parse_callback`` and drops a bad one without failing the task.
+    callback: Any = None
 
 
 class PoisonMessage(ValueError):
@@ -304,12 +307,25 @@ def parse_queue_message(body: str, runtime: RuntimeInfo) -> QueueMessage:
             raise PoisonMessage(f"SNS Message is not JSON: {exc}") from exc
     if isinstance(payload, dict) and "task" in payload and "metadata" not in payload:
         payload = payload["task"]
+    payload, callback = _take_callback(payload)
     task_id = _recover_id(payload)
     try:
         task = parse_task(payload, [runtime], generate_id=False)
     except ContractError as exc:
         raise PoisonMessage(f"{exc.field}: {exc.message}", task_id, exc) from exc
-    return QueueMessage(task=task, published_at=published_at, envelope=is_envelope)
+    return QueueMessage(
+        task=task, published_at=published_at, envelope=is_envelope, callback=callback
+    )
+
+
+def _take_callback(payload: Any) -> tuple[Any, Any]:
+    """The task without ``metadata.callback``, and the callback: whatever it holds, it never
+    makes the task a poison message (the agent checks it on its own)."""
+    meta = payload.get("metadata") if isinstance(payload, dict) else None
+    if not isinstance(meta, dict) or "callback" not in meta:
+        return payload, None
+    rest = {key: value for key, value in meta.items() if key != "callback"}
+    return {**payload, "metadata": rest}, meta["callback"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -327,8 +343,11 @@ def build_notification(
     error: Mapping[str, Any] | None = None,
     timings: Mapping[str, float | int] | None = None,
     attempt: int | None = None,
+    callback: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, dict[str, str]]]:
-    """The notification body and its SNS message attributes (``runtime``, ``status``)."""
+    """The notification body and its SNS message attributes (``runtime``, ``status``).
+    ``callback`` (the task's checked ``metadata.callback``, ``Callback.to_json()``) is added
+    only when the task has one: webhook delivery reads it from the notification."""
     body: dict[str, Any] = {
         "runtime": runtime,
         "id": task_id,
@@ -341,6 +360,8 @@ def build_notification(
         "timings": dict(timings or {}),
         "attempt": attempt,
     }
+    if callback is not None:
+        body["callback"] = dict(callback)
     attributes = {
         "runtime": {"DataType": "String", "StringValue": runtime},
         "status": {"DataType": "String", "StringValue": status},

@@ -107,6 +107,7 @@ def notification(
     timings: Mapping[str, int],
     attempt: int | None,
     with_output: bool = True,
+    callback: Mapping[str, Any] | None = None,
 ) -> tuple[str, dict[str, dict[str, str]]]:
     if error is not None and len(json.dumps(error.get("detail"), default=str)) > MAX_DETAIL_CHARS:
         # SNS carries at most 256 KiB; the full detail stays in the result document.
@@ -121,6 +122,7 @@ def notification(
         error=error,
         timings=timings,
         attempt=attempt,
+        callback=callback,
     )
     return json.dumps(body, default=str), attributes
 

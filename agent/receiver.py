@@ -1,7 +1,9 @@
 """The receiver stage: long-polls SQS for one message at a time, parses it, skips tasks whose
 result is already stored, resolves ``content_ref`` and downloads the inputs. It holds at most one
 prepared message ahead of the GPU (a semaphore the GPU stage releases when it takes the task), so
-other pods are not starved."""
+other pods are not starved. With a task table it records each task it takes as running (see
+``sdfleet.agent.task_progress``) and checks the task's ``metadata.callback``: a bad callback is
+dropped with a warning, the task still runs."""
 
 from __future__ import annotations
 
@@ -26,12 +28,14 @@ from sdfleet.agent.contract import (
     parse_s3_uri,
     task_key_prefix,
 )
+from sdfleet.agent.contract_callback import Callback, parse_callback
 from sdfleet.agent.errors import ServerUnavailable, TaskError
 from sdfleet.agent.held import Finished, Held, Liveness, Republish, RunningNote, ms, queue_wait_ms
 from sdfleet.agent.messages import MessageBook
 from sdfleet.agent.outputs import task_digest
 from sdfleet.agent.policies import ShutdownPolicy
 from sdfleet.agent.servers.base import InferenceServer
+from sdfleet.agent.task_progress import SENT_AT_MS
 from sdfleet.agent.tracing import Tracing
 
 log = logging.getLogger("agent.worker")
@@ -141,7 +145,10 @@ class ReceiverStage:
         )
         if not self.book.hold(held):
             return None  # a second delivery of the task this agent is running
-        held.queue_wait_ms = queue_wait_ms(None, attributes.get("SentTimestamp"))
+        sent = attributes.get("SentTimestamp")
+        held.queue_wait_ms = queue_wait_ms(None, sent)
+        if isinstance(sent, str) and sent.isdigit():
+            held.timings[SENT_AT_MS] = int(sent)
         return held
 
     def _prepare(self, held: Held) -> bool:
@@ -171,11 +178,13 @@ class ReceiverStage:
             held, "received", receive_count=held.receive_count, queue_wait_ms=held.queue_wait_ms
         )
         log.debug("task content", extra={"fields": {"id": meta.id, "content": parsed.task.content}})
+        self.completion.remember_callback(held, _checked_callback(parsed.callback, meta.id))
         stored = self.completion.stored_result(parsed.task)
         if stored is not None:
             # Already run and stored (the notification or the delete failed last time).
             self._enqueue_upload(Republish(held=held, document=stored))
             return False
+        self.completion.progress.running(held)
         try:
             if parsed.task.content_ref is not None:
                 held.task = self._resolve_content_ref(parsed.task)
@@ -228,3 +237,19 @@ class ReceiverStage:
         except ContractError as exc:
             raise TaskError(errors.INVALID_TASK, str(exc), exc.to_body()["error"]) from exc
         return Task(metadata=meta, content=content, api_version=task.api_version)
+
+
+def _checked_callback(value: object, task_id: str) -> Callback | None:
+    """The task's callback when it passes the submission checks; a bad one is dropped with a
+    warning naming the field (the task still runs: only its webhooks are lost)."""
+    if value is None:
+        return None
+    try:
+        return parse_callback(value)
+    except ContractError as exc:
+        fields = {"event": "callback_dropped", "id": task_id, "field": exc.field, "code": exc.code}
+        log.warning(f"callback dropped: {exc.message}", extra={"fields": fields})
+    except Exception as exc:  # never let a hostile callback kill the task
+        fields = {"event": "callback_dropped", "id": task_id, "error": type(exc).__name__}
+        log.warning("callback dropped", extra={"fields": fields})
+    return None

@@ -147,6 +147,15 @@ SETTINGS: tuple[Setting, ...] = (
     _s("POD_NAME", "str", None, "this pod (downward API metadata.name)"),
     _s("POD_NAMESPACE", "str", None, "this pod's namespace (downward API metadata.namespace)"),
     _s("POD_DELETION_COST", "bool", True, "keep pod-deletion-cost current (idle pods go first)"),
+    _s("TASK_TABLE_NAME", "str", None, "the task state table (DynamoDB); unset: no task state"),
+    _s(
+        "TASK_TTL_SECONDS",
+        "int",
+        604800,
+        "a task record expires this long after its last write",
+        60,
+        3650 * DAY,
+    ),
 )
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 
