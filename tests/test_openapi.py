@@ -18,10 +18,12 @@ import yaml
 from openapi_spec_validator import OpenAPIV30SpecValidator
 
 from sdfleet.agent import contract
+from sdfleet.agent.task_state import TaskStore
 from sdfleet.components.builders import api as apib
+from sdfleet.components.task_api import events
 from sdfleet.components.task_api import handler as task_api
 from tests.test_docs import parse_blocks
-from tests.test_task_api import BY_NAME, Fanout, call, make_event
+from tests.test_task_api import BUCKET, BY_NAME, TABLE, Fanout, call, make_event
 
 # The moto world (module-scoped) and the per-test fixture that sets the handler's environment.
 from tests.test_task_api import fan as fan
@@ -40,6 +42,10 @@ PROSE = (ROOT / "docs" / "task-api.md", ROOT / "docs" / "api.md")
 
 def operation(version: str) -> dict[str, Any]:
     return dict(SPECS[version]["paths"][f"/{version}"]["post"])
+
+
+def status_operation() -> dict[str, Any]:
+    return dict(SPECS["v1alpha2"]["paths"][events.STATUS_RESOURCE]["get"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -103,10 +109,13 @@ def test_documents_cover_exactly_the_served_routes() -> None:
     documented: set[str] = set()
     for version in VERSIONS:
         paths = SPECS[version]["paths"]
-        assert list(paths) == [f"/{version}"]
         assert list(paths[f"/{version}"]) == ["post"]  # the only method API Gateway routes
         documented |= set(paths)
-    assert documented == served
+    status = f"/{apib.STATUS_VERSION}/{'/'.join(apib.STATUS_PATH_PARTS)}"
+    assert status == events.STATUS_RESOURCE
+    assert list(SPECS["v1alpha2"]["paths"]) == ["/v1alpha2", status]
+    assert list(SPECS["v1alpha2"]["paths"][status]) == ["get"]
+    assert documented == served | {status}
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -120,6 +129,8 @@ def test_the_api_key_is_required(version: str) -> None:
         "name": "x-api-key",
     }
     assert {"403", "429"} <= set(operation(version)["responses"])
+    if version == "v1alpha2":
+        assert {"403", "404", "429", "503"} <= set(status_operation()["responses"])
 
 
 def test_shared_components_are_identical() -> None:
@@ -127,7 +138,14 @@ def test_shared_components_are_identical() -> None:
     one, two = (SPECS[v]["components"] for v in VERSIONS)
     assert one["securitySchemes"] == two["securitySchemes"]
     assert one["responses"] == two["responses"]
-    for name in ("NumericString", "ImageRef", "SdWebUiContent", "Error", "GatewayError"):
+    for name in (
+        "NumericString",
+        "ImageRef",
+        "SdWebUiContent",
+        "Error",
+        "GatewayError",
+        "TaskConflict",
+    ):
         assert one["schemas"][name] == two["schemas"][name], name
     assert SPECS["v1alpha1"]["servers"] == SPECS["v1alpha2"]["servers"]
 
@@ -346,3 +364,85 @@ def test_gateway_errors_fit_the_documented_schema(code: str, message: str) -> No
     )
     for version in VERSIONS:
         assert_valid(version, "GatewayError", json.loads(rendered))
+
+
+# --------------------------------------------------------------------------------------------
+# The status route and the 409 on a reused id
+
+
+def _component_response(version: str, response: dict[str, Any]) -> dict[str, Any]:
+    if "$ref" in response:
+        return dict(SPECS[version]["components"]["responses"][response["$ref"].rsplit("/", 1)[1]])
+    return response
+
+
+def _status_examples() -> list[tuple[str, int, dict[str, Any]]]:
+    found = []
+    for status, response in status_operation()["responses"].items():
+        content = _component_response("v1alpha2", response)["content"]["application/json"]
+        for name, example in content["examples"].items():
+            found.append((f"{status}:{name}", int(status), example))
+    return found
+
+
+def _schema_of(response: dict[str, Any]) -> str:
+    ref = _component_response("v1alpha2", response)["content"]["application/json"]["schema"]
+    return str(ref["$ref"].rsplit("/", 1)[1])
+
+
+@pytest.mark.parametrize(
+    ("status", "example"), [pytest.param(s, e, id=n) for n, s, e in _status_examples()]
+)
+def test_every_status_route_example_fits_its_schema(status: int, example: dict[str, Any]) -> None:
+    schema = _schema_of(status_operation()["responses"][str(status)])
+    assert_valid("v1alpha2", schema, example["value"])
+
+
+def _get(task_id: str) -> tuple[int, dict[str, Any]]:
+    event = make_event(None, path=f"/v1alpha2/tasks/{task_id}", method="GET")
+    event.update(resource=events.STATUS_RESOURCE, pathParameters={"id": task_id}, body=None)
+    response = task_api.handler(event, None)
+    return response["statusCode"], json.loads(response["body"])
+
+
+def test_the_status_answers_fit_the_documented_schema(fan: Fanout) -> None:
+    """The handler's real answers for a queued, a running, a failed and a completed task."""
+    requests = operation("v1alpha2")["requestBody"]["content"]["application/json"]["examples"]
+    body = requests["textToImage"]["value"]
+    assert call(make_event(body))[0] == 200
+    task_id = body["task"]["metadata"]["id"]
+    store = TaskStore(fan.dynamodb, TABLE)
+    answers = [_get(task_id)]
+    store.mark_running(task_id, "sd15")
+    answers.append(_get(task_id))
+    key = f"demo/lighthouses/{task_id}/{task_id}-1.png"
+    store.mark_completed(task_id, "sd15", [key], output_bucket=BUCKET)
+    answers.append(_get(task_id))
+    store.mark_failed("other-1", "sd15", "inference_failed", "boom")  # no owner: a 404
+    answers.append(_get("other-1"))
+    assert [a[0] for a in answers] == [200, 200, 200, 404]
+    assert [a[1].get("state") for a in answers[:3]] == ["queued", "running", "completed"]
+    for _, answer in answers[:3]:
+        assert_valid("v1alpha2", "TaskStatus", answer)
+    assert answers[2][1]["outputs"][0]["key"] == key
+    assert_valid("v1alpha2", "Error", answers[3][1])
+
+
+def test_the_documented_status_errors_are_the_handlers(fan: Fanout) -> None:
+    responses = status_operation()["responses"]
+    [bad] = responses["400"]["content"]["application/json"]["examples"].values()
+    assert _get(bad["x-sdfleet-status-id"]) == (400, bad["value"])
+    [missing] = _component_response("v1alpha2", responses["404"])["content"]["application/json"][
+        "examples"
+    ].values()
+    assert _get("never-sent") == (404, missing["value"])
+
+
+def test_the_documented_409_is_the_handlers(fan: Fanout) -> None:
+    requests = operation("v1alpha2")["requestBody"]["content"]["application/json"]["examples"]
+    body = requests["textToImage"]["value"]
+    conflict = _component_response("v1alpha2", operation("v1alpha2")["responses"]["409"])
+    documented = conflict["content"]["application/json"]["examples"]["taskExists"]["value"]
+    assert call(make_event(body))[0] == 200
+    assert call(make_event(body)) == (409, documented)
+    assert_valid("v1alpha2", "TaskConflict", documented)
