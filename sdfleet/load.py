@@ -16,6 +16,7 @@ is reported beside it.
 
 from __future__ import annotations
 
+import argparse
 import copy
 import heapq
 import json
@@ -217,18 +218,20 @@ def add_parser(sub: Any, common: Any, factory: Callable[[Any], Client]) -> None:
 
 
 def _template(args: Any) -> dict[str, Any]:
+    """The task every load request sends: the file's (runtime overridable) or a txt2img."""
     from sdfleet.cli_tasks import UsageError, task_body
 
-    args.negative = args.seed = args.count = args.task_id = None
-    if args.file is None and not args.runtime:
+    if args.file is not None:
+        file_args = argparse.Namespace(
+            file=args.file, prompt=None, runtime=args.runtime, task_id=None
+        )
+        body = task_body(file_args)
+    elif not args.runtime:
         raise UsageError("--runtime is required without --file")
-    body = (
-        task_body(args)
-        if args.file
-        else text_to_image(
+    else:
+        body = text_to_image(
             args.runtime, args.prompt, steps=args.steps, width=args.width, height=args.height
         )
-    )
     body["task"].setdefault("metadata", {}).pop("id", None)  # one id per task: the API's
     return body
 

@@ -3,9 +3,11 @@ run against the moto-backed stack with an agent thread completing the tasks."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +15,7 @@ import pytest
 from sdfleet.cli import main
 from sdfleet.client import Client
 from sdfleet.client_http import Response
-from sdfleet.load import LoadConfig, run_load
+from sdfleet.load import LoadConfig, _template, run_load
 from sdfleet.load_report import LoadReport, percentile
 from tests.test_cli_tasks import Agent
 from tests.test_client_support import API_KEY, Stack, moto_stack
@@ -158,3 +160,20 @@ def test_sdfleet_load_against_the_local_stack(
 
     code = main(["load", "--rate", "0", "--duration", "1", "--runtime", "sd15"])
     assert code == 2 and "must be positive" in capsys.readouterr().err
+
+
+def test_the_load_template_from_options_or_a_file(tmp_path: Path) -> None:
+    options = {"prompt": "p", "steps": 3, "width": None, "height": None}
+    args = argparse.Namespace(file=None, runtime="sd15", **options)
+    assert _template(args) == {
+        "task": {
+            "metadata": {"runtime": "sd15", "tasktype": "text-to-image"},
+            "content": {"prompt": "p", "steps": 3},
+        }
+    }
+    task = tmp_path / "task.json"
+    task.write_text(json.dumps({"task": {"metadata": {"id": "fixed", "runtime": "flux"}}}))
+    from_file = _template(argparse.Namespace(file=task, runtime=None, **options))
+    assert from_file == {"task": {"metadata": {"runtime": "flux"}}}  # one id per task: none
+    overridden = _template(argparse.Namespace(file=task, runtime="sd15", **options))
+    assert overridden["task"]["metadata"] == {"runtime": "sd15"}
