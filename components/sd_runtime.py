@@ -34,7 +34,12 @@ from sdfleet.components.builders.runtime_plan import (
     known_values,
     pod_policy,
 )
-from sdfleet.components.sd_runtime_plan import SdRuntimeArgs, runtime_args
+from sdfleet.components.sd_runtime_plan import (
+    SdRuntimeArgs,
+    known_task_table,
+    runtime_args,
+    task_table_wiring,
+)
 
 __all__ = [
     "DEFAULT_MODEL_CACHE_SIZE",
@@ -89,11 +94,15 @@ class SdRuntime(pulumi.ComponentResource):
         # Pulumi's provider host passes a mapping (TypeScript, Go, YAML programs).
         args = as_args(SdRuntimeArgs, args)
         # Built once from placeholders first: a bad value fails here, before any resource.
-        plain = runtime_manifests(args, known_values(args))
-        pod_policy(args, known_values(args))
+        known = {**known_values(args), **known_task_table(args)}
+        plain = runtime_manifests(args, known)
+        pod_policy(args, known)
         self.names = names = RuntimeNames.of(args.runtime_name, args.namespace)
 
-        wired = pulumi.Output.all(**{key: getattr(args, key) for key in WIRED})
+        # The task table's name and ARN join the wiring only when set (older stacks have none).
+        wired = pulumi.Output.all(
+            **{key: getattr(args, key) for key in WIRED}, **task_table_wiring(args)
+        )
         manifests = wired.apply(lambda w: runtime_manifests(args, w))
 
         role, role_policy, association = self._identity(name, args, wired)

@@ -14,6 +14,7 @@ import pulumi
 
 from sdfleet.agent.contract import Limits
 from sdfleet.components.builders.enums import ImagePullPolicy, RuntimeType
+from sdfleet.components.builders.errors import fail
 from sdfleet.components.config import RuntimeConfig
 
 
@@ -130,6 +131,42 @@ class SdRuntimeArgs:
     none (AWS managed keys)."""
     create_namespace: bool | None = None
     """False: the namespace exists already (bring your own cluster). Unset: true."""
+    task_table_name: pulumi.Input[str] | None = None
+    """The task state table (``ApiIngress.task_table_name``): the agent records there each
+    task's state (running, completed, failed). Unset: no task state, the agent runs as before.
+    Set it together with ``task_table_arn``."""
+    task_table_arn: pulumi.Input[str] | None = None
+    """The same table's ARN, for the pods' IAM policy (UpdateItem and GetItem on it only)."""
+    task_ttl_seconds: int | None = None
+    """Seconds a task record lives after its last write (the API's TTL). Unset: 7 days."""
+
+
+# The task table's optional wiring, and what stands in for Outputs in the eager checks.
+TASK_TABLE_PLACEHOLDERS: dict[str, str] = {
+    "task_table_name": "placeholder-tasks",
+    "task_table_arn": "arn:aws:dynamodb:us-east-1:000000000000:table/placeholder-tasks",
+}
+
+
+def task_table_wiring(args: SdRuntimeArgs) -> dict[str, Any]:
+    """The task table's name and ARN (Inputs) when the args set them: both or neither (the
+    agent would write to a table its role may not touch, or hold a grant it never uses)."""
+    given = {key: getattr(args, key) for key in TASK_TABLE_PLACEHOLDERS}
+    given = {key: value for key, value in given.items() if value is not None}
+    if len(given) == 1:
+        [(key, value)] = given.items()
+        other = next(k for k in TASK_TABLE_PLACEHOLDERS if k != key)
+        raise fail(key, value, f"set together with {other} (both, or neither for no task state)")
+    return given
+
+
+def known_task_table(args: SdRuntimeArgs) -> dict[str, str]:
+    """The task table's plain values where given, placeholders for Outputs (see
+    ``runtime_plan.known_values``)."""
+    return {
+        key: value if isinstance(value, str) else TASK_TABLE_PLACEHOLDERS[key]
+        for key, value in task_table_wiring(args).items()
+    }
 
 
 def runtime_args(runtime: RuntimeConfig, **wiring: Any) -> SdRuntimeArgs:

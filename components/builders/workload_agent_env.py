@@ -3,6 +3,7 @@ settings table so the two sides cannot disagree."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -10,6 +11,11 @@ from typing import Any, ClassVar
 from sdfleet.agent import settings as agent_settings
 from sdfleet.components.builders.errors import fail
 from sdfleet.components.builders.workload_checks import _check_int, _check_type
+
+_TABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{3,255}")
+# The agent's bounds of TASK_TTL_SECONDS: a bad value fails the deploy, not the pod.
+_TTL = agent_settings.BY_NAME["TASK_TTL_SECONDS"]
+_TTL_BOUNDS = (int(_TTL.minimum or 1), int(_TTL.maximum) if _TTL.maximum else None)
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,10 @@ class AgentEnv:
     input_task_timeout_seconds: float = agent_settings.default("INPUT_TASK_TIMEOUT_SECONDS")
     input_max_total_bytes: int = agent_settings.default("INPUT_MAX_TOTAL_BYTES")
     pod_deletion_cost: bool = agent_settings.default("POD_DELETION_COST")
+    # The task state table (None: the agent keeps no task state) and its records' TTL (None:
+    # the agent's default, 7 days).
+    task_table_name: str | None = None
+    task_ttl_seconds: int | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
 
     # The pod's own name and namespace, from the downward API.
@@ -62,6 +72,17 @@ class AgentEnv:
         for bucket in self.input_s3_buckets:
             if not isinstance(bucket, str) or not bucket or "," in bucket:
                 raise fail("agent_env.input_s3_buckets", bucket, "bucket names without commas")
+        if self.task_table_name is not None and (
+            not isinstance(self.task_table_name, str)
+            or not _TABLE_NAME.fullmatch(self.task_table_name)
+        ):
+            raise fail(
+                "agent_env.task_table_name",
+                self.task_table_name,
+                "a DynamoDB table name (3-255 characters of A-Z a-z 0-9 _ . -)",
+            )
+        if self.task_ttl_seconds is not None:
+            _check_int("agent_env.task_ttl_seconds", self.task_ttl_seconds, *_TTL_BOUNDS)
         if self.task_limits is not None and not isinstance(self.task_limits, Mapping):
             raise fail("agent_env.task_limits", self.task_limits, "a mapping (Limits.to_json())")
         for key, value in self.extra.items():
@@ -96,6 +117,8 @@ class AgentEnv:
             "INPUT_TASK_TIMEOUT_SECONDS",
             "INPUT_MAX_TOTAL_BYTES",
             "POD_DELETION_COST",
+            "TASK_TABLE_NAME",
+            "TASK_TTL_SECONDS",
             *AgentEnv.FIELD_REFS,
         )
 
@@ -123,6 +146,9 @@ class AgentEnv:
             "INPUT_TASK_TIMEOUT_SECONDS": self.input_task_timeout_seconds,
             "INPUT_MAX_TOTAL_BYTES": self.input_max_total_bytes,
             "POD_DELETION_COST": self.pod_deletion_cost,
+            "TASK_TABLE_NAME": self.task_table_name,
+            # The TTL matters only with a table; unset, the agent's default applies.
+            "TASK_TTL_SECONDS": self.task_ttl_seconds if self.task_table_name else None,
         }
         entries: list[dict[str, Any]] = [
             {"name": name, "value": agent_settings.to_env_value(name, value)}
