@@ -1,4 +1,6 @@
-"""``sdfleet`` command line: offline synthesis of a stack on a machine without cloud access."""
+"""``sdfleet`` command line: offline synthesis and policy checks of a stack (``synth``,
+``check``), tasks against a deployed stack (``submit``, ``status``, ``wait``, ``get``, ``load``,
+``dlq``) and the GPU nodes' image-cache snapshots (``snapshot``)."""
 
 from __future__ import annotations
 
