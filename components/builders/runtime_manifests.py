@@ -38,6 +38,8 @@ def _agent_env(args: "SdRuntimeArgs", wired: Mapping[str, str]) -> wl.AgentEnv:
         model_filename=args.model_filename,
         task_limits=(args.task_limits or Limits()).to_json(),
         input_s3_buckets=tuple(args.input_s3_buckets or ()),
+        task_table_name=wired.get("task_table_name"),
+        task_ttl_seconds=args.task_ttl_seconds,
         extra=dict(args.agent_extra_env or {}),
     )
 

@@ -142,4 +142,5 @@ def pod_policy(args: "SdRuntimeArgs", wired: Mapping[str, str]) -> dict[str, Any
         output_topic_arn=wired["output_topic_arn"],
         input_s3_buckets=list(args.input_s3_buckets or ()),
         kms_key_arns=list(args.kms_key_arns or ()),
+        task_table_arn=wired.get("task_table_arn"),
     )
