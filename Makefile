@@ -14,12 +14,19 @@ $(STAMP): pyproject.toml requirements.txt
 	$(BIN)/python -m pip install --quiet -r requirements.txt -e '.[dev]'
 	touch $(STAMP)
 
-venv: $(STAMP)
+# checkov pins boto3 and packaging versions the program cannot use: its own virtualenv
+# (tests/test_checkov.py finds it there).
+CHECKOV := $(VENV)/checkov/bin/checkov
+$(CHECKOV):
+	$(PYTHON) -m venv $(VENV)/checkov
+	$(VENV)/checkov/bin/python -m pip install --quiet checkov==3.3.30
+
+venv: $(STAMP) $(CHECKOV)
 
 synth: $(STAMP)
 	$(BIN)/sdfleet synth --stack $(STACK)
 
-test: $(STAMP)
+test: $(STAMP) $(CHECKOV)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)

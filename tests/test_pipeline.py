@@ -182,7 +182,8 @@ def test_pass_through_config_reaches_pools_pods_and_policies(
     } in template["spec"]["tolerations"]
     (server,) = template["spec"]["initContainers"]
     assert server["args"][-1] == "--medvram" and server["imagePullPolicy"] == "Always"
-    assert server["env"] == [{"name": "HF_HUB_OFFLINE", "value": "1"}]
+    # The pod contract's env first (server_contract.py), the extra env last.
+    assert server["env"][-1] == {"name": "HF_HUB_OFFLINE", "value": "1"}
     env = _env(deployment)
     assert env["EXP_CALLBACK_WHEN_RUNNING"] == "true"
     assert env["INPUT_S3_BUCKETS"] == "team-inputs"

@@ -215,7 +215,8 @@ def test_server_is_a_native_sidecar_started_before_the_agent(run: Run, runtime: 
     assert budget == 900
     assert server["livenessProbe"]["httpGet"] == {"path": probe_path, "port": 8080}
     assert server["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
-    assert server["args"] == list(wl.DEFAULT_SERVER_ARGS[rtype])
+    # The pod contract's images need no arguments (server_contract.py).
+    assert "args" not in server and wl.DEFAULT_SERVER_ARGS[rtype] == ()
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
@@ -277,7 +278,12 @@ def test_server_image_resources_and_models(run: Run, runtime: str) -> None:
     assert resources["requests"]["cpu"] == extra.get("cpu", "4")
     assert resources["requests"]["memory"] == extra.get("memory", "24Gi")
     mount_path = extra.get("model_path") or wl.DEFAULT_MODEL_PATHS[rtype]
-    assert server["volumeMounts"] == [{"name": "models", "mountPath": mount_path, "readOnly": True}]
+    assert server["volumeMounts"] == [
+        {"name": "models", "mountPath": mount_path, "readOnly": True},
+        {"name": "server-tmp", "mountPath": "/tmp"},
+        {"name": "server-state", "mountPath": "/var/lib/sdserver"},
+    ]
+    assert {e["name"]: e["value"] for e in server["env"]}["MODEL_DIR"] == mount_path
     names = RuntimeNames.of(runtime, CASES[runtime][1])
     volumes = {v["name"]: v for v in run.pod(runtime)["volumes"]}
     assert volumes["models"]["persistentVolumeClaim"] == {
@@ -692,7 +698,7 @@ def test_server_command_overrides_the_entrypoint() -> None:
     deployment = next(m for m in outputs["m"] if m["kind"] == "Deployment")
     (server,) = deployment["spec"]["template"]["spec"]["initContainers"]
     assert server["command"] == command
-    assert server["args"] == list(wl.DEFAULT_SERVER_ARGS["sdwebui"])
+    assert "args" not in server
     assert_valid(deployment, K8S_VERSION)
 
 
@@ -808,7 +814,7 @@ def test_only_the_agent_gets_aws_and_kubernetes_credentials(run: Run, runtime: s
     assert sources[0]["serviceAccountToken"]["path"] == "token"
     assert sources[1]["configMap"]["name"] == "kube-root-ca.crt"
     assert sources[2]["downwardAPI"]["items"][0]["fieldRef"]["fieldPath"] == "metadata.namespace"
-    assert [m["name"] for m in server["volumeMounts"]] == ["models"]
+    assert [m["name"] for m in server["volumeMounts"]] == ["models", "server-tmp", "server-state"]
     assert {
         "name": token_volume["name"],
         "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
@@ -892,7 +898,9 @@ def test_pass_through_reaches_the_pods(custom: Run, runtime: str) -> None:
     (server,) = template["spec"]["initContainers"]
     (agent,) = template["spec"]["containers"]
     assert server["args"] == [*wl.DEFAULT_SERVER_ARGS[rtype], "--medvram", "--xformers"]
-    assert server["env"] == [{"name": "HF_HUB_OFFLINE", "value": "1"}]
+    # The pod contract's env first (server_contract.py), the extra env last.
+    assert server["env"][-1] == {"name": "HF_HUB_OFFLINE", "value": "1"}
+    assert [e["name"] for e in server["env"][:3]] == ["SERVER_PORT", "MODEL_DIR", "STATE_DIR"]
     assert server["imagePullPolicy"] == "Always"
     assert "imagePullPolicy" not in agent
     env = {e["name"]: e.get("value") for e in agent["env"]}
