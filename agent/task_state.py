@@ -18,7 +18,10 @@ Item schema (attribute names in ``sdfleet.agent.task_state_schema``; times in ep
     output_bucket    S   completed tasks, when the caller passes it
     output_keys      L   completed tasks: S3 keys of the images, in output order
     expires_at       N   epoch SECONDS, the table's TTL attribute: latest write + ttl_seconds
-    webhook_last_status, webhook_attempts, webhook_last_attempt_at   N   reserved (webhooks)
+    webhook_last_status, webhook_attempts, webhook_last_attempt_at   N   webhook delivery:
+                     the latest attempt's HTTP status (absent when it got none), attempts
+                     so far (all events), the latest attempt's time (record_webhook_attempt)
+    redriven_at      N   ``requeue_dead_lettered``: when a dead-lettered task was put back
 
 Guarantees:
 
@@ -30,6 +33,9 @@ Guarantees:
   may repeat and adds one attempt each time; ``completed``/``failed`` are final, and a later
   write of any state is a no-op reported as ``Transition(applied=False)``, not an error. Only
   the call that applied a final state sees ``applied=True``: the DLQ sweeper dedupes on it.
+* ``requeue_dead_lettered`` is the one way out of a final state, and only out of ``failed``
+  with code ``dead_lettered`` (the DLQ sweeper's): ``sdfleet dlq redrive`` puts the task back
+  to ``queued`` so its status is truthful while it runs again.
 * ``get`` answers None for an absent, expired, or another key's task, so the API answers 404
   alike.
 * ``release`` (API, PutItem only) frees the id of a task the API created but could not
@@ -211,6 +217,41 @@ class TaskStore:
         change = expr.failed(code, message)
         return self._advance("mark_failed", task_id, runtime, queued_at_ms, change)
 
+    # -- redrive and webhooks ------------------------------------------------------------
+    def requeue_dead_lettered(self, task_id: str) -> Transition | None:
+        """Put a task the DLQ sweeper failed (``dead_lettered``) back to ``queued`` as its
+        message is redriven: the one exception to forward-only, allowed from exactly that
+        state, so a task that failed any other way, or completed, stays final. Not applied
+        (``applied=False``, the stored record) for any other state; None when there is no
+        record."""
+        _check_id(task_id)
+        token = self.token()
+        update = expr.requeue_update(now=self.clock(), ttl_seconds=self.ttl_seconds, token=token)
+        try:
+            response = self._update("requeue", task_id, update)
+        except ClientError as exc:
+            if not _conditional_failure(exc):
+                raise
+            item = exc.response.get("Item") or self._get_item(task_id)
+            if not isinstance(item, dict) or not item:
+                return None
+            existing = TaskRecord.from_item(item)
+            return Transition(applied=existing.write_token == token, record=existing)
+        return Transition(applied=True, record=TaskRecord.from_item(response["Attributes"]))
+
+    def record_webhook_attempt(self, task_id: str, status_code: int | None, at_ms: int) -> bool:
+        """Count one webhook delivery attempt on the task (its HTTP status, if any, and time).
+        False when the task has no record (a task the table never saw): nothing is created."""
+        _check_id(task_id)
+        update = expr.webhook_update(status_code=status_code, at_ms=at_ms)
+        try:
+            self._update("webhook_attempt", task_id, update)
+        except ClientError as exc:
+            if _conditional_failure(exc):
+                return False
+            raise
+        return True
+
     # -- lenient variants: a finished task never fails because the table did -------------
     def record_running(
         self, task_id: str, runtime: str, *, queued_at_ms: int | None = None
@@ -275,17 +316,7 @@ class TaskStore:
             queued_at_ms=queued_at_ms,
         )
         try:
-            response = self.retry.call(
-                op,
-                task_id,
-                lambda: self.client.update_item(
-                    TableName=self.table_name,
-                    Key={s.TASK_ID: {"S": task_id}},
-                    ReturnValues="ALL_NEW",
-                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
-                    **update,
-                ),
-            )
+            response = self._update(op, task_id, update)
         except ClientError as exc:
             if not _conditional_failure(exc):
                 raise
@@ -296,6 +327,19 @@ class TaskStore:
             log.info("task already final; state unchanged", extra={"fields": fields})
             return Transition(applied=False, record=existing)
         return Transition(applied=True, record=TaskRecord.from_item(response["Attributes"]))
+
+    def _update(self, op: str, task_id: str, update: dict[str, Any]) -> Any:
+        return self.retry.call(
+            op,
+            task_id,
+            lambda: self.client.update_item(
+                TableName=self.table_name,
+                Key={s.TASK_ID: {"S": task_id}},
+                ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                **update,
+            ),
+        )
 
     def _put(self, op: str, item: dict[str, Any], condition: str, values: dict[str, Any]) -> None:
         task_id = item[s.TASK_ID]["S"]

@@ -31,6 +31,11 @@ NAMES: dict[str, str] = {
     "#ob": s.OUTPUT_BUCKET,
     "#ok": s.OUTPUT_KEYS,
     "#wt": s.WRITE_TOKEN,
+    "#ec": "code",
+    "#rd": s.REDRIVEN_AT,
+    "#wls": s.WEBHOOK_LAST_STATUS,
+    "#wa": s.WEBHOOK_ATTEMPTS,
+    "#wla": s.WEBHOOK_LAST_ATTEMPT_AT,
 }
 # Out of queued/running or onto no item, and never twice with one call's token (a retry of
 # a write that landed behind a 5xx is refused, then recognised by its token).
@@ -42,6 +47,9 @@ FORWARD_ONLY = (
 ABSENT_OR_EXPIRED = "attribute_not_exists(#id) OR #exp <= :now_s"
 # The API frees an id it could not publish: only its own, still queued, record.
 OWN_QUEUED = "#wt = :tok AND #st = :queued"
+# The one way out of a final state: a task the DLQ sweeper failed as dead-lettered, put back
+# when its message is redriven (see TaskStore.requeue_dead_lettered).
+DEAD_LETTERED_ONLY = "#st = :failed AND #err.#ec = :dead"
 _ALIAS = re.compile(r"#\w+")
 
 
@@ -165,3 +173,46 @@ def names_for(*expressions: str) -> dict[str, str]:
     """The ExpressionAttributeNames the expressions use (DynamoDB refuses unused ones)."""
     used = set(_ALIAS.findall(" ".join(expressions)))
     return {alias: name for alias, name in NAMES.items() if alias in used}
+
+
+def requeue_update(*, now: float, ttl_seconds: int, token: str) -> dict[str, Any]:
+    """UpdateItem arguments moving a dead-lettered failed task back to queued: the error and
+    finish time go, the attempts and the first start stay, ``redriven_at`` marks the move."""
+    expression = (
+        "SET #st = :queued, #up = :now, #rd = :now, #exp = :exp, #wt = :tok REMOVE #err, #fa"
+    )
+    return {
+        "UpdateExpression": expression,
+        "ConditionExpression": DEAD_LETTERED_ONLY,
+        "ExpressionAttributeNames": names_for(expression, DEAD_LETTERED_ONLY),
+        "ExpressionAttributeValues": {
+            ":queued": {"S": s.QUEUED},
+            ":failed": {"S": s.FAILED},
+            ":dead": {"S": s.DEAD_LETTERED},
+            ":now": {"N": str(int(now * 1000))},
+            ":exp": {"N": str(int(now) + ttl_seconds)},
+            ":tok": {"S": token},
+        },
+    }
+
+
+def webhook_update(*, status_code: int | None, at_ms: int) -> dict[str, Any]:
+    """UpdateItem arguments recording one webhook attempt on an existing record (never
+    creating one): one more attempt, its time, and its HTTP status (removed when the attempt
+    got none: a timeout, a refused address). State, TTL and write token are left alone."""
+    sets = ["#wla = :at"]
+    values: dict[str, Any] = {":at": {"N": str(int(at_ms))}, ":one": {"N": "1"}}
+    removes = ""
+    if status_code is None:
+        removes = " REMOVE #wls"
+    else:
+        sets.append("#wls = :code")
+        values[":code"] = {"N": str(int(status_code))}
+    expression = "SET " + ", ".join(sets) + " ADD #wa :one" + removes
+    condition = "attribute_exists(#id)"
+    return {
+        "UpdateExpression": expression,
+        "ConditionExpression": condition,
+        "ExpressionAttributeNames": names_for(expression, condition),
+        "ExpressionAttributeValues": values,
+    }

@@ -40,6 +40,7 @@ class TaskRecord:
     webhook_attempts: int = 0
     webhook_last_attempt_at: int | None = None
     write_token: str | None = None
+    redriven_at: int | None = None
 
     @property
     def final(self) -> bool:
@@ -72,6 +73,7 @@ class TaskRecord:
             webhook_attempts=_int(plain.get(s.WEBHOOK_ATTEMPTS)) or 0,
             webhook_last_attempt_at=_int(plain.get(s.WEBHOOK_LAST_ATTEMPT_AT)),
             write_token=plain.get(s.WRITE_TOKEN),
+            redriven_at=_int(plain.get(s.REDRIVEN_AT)),
         )
 
     def timings(self) -> dict[str, int]:

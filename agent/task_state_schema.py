@@ -33,6 +33,10 @@ OUTPUT_KEYS: Final = "output_keys"
 WEBHOOK_LAST_STATUS: Final = "webhook_last_status"
 WEBHOOK_ATTEMPTS: Final = "webhook_attempts"
 WEBHOOK_LAST_ATTEMPT_AT: Final = "webhook_last_attempt_at"
+# When ``sdfleet dlq redrive`` put a dead-lettered task back to queued (epoch ms).
+REDRIVEN_AT: Final = "redriven_at"
+# The error code the DLQ sweeper writes; only a task failed with it may be requeued.
+DEAD_LETTERED: Final = "dead_lettered"
 
 # States; the strings are the notification's ``status`` values (sdfleet.agent.contract).
 QUEUED: Final = "queued"

@@ -19,6 +19,10 @@ reported as such.
 
 Redrive uses SQS's message-move task (``StartMessageMoveTask``) from the DLQ back to its
 runtime's queue, behind :class:`MessageMover` (moto does not implement the API; tests fake it).
+Before the move, :func:`requeue_dead_lettered` puts the tasks the sweeper failed as
+``dead_lettered`` back to ``queued`` in the task table (the sweeper leaves a task so marked
+alone for a grace period while the move runs: ``REDRIVE_GRACE_SECONDS`` in
+``sdfleet.components.task_events.sweeper``).
 """
 
 from __future__ import annotations
@@ -54,18 +58,25 @@ class DeadLetter:
         return asdict(self)
 
 
-def task_id_of(body: str) -> str | None:
-    """The task id in a queue body (an SNS envelope or a raw task), if one is readable."""
+def task_of(body: str) -> dict[str, Any] | None:
+    """The task object in a queue body (an SNS envelope or a raw task, with or without the
+    ``{"task": ...}`` wrapper), if the body is readable JSON holding one."""
     try:
         outer = json.loads(body)
         payload = outer
         if isinstance(outer, dict) and outer.get("Type") == "Notification":
             payload = json.loads(outer["Message"])
-    except (ValueError, TypeError, KeyError):
+    except (ValueError, TypeError, KeyError, RecursionError):
         return None
     if isinstance(payload, dict) and isinstance(payload.get("task"), dict):
         payload = payload["task"]
-    metadata = payload.get("metadata") if isinstance(payload, dict) else None
+    return payload if isinstance(payload, dict) else None
+
+
+def task_id_of(body: str) -> str | None:
+    """The task id in a queue body, if one is readable."""
+    task = task_of(body)
+    metadata = task.get("metadata") if task is not None else None
     task_id = metadata.get("id") if isinstance(metadata, dict) else None
     return task_id if isinstance(task_id, str) and task_id else None
 
@@ -164,6 +175,41 @@ def list_dead_letters(
         now = clock()
         out.extend(describe(runtime, m, lookup, now) for m in messages)
     return out
+
+
+@dataclass(frozen=True)
+class Requeued:
+    """What a redrive did to the task table: ids put back to queued, and the rest left as
+    they were (another final state, no record, or no readable id)."""
+
+    requeued: tuple[str, ...]
+    unchanged: tuple[str, ...]
+    unreadable: int
+
+
+def requeue_dead_lettered(
+    sqs: Any,
+    dlq_urls: Mapping[str, str],
+    requeue: Callable[[str], Any],
+    *,
+    max_messages: int = DEFAULT_MAX_MESSAGES,
+) -> Requeued:
+    """Before a redrive: every task in the DLQs (read without consuming) that the sweeper
+    failed as ``dead_lettered`` goes back to ``queued`` (``TaskStore.requeue_dead_lettered``),
+    so an agent that takes the moved message finds an open record and the status API tells
+    the truth. Done before the move, not after, so an agent never finds it failed."""
+    requeued: list[str] = []
+    unchanged: list[str] = []
+    unreadable = 0
+    for _runtime, url in sorted(dlq_urls.items()):
+        for message in peek(sqs, url, max_messages=max_messages):
+            task_id = task_id_of(str(message.get("Body", "")))
+            if task_id is None:
+                unreadable += 1
+                continue
+            done = requeue(task_id)
+            (requeued if done is not None and done.applied else unchanged).append(task_id)
+    return Requeued(tuple(requeued), tuple(unchanged), unreadable)
 
 
 class MessageMover(Protocol):

@@ -22,6 +22,7 @@ from sdfleet.dlq import (
     SqsMessageMover,
     list_dead_letters,
     redrive,
+    requeue_dead_lettered,
 )
 
 EXIT_OK, EXIT_USAGE, EXIT_AWS = 0, 2, 3
@@ -60,6 +61,7 @@ def add_parser(
     p_list.add_argument("--max", type=int, default=DEFAULT_MAX_MESSAGES, help="per queue")
     p_redrive = verbs.add_parser("redrive", parents=[common], help="move back to the queue")
     p_redrive.add_argument("--queue-arn", action="append", default=[], metavar="RUNTIME=ARN")
+    p_redrive.add_argument("--table", help="the task table (default: the stack's)")
     p.set_defaults(func=lambda a: run(a, aws, outputs))
 
 
@@ -156,17 +158,37 @@ def _list(args: argparse.Namespace, aws: Any, found: dict[str, Any]) -> int:
 
 
 def _redrive(args: argparse.Namespace, aws: Any, found: dict[str, Any]) -> int:
+    requeued = None
+    if found["table"]:
+        from sdfleet.agent.task_state import TaskStore
+
+        store = TaskStore(aws.dynamodb, found["table"])
+        urls = {runtime: queue_url(aws.sqs, arn) for runtime, arn in found["dlqs"].items()}
+        # Before the move: an agent taking a moved message must find the task open.
+        requeued = requeue_dead_lettered(aws.sqs, urls, store.requeue_dead_lettered)
     started = redrive(aws.mover(), found["dlqs"], found["queues"])
     if args.json:
-        print(json.dumps([vars(s) for s in started], indent=2))
+        out: dict[str, Any] = {
+            "moves": [vars(s) for s in started],
+            # null without a task table: nothing was written.
+            "requeued": None if requeued is None else list(requeued.requeued),
+            "unchanged": None if requeued is None else list(requeued.unchanged),
+        }
+        print(json.dumps(out, indent=2))
         return EXIT_OK
     for s in started:
         target = s.destination_arn or "the queue each message came from"
         print(f"{s.runtime}: moving {s.source_arn} -> {target} (task {s.task_handle})")
-    # The task table moves forward only (sdfleet.agent.task_state): a record the sweeper
-    # marked failed stays failed even when the redriven task then runs.
-    print(
-        "The tasks run again under their ids; their status stays failed (dead_lettered).",
-        file=sys.stderr,
-    )
+    if requeued is None:
+        print(
+            "No task table (pass --table): the tasks run again under their ids, but their "
+            "status stays failed (dead_lettered).",
+            file=sys.stderr,
+        )
+    else:
+        print(
+            f"task table: {len(requeued.requeued)} task(s) back to queued; "
+            f"{len(requeued.unchanged)} left as they were (not dead_lettered, or no record); "
+            f"{requeued.unreadable} message(s) without a readable task id"
+        )
     return EXIT_OK

@@ -139,16 +139,57 @@ def test_redrive_from_the_stack_outputs_moves_them_back(
     mover = FakeMover(world.sqs)
     args = _parser(outputs, mover).parse_args(["dlq", "redrive", "--stack", "dev", "--json"])
     assert args.func(args) == 0
-    (started,) = json.loads(capsys.readouterr().out)
-    assert started == {
-        "runtime": "sd15",
-        "source_arn": world.dlq_arn,
-        "destination_arn": world.arn,
-        "task_handle": "handle-1",
-    }
+    out = json.loads(capsys.readouterr().out)
+    assert out["moves"] == [
+        {
+            "runtime": "sd15",
+            "source_arn": world.dlq_arn,
+            "destination_arn": world.arn,
+            "task_handle": "handle-1",
+        }
+    ]
+    assert (out["requeued"], out["unchanged"]) == (None, None)  # no table named: no writes
     assert world.visible(world.dlq_url) == 0
     got = world.sqs.receive_message(QueueUrl=world.url, MaxNumberOfMessages=10)["Messages"]
     assert {task_id_of(m["Body"]) for m in got} == {"dead-1", "no-record", None}
+    record = world.store.load("dead-1")
+    assert record is not None and record.state == "failed"
+
+
+def test_redrive_with_the_table_puts_dead_lettered_tasks_back_to_queued(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    world.store.create("poison-1", "sd15", "key-id")
+    world.store.mark_failed("poison-1", "sd15", "invalid_task", "not a task")
+    world.dead_letter(envelope("poison-1"))
+    outputs = {
+        "dlqArns": {"sd15": world.dlq_arn},
+        "queueArns": {"sd15": world.arn},
+        "taskTableName": TABLE,
+    }
+    args = _parser(outputs, FakeMover(world.sqs)).parse_args(
+        ["dlq", "redrive", "--stack", "dev", "--json"]
+    )
+    assert args.func(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["requeued"] == ["dead-1"]
+    assert sorted(out["unchanged"]) == ["no-record", "poison-1"]
+    record = world.store.load("dead-1")
+    assert record is not None
+    assert (record.state, record.error_code, record.finished_at) == ("queued", None, None)
+    assert record.attempts == 1 and record.redriven_at is not None
+    poison = world.store.load("poison-1")
+    assert poison is not None and (poison.state, poison.error_code) == ("failed", "invalid_task")
+    # An agent taking the moved message moves it forward again.
+    assert world.store.mark_running("dead-1", "sd15").applied
+    assert world.visible(world.dlq_url) == 0 and world.visible(world.url) == 4
+
+    again = _parser({}, FakeMover(world.sqs)).parse_args(
+        ["dlq", "redrive", "--dlq-arn", f"sd15={world.dlq_arn}", "--queue-arn",
+         f"sd15={world.arn}", "--table", TABLE]
+    )  # fmt: skip
+    assert again.func(again) == 0  # the DLQ is empty now: nothing to put back
+    assert "0 task(s) back to queued" in capsys.readouterr().out
 
 
 def test_list_reads_the_table_name_from_the_stack(
