@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from sdfleet.agent import settings
@@ -49,6 +50,18 @@ def _percentile(values: list[float], q: float) -> float:
     if not ordered:
         return float("nan")
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def _peak_rss_kb(pid: int) -> int:
+    """The agent's peak RSS so far (``VmHWM``): RUSAGE_CHILDREN would report the largest child
+    reaped yet, which after the SD WebUI run is that run's moto process."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
 
 
 def run(tasks: int, inference_seconds: float, size: int) -> dict[str, Any]:
@@ -90,16 +103,16 @@ def run(tasks: int, inference_seconds: float, size: int) -> dict[str, Any]:
                     notes = fleet.notifications(tasks, timeout=60)
                     makespan = time.monotonic() - started
                 finally:
+                    rss_kb = _peak_rss_kb(proc.pid)
                     proc.send_signal(signal.SIGTERM)
                     proc.wait(60)
-                    rss_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     finally:
         moto.stop()
     intervals = sorted((r.started, r.ended) for r in runs if r.ended is not None)
     busy = sum(end - start for start, end in intervals)
     span = intervals[-1][1] - intervals[0][0]
     gaps = [max(0.0, b[0] - a[1]) for a, b in itertools.pairwise(intervals)]
-    ahead = [b.submitted < a.ended for a, b in itertools.pairwise(runs) if a.ended is not None]
+    ahead = [b.submitted < (a.ended or 0.0) for a, b in itertools.pairwise(runs)]
     return {
         "tasks": tasks,
         "completed": sum(1 for n in notes if n["status"] == "completed"),
@@ -113,6 +126,8 @@ def run(tasks: int, inference_seconds: float, size: int) -> dict[str, Any]:
         "idle_gap_max_ms": max(gaps, default=0.0) * 1000,
         # Prompts submitted while the previous one still ran (queued ahead on ComfyUI).
         "queued_ahead": f"{sum(ahead)}/{len(ahead)}",
+        # The prompts (0-based) that were submitted only after the previous one ended.
+        "not_queued_ahead": [i + 1 for i, queued in enumerate(ahead) if not queued],
         "steady_overhead_ms": (span / len(intervals) - inference_seconds) * 1000,
         "agent_peak_rss_mib": rss_kb / 1024,
         "machine": f"{os.cpu_count()} cores, {cpu_model()}, Python {platform.python_version()}",
