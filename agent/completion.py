@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -88,20 +89,28 @@ class Completer:
             config.output_retries, config.output_retry_base_seconds, config.output_retry_max_seconds
         )
         self.progress = progress or TaskProgress.from_config(config, dynamodb)
+        # Written by the receiver thread, read and cleared by the uploader.
         self._callbacks: OrderedDict[str, Callback] = OrderedDict()
+        self._callbacks_lock = threading.Lock()
 
     # -- task state and callbacks ------------------------------------------------------------
     def remember_callback(self, held: Held, callback: Callback | None) -> None:
         """The task's checked callback, for its notifications (None: it has none)."""
-        self._callbacks.pop(held.message_id, None)
-        if callback is not None:
-            self._callbacks[held.message_id] = callback
-            while len(self._callbacks) > MAX_CALLBACKS:
-                self._callbacks.popitem(last=False)
+        with self._callbacks_lock:
+            self._callbacks.pop(held.message_id, None)
+            if callback is not None:
+                self._callbacks[held.message_id] = callback
+                while len(self._callbacks) > MAX_CALLBACKS:
+                    self._callbacks.popitem(last=False)
 
     def _callback_json(self, held: Held) -> dict[str, Any] | None:
-        callback = self._callbacks.get(held.message_id)
+        with self._callbacks_lock:
+            callback = self._callbacks.get(held.message_id)
         return callback.to_json() if callback is not None else None
+
+    def _forget_callback(self, held: Held) -> None:
+        with self._callbacks_lock:
+            self._callbacks.pop(held.message_id, None)
 
     # -- retries -----------------------------------------------------------------------------
     def _retried(self, what: str, task_id: str, call: Callable[[], T]) -> T:
@@ -174,7 +183,7 @@ class Completer:
         except Exception as exc:
             self._give_up(held, exc)
             return
-        self._callbacks.pop(held.message_id, None)
+        self._forget_callback(held)
         self.book.delete(held)
         self.book.counts["republished"] += 1
         self.book.log_state(held, "republished", images=len(doc["image_url"]))
@@ -307,7 +316,7 @@ class Completer:
             return
         if error is not None:
             self.progress.failed(held, outcome.error)  # final once announced
-        self._callbacks.pop(held.message_id, None)
+        self._forget_callback(held)
         self.book.delete(held)
         self.book.counts[status] += 1
         self.book.log_state(
