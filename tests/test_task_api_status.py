@@ -76,9 +76,20 @@ def test_a_reused_id_is_a_409_naming_the_task_and_nothing_is_published(fan: Fano
     }
     routed = fan.drain_all()
     assert [len(routed[name]) for name in ("sd15", "sdxl-dyn", "flux")] == [1, 0, 0]
-    # Another key cannot take the id either: ids are global, reads are per key.
+    # Another key cannot take the id either (ids are global: outputs live under the id), and
+    # learns only that it is used: no state, no status location.
     got, body = submit("dup-1", api_key_id=OTHER_KEY_ID)
-    assert (got, body["error"]["code"]) == (409, "task_exists")
+    assert (got, body) == (
+        409,
+        {
+            "error": {
+                "code": "task_exists",
+                "message": "a task with this id exists; use a new id",
+                "field": "task.metadata.id",
+            },
+            "id": "dup-1",
+        },
+    )
     assert fan.drain_all() == {"sd15": [], "sdxl-dyn": [], "flux": []}
 
 

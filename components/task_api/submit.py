@@ -127,9 +127,18 @@ def _parse(
         return r.error(400, "invalid_request", "the request could not be parsed")
 
 
-def task_exists(exc: TaskExists, version: str, log: dict[str, Any]) -> dict[str, Any]:
-    """409: the id is taken (by this key or another); where its status is read."""
+def task_exists(exc: TaskExists, version: str, log: dict[str, Any], owner: str) -> dict[str, Any]:
+    """409: the id is taken. Its state and status location only for the key that owns it:
+    another stack client learns that the id is used, nothing about the task."""
     log.update(error_code="task_exists")
+    if exc.record.api_key_id != owner:
+        return r.error(
+            409,
+            "task_exists",
+            "a task with this id exists; use a new id",
+            ID_FIELDS[version],
+            extra={"id": exc.task_id},
+        )
     location = events.status_path(exc.task_id)
     return r.error(
         409,
@@ -163,7 +172,7 @@ def handle(
     try:
         record = store.create(meta.id, meta.runtime, owner)
     except TaskExists as exc:
-        return task_exists(exc, version, log)
+        return task_exists(exc, version, log, owner)
     except r.TABLE_ERRORS as exc:
         return r.table_failure(exc, "create", log)
     try:
