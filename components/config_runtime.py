@@ -184,7 +184,12 @@ class RuntimeConfig:
     dynamic_model: bool = cfg("dynamicModel", False)
     job_timeout_seconds: int = cfg("jobTimeoutSeconds", 600, in_range(10, 36000))
     spot_ratio: float | None = cfg("spotRatio", None, in_range(0, 1))
-    image: str | None = cfg("image", None, pinned_image)
+    image: str | None = cfg(
+        "image",
+        None,
+        pinned_image,
+        doc="the server image (pinned); unset: pulumi up builds runtimes/<type>/ and uses it",
+    )
     model_path: str | None = cfg(
         "modelPath", None, lambda v: None if v.startswith("/") else "must be an absolute path"
     )

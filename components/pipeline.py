@@ -3,7 +3,7 @@
 import json
 import re
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pulumi
@@ -14,6 +14,7 @@ from sdfleet.components.agent_image import AgentImage, AgentImageArgs
 from sdfleet.components.api_ingress import ApiIngress, ApiIngressArgs
 from sdfleet.components.config import StackConfig, parse_config
 from sdfleet.components.config_model import Arch, NatGateways, QuotaPeriod
+from sdfleet.components.container_image import ContainerImage, runtime_images
 from sdfleet.components.eks_cluster import EksCluster, EksClusterArgs
 from sdfleet.components.event_fanout import EventFanout, EventFanoutArgs
 from sdfleet.components.gpu_node_pool import GpuNodePool
@@ -98,6 +99,9 @@ class SdPipeline(pulumi.ComponentResource):
     """The digest-pinned agent image the runtime pods run."""
     runtime_namespaces: pulumi.Output[dict[str, str]]
     """Runtime name -> its Kubernetes namespace."""
+    runtime_images: pulumi.Output[dict[str, str]]
+    """Runtime name -> the server image its pods run: the one built from
+    ``runtimes/<type>/`` (by digest) or the runtime's ``image``."""
     cluster_name: pulumi.Output[str]
     """Name of the EKS cluster."""
     kubeconfig: pulumi.Output[str]
@@ -126,6 +130,8 @@ class SdPipeline(pulumi.ComponentResource):
         self.keda: Keda
         self.gpu_pools: dict[str, GpuNodePool]
         self.agent_image: AgentImage
+        self.server_images: dict[str, ContainerImage]
+        self.server_image_refs: dict[str, pulumi.Input[str]]
         self.runtimes: dict[str, SdRuntime]
         self.outputs: dict[str, pulumi.Output[Any]]
         cfg = args.validated
@@ -222,6 +228,7 @@ class SdPipeline(pulumi.ComponentResource):
             "runtimeNamespaces": pulumi.Output.all(
                 **{rt: r.namespace for rt, r in self.runtimes.items()}
             ),
+            "runtimeImages": pulumi.Output.all(**self.server_image_refs),
             "clusterName": self.cluster.cluster_name,
             "kubeconfig": self.cluster.kubeconfig_json,
             "updateKubeconfigCommand": pulumi.Output.concat(
@@ -338,25 +345,41 @@ class SdPipeline(pulumi.ComponentResource):
             ),
             child,
         )
+        # One server image per runtime type that has a runtime without `image`.
+        self.server_images = runtime_images(
+            name,
+            [(rt.type, rt.image) for rt in cfg.runtimes],
+            keep_images=cfg.agent.keep_images,
+            force_delete=cfg.agent.force_destroy,
+            opts=child,
+        )
+        # A runtime's own `image`, else the build for its type, by digest.
+        self.server_image_refs = {
+            rt.name: rt.image if rt.image is not None else self.server_images[rt.type].ref
+            for rt in cfg.runtimes
+        }
         region = aws.get_region_output(opts=pulumi.InvokeOutputOptions(parent=self)).region
         self.runtimes = {}
         for rt in cfg.runtimes:
             pool = self.gpu_pools[rt.name]
             self.runtimes[rt.name] = SdRuntime(
                 f"{name}-{rt.name}",
-                runtime_args(
-                    rt,
-                    cluster_name=cluster_name,
-                    region=region,
-                    queue_url=self.fanout.queue_urls[rt.name],
-                    queue_arn=self.fanout.queue_arns[rt.name],
-                    output_topic_arn=self.fanout.output_topic_arn,
-                    output_bucket_name=self.fanout.output_bucket_name,
-                    output_bucket_arn=self.fanout.output_bucket_arn,
-                    model_bucket_name=self.models.bucket_name,
-                    agent_image=self.agent_image.ref,
-                    scheduling=pool.scheduling,
-                    input_s3_buckets=tuple(cfg.inputs.s3_buckets),
+                replace(
+                    runtime_args(
+                        rt,
+                        cluster_name=cluster_name,
+                        region=region,
+                        queue_url=self.fanout.queue_urls[rt.name],
+                        queue_arn=self.fanout.queue_arns[rt.name],
+                        output_topic_arn=self.fanout.output_topic_arn,
+                        output_bucket_name=self.fanout.output_bucket_name,
+                        output_bucket_arn=self.fanout.output_bucket_arn,
+                        model_bucket_name=self.models.bucket_name,
+                        agent_image=self.agent_image.ref,
+                        scheduling=pool.scheduling,
+                        input_s3_buckets=tuple(cfg.inputs.s3_buckets),
+                    ),
+                    server_image=self.server_image_refs[rt.name],
                 ),
                 # KEDA's CRDs, the Mountpoint and Pod Identity addons, and the runtime's
                 # NodePools for its pods to land anywhere.

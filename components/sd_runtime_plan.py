@@ -53,9 +53,10 @@ class SdRuntimeArgs:
     """Pod spec fields (camelCase: tolerations, nodeSelector, affinity,
     topologySpreadConstraints) that land the pods on the runtime's GPU nodes: pass
     ``GpuNodePool.scheduling``; ``{}`` for no constraints."""
-    server_image: str | None = None
-    """Inference server image pinned by tag or digest; unset: the documented default image for
-    the runtime type (``sdfleet.components.versions``)."""
+    server_image: pulumi.Input[str] | None = None
+    """Inference server image pinned by tag or digest (``ContainerImage.ref`` for one built
+    from ``runtimes/<type>/``); unset: the documented default image for the runtime type
+    (``sdfleet.components.versions``)."""
     server_args: Sequence[str] | None = None
     """The server's arguments; unset: the ones that make the default image serve its HTTP API
     on port 8080 (``workload.DEFAULT_SERVER_ARGS``)."""

@@ -98,6 +98,9 @@ def test_scaled_objects_follow_config(dev_graph: Recorder) -> None:
 def test_prebuilt_agent_image(synth: Any, dev_config: dict[str, Any]) -> None:
     ref = "123456789012.dkr.ecr.us-east-1.amazonaws.com/agent@sha256:" + "a" * 64
     dev_config["sdfleet:agent"] = {"imageRef": ref}
+    # Nothing is built when every runtime names its server image too.
+    for runtime in dev_config["sdfleet:runtimes"]:
+        runtime["image"] = ref.replace("/agent@", f"/{runtime['type']}@")
     graph = synth(dev_config)
     assert graph.of_type("docker-build:index:Image") == []
     assert graph.of_type("aws:ecr/repository:Repository") == []

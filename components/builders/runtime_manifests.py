@@ -64,7 +64,12 @@ def runtime_deployment(
         runtime_name=args.runtime_name,
         runtime_type=runtime_type,
         agent_image=wired["agent_image"],
-        server_image=args.server_image or versions.default_server_image(runtime_type),
+        # Given (a string or an Output, resolved in `wired`) or the type's default.
+        server_image=(
+            wired["server_image"]
+            if args.server_image is not None
+            else versions.default_server_image(runtime_type)
+        ),
         agent_env=_agent_env(args, wired),
         service_account_name=names.service_account,
         model_claim_name=names.claim,

@@ -34,6 +34,7 @@ PLACEHOLDERS: dict[str, str] = {
     "output_bucket_arn": "arn:aws:s3:::placeholder-outputs",
     "model_bucket_name": "placeholder-models",
     "agent_image": f"placeholder.invalid/agent@sha256:{'0' * 64}",
+    "server_image": f"placeholder.invalid/server@sha256:{'0' * 64}",
 }
 # The Args fields that may be Outputs and go into the manifests or the policy.
 WIRED = tuple(PLACEHOLDERS)
