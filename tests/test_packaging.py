@@ -26,6 +26,7 @@ import pytest
 import sdfleet
 from sdfleet.components import versions
 from sdfleet.components.builders import image as ib
+from sdfleet.components.builders import image_build
 
 ROOT = Path(__file__).resolve().parent.parent
 THIRD_PARTY = sysconfig.get_paths()["purelib"]
@@ -243,6 +244,34 @@ def test_an_installed_sdfleet_builds_the_same_agent_image(
     assert got["bytecode"], "the installed agent folder has no bytecode: the test proves nothing"
     assert got["files"] == [p.as_posix() for p in ib.context_files(ROOT / "agent")]
     assert got["tag"] == ib.image_tag(ROOT / "agent", build_args)
+
+
+@pytest.mark.wheel
+def test_an_installed_sdfleet_builds_the_same_server_images(
+    installed: Installed, tmp_path: Path
+) -> None:
+    """The server build contexts ship in the wheel and give the repository's content tags."""
+    script = textwrap.dedent(
+        """
+        import json
+        from sdfleet.components.builders import image_build as b
+        print(json.dumps({
+            t: [str(b.runtime_context_dir(t)), b.plan_build(b.runtime_context_dir(t),
+                b.runtime_tag_prefix(t), 5).tag]
+            for t in ("sdwebui", "comfyui")
+        }))
+        """
+    )
+    got = json.loads(installed.run(script, cwd=tmp_path))
+    for runtime_type, (context, tag) in got.items():
+        assert Path(context) == installed.site / "sdfleet" / "runtimes" / runtime_type
+        assert (Path(context) / "Dockerfile").is_file()
+        local = image_build.plan_build(
+            image_build.runtime_context_dir(runtime_type, ROOT / "runtimes"),
+            image_build.runtime_tag_prefix(runtime_type),
+            5,
+        )
+        assert tag == local.tag, runtime_type
 
 
 CONSUMER_COMPONENT = '''

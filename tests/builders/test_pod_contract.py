@@ -54,7 +54,9 @@ def _args(runtime_type: str, **over: Any) -> SdRuntimeArgs:
 
 
 def _pod(args: SdRuntimeArgs) -> dict[str, Any]:
-    deployment = runtime_manifests(args, PLACEHOLDERS)["deployment"]
+    # The component resolves Output-valued args before building; here they are plain.
+    wired = {**PLACEHOLDERS, "server_image": args.server_image or PLACEHOLDERS["server_image"]}
+    deployment = runtime_manifests(args, wired)["deployment"]
     assert_valid(deployment, "1.33")
     pod: dict[str, Any] = deployment["spec"]["template"]["spec"]
     return pod
