@@ -24,7 +24,8 @@ SWEEPER_HANDLER = "sdfleet.components.task_events.sweeper.handler"
 WEBHOOK_HANDLER = "sdfleet.components.task_events.webhook.handler"
 # EventBridge: every minute, so a dead-lettered task hears within the 5 minutes.
 SWEEP_SCHEDULE = "rate(1 minute)"
-SWEEPER_TIMEOUT_SECONDS = 50  # under the schedule's period: runs do not overlap
+SWEEPER_TIMEOUT_SECONDS = 50
+SWEEP_MAX_MESSAGES = 200  # under the schedule's period: runs do not overlap
 # handle_batch keeps deadline (20 s) + 5 s free per record; a batch of 10 fits easily.
 WEBHOOK_TIMEOUT_SECONDS = 120
 WEBHOOK_BATCH_SIZE = 10
@@ -36,6 +37,10 @@ WEBHOOK_MAX_RECEIVE_COUNT = 5
 # Retries run over 27 h 35 min; 4 days keeps a delayed hop comfortably within retention.
 WEBHOOK_QUEUE_RETENTION_SECONDS = 4 * 24 * 3600
 WEBHOOK_DLQ_RETENTION_SECONDS = 14 * 24 * 3600
+WEBHOOK_DLQ_ALARM_DESCRIPTION = (
+    "Webhook deliveries ran out of retries (27 h) or kept crashing the delivery function; "
+    "inspect the webhook dead-letter queue and redrive it for one more attempt each."
+)
 SECRET_DESCRIPTION = (
     "sdfleet webhook signing secrets: whitespace-separated whsec_<base64> values, newest first"
 )

@@ -4,6 +4,7 @@
   documents, and the checks of ARNs and account ids.
 - ``trust``: who may assume the roles; the node roles' AWS managed policies.
 - ``karpenter``: the Karpenter controller's policies; ``interruption``: its interruption queue.
+- ``events``: the DLQ sweeper and webhook Lambdas, and the webhook queue's policy.
 - ``workload``: the runtimes' pods, the Mountpoint driver, the KEDA operator, the task Lambda.
 
 Callers import the package (``from sdfleet.components.builders import iam``) and use the
@@ -18,6 +19,11 @@ from sdfleet.components.builders.iam.documents import (
     checked_arn,
     policy,
     statement,
+)
+from sdfleet.components.builders.iam.events import (
+    sweeper_lambda_policy,
+    webhook_lambda_policy,
+    webhook_queue_policy,
 )
 from sdfleet.components.builders.iam.interruption import (
     INTERRUPTION_EVENT_PATTERNS,
@@ -71,5 +77,8 @@ __all__ = [
     "runtime_pod_policy",
     "service_trust_policy",
     "statement",
+    "sweeper_lambda_policy",
     "task_api_lambda_policy",
+    "webhook_lambda_policy",
+    "webhook_queue_policy",
 ]
