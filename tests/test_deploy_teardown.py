@@ -80,11 +80,13 @@ def test_components_pass_the_setting_through(force: bool) -> None:
     assert graph.one(REPO, "ag-repo").inputs["forceDelete"] is force
 
 
-def test_component_defaults_are_safe() -> None:
-    """Library users get no force-destroy unless they ask for it."""
+def test_component_defaults_are_the_programs() -> None:
+    """Library users get the stack config's defaults (one place): the model bucket is never
+    force-destroyed unless asked; results and images, which the stack can rebuild or which
+    expire anyway, are, so that `pulumi destroy` finishes."""
     assert ModelStoreArgs().force_destroy is False
-    assert EventFanoutArgs(runtime_names=["a"]).output_force_destroy is False
-    assert AgentImageArgs().force_delete is False
+    assert EventFanoutArgs(runtime_names=["a"]).output_force_destroy is True
+    assert AgentImageArgs().force_delete is True
 
 
 def test_model_store_refuses_force_destroy_on_an_existing_bucket() -> None:
