@@ -45,8 +45,7 @@ log.setLevel(logging.INFO)
 MAX_MESSAGES = 200
 MARGIN_MS = 10_000
 REDRIVE_GRACE_SECONDS = 300
-# The receives seen on the runtime queue before SQS moved the message (its redrive policy);
-# the DLQ listing adds one per run, so this is an upper bound, said as such.
+# The error message of a dead-lettered task (the status API and the notification show it).
 MESSAGE = (
     "the task's message reached the dead-letter queue: its agent failed or stopped on every "
     "delivery ({attempts} start(s) recorded); redrive it with `sdfleet dlq redrive`"
