@@ -45,12 +45,13 @@ class TaskEventsArgs:
     """ARN of the output SNS topic: the sweeper publishes to it, the webhook queue listens."""
     dlq_arns: dict[str, pulumi.Input[str]]
     """Runtime name -> ARN of its dead-letter queue (EventFanout.dlq_arns); at least one."""
-    dlq_urls: dict[str, pulumi.Input[str]]
-    """Runtime name -> URL of its dead-letter queue, the same runtimes as ``dlq_arns``."""
     task_table_name: pulumi.Input[str]
     """Name of the task table (ApiIngress.task_table_name)."""
     task_table_arn: pulumi.Input[str]
     """ARN of the task table, for the Lambdas' policies."""
+    dlq_urls: dict[str, pulumi.Input[str]] | None = None
+    """Runtime name -> URL of its dead-letter queue, the same runtimes as ``dlq_arns``; unset
+    derives each from its ARN."""
     task_ttl_days: int | None = config_default(TasksConfig, "ttl_days")
     """Days a record is kept after its latest change; the sweeper's writes use it too."""
     log_retention_days: int | None = config_default(ObservabilityConfig, "log_retention_days")
@@ -66,6 +67,11 @@ class TaskEventsArgs:
 
     def __post_init__(self) -> None:
         none_means_default(self)
+        if self.dlq_urls is None:
+            self.dlq_urls = {
+                rt: pulumi.Output.from_input(arn).apply(teb.queue_url_from_arn)
+                for rt, arn in self.dlq_arns.items()
+            }
         if not self.dlq_arns or set(self.dlq_arns) != set(self.dlq_urls):
             raise ValueError("dlq_arns and dlq_urls must name the same runtimes, at least one")
         if not 1 <= int(self.sweep_max_messages or 0) <= 1000:
@@ -242,7 +248,7 @@ class TaskEvents(pulumi.ComponentResource):
             ),
             environment=aws.lambda_.FunctionEnvironmentArgs(
                 variables={
-                    "DLQ_URLS": pulumi.Output.all(**args.dlq_urls).apply(teb.dlq_urls_env),
+                    "DLQ_URLS": pulumi.Output.all(**(args.dlq_urls or {})).apply(teb.dlq_urls_env),
                     "OUTPUT_TOPIC_ARN": args.output_topic_arn,
                     "TASK_TABLE_NAME": args.task_table_name,
                     "TASK_TTL_SECONDS": str(int(args.task_ttl_days or 0) * 86400),

@@ -26,10 +26,10 @@ LOGS = f"arn:aws:logs:us-east-1:{ACCOUNT}:log-group:fn"
 
 
 def _args(**kw: Any) -> TaskEventsArgs:
+    kw.setdefault("dlq_urls", dict(DLQ_URLS))
+    kw.setdefault("dlq_arns", dict(DLQS))
     return TaskEventsArgs(
         output_topic_arn=TOPIC,
-        dlq_arns=dict(DLQS),
-        dlq_urls=dict(DLQ_URLS),
         task_table_name="sdfleet-tasks",
         task_table_arn=TABLE,
         **kw,
@@ -41,6 +41,13 @@ def graph() -> Recorder:
     def program() -> None:
         events = TaskEvents("ev", _args(alarm_topic_arn=ALARMS))
         pulumi.export("secret", events.webhook_secret_arn)
+        # As SdPipeline wires it: the DLQ URLs derived from their ARNs (Outputs).
+        TaskEvents(
+            "derived",
+            _args(
+                dlq_urls=None, dlq_arns={rt: pulumi.Output.from_input(a) for rt, a in DLQS.items()}
+            ),
+        )
 
     return run_program(program)
 
@@ -138,12 +145,25 @@ def test_the_webhook_function_reads_its_secret_and_queue_only(graph: Recorder) -
 
 def test_every_resource_is_a_child_of_the_component(graph: Recorder) -> None:
     top = [r for r in graph.resources if r.parent is None]
-    assert [(r.type, r.name) for r in top] == [("sdfleet:index:TaskEvents", "ev")]
+    assert [(r.type, r.name) for r in top] == [
+        ("sdfleet:index:TaskEvents", "ev"),
+        ("sdfleet:index:TaskEvents", "derived"),
+    ]
+
+
+def test_dlq_urls_default_to_the_urls_of_their_arns(graph: Recorder) -> None:
+    fn = graph.one("aws:lambda/function:Function", "derived-sweeper")
+    assert json.loads(fn.inputs["environment"]["variables"]["DLQ_URLS"]) == DLQ_URLS
+    assert teb.queue_url_from_arn("arn:aws-cn:sqs:cn-north-1:123456789012:q") == (
+        "https://sqs.cn-north-1.amazonaws.com.cn/123456789012/q"
+    )
+    with pytest.raises(ValueError, match="not an SQS queue ARN"):
+        teb.queue_url_from_arn("arn:aws:sns:us-east-1:123456789012:t")
 
 
 def test_args_are_checked() -> None:
     with pytest.raises(ValueError, match="same runtimes"):
-        _args().__class__(TOPIC, dict(DLQS), {"sd15": DLQ_URLS["sd15"]}, "t", TABLE)
+        _args(dlq_urls={"sd15": DLQ_URLS["sd15"]})
     with pytest.raises(ValueError, match="sweep_max_messages"):
         _args(sweep_max_messages=0)
     assert _args(sweep_max_messages=None, log_retention_days=None).sweep_max_messages == 200

@@ -80,6 +80,15 @@ def lambda_files(package_dir: Path, agent_dir: Path, sdfleet_dir: Path) -> dict[
     return files
 
 
+def queue_url_from_arn(arn: str) -> str:
+    """The queue URL SQS gives a queue ARN ``arn:<partition>:sqs:<region>:<account>:<name>``."""
+    parts = arn.split(":")
+    if len(parts) != 6 or parts[0] != "arn" or parts[2] != "sqs" or not parts[5]:
+        raise ValueError(f"not an SQS queue ARN: {arn!r}")
+    suffix = "amazonaws.com.cn" if parts[1] == "aws-cn" else "amazonaws.com"
+    return f"https://sqs.{parts[3]}.{suffix}/{parts[4]}/{parts[5]}"
+
+
 def dlq_urls_env(dlq_urls: dict[str, str]) -> str:
     """The sweeper's ``DLQ_URLS``: runtime -> DLQ URL."""
     if not dlq_urls:
