@@ -199,7 +199,7 @@ class ComfyUIServer:
             self._wait(prompt_id, control, idle)
         finally:
             self._terminal.discard(prompt_id)
-        warnings = self._warnings.pop(prompt_id, None)
+            warnings = self._warnings.pop(prompt_id, None)
         entry = self._history(prompt_id, wait=self.history_wait_seconds)
         if entry is None:
             raise TaskError(errors.SERVER_ERROR, f"prompt {prompt_id} finished but has no history")
