@@ -49,6 +49,7 @@ from sdfleet.agent.contract_base import MAX_NAME_CHARS as MAX_NAME_CHARS
 from sdfleet.agent.contract_base import MAX_URL_CHARS as MAX_URL_CHARS
 from sdfleet.agent.contract_base import ContractError as ContractError
 from sdfleet.agent.contract_base import check_string, child_path, require_object, short, type_name
+from sdfleet.agent.contract_callback import parse_callback
 from sdfleet.agent.contract_comfy import MAX_NODE_ID_CHARS as MAX_NODE_ID_CHARS
 from sdfleet.agent.contract_comfy import is_bare_workflow as is_bare_workflow
 from sdfleet.agent.contract_content import COMFYUI as COMFYUI
@@ -123,11 +124,11 @@ def parse_task(
             )
     meta = require_object(task_obj.get("metadata"), f"{path}.metadata")
     meta_path = f"{path}.metadata"
-    unknown = sorted(set(meta) - {"id", "runtime", "tasktype", "prefix", "context"})
+    unknown = sorted(set(meta) - {"id", "runtime", "tasktype", "prefix", "context", "callback"})
     if unknown:
         raise ContractError(
             "unknown_field",
-            "unknown metadata field; allowed: id, runtime, tasktype, prefix, context",
+            "unknown metadata field; allowed: id, runtime, tasktype, prefix, context, callback",
             f"{meta_path}.{unknown[0]}",
         )
     raw_id = meta.get("id")
@@ -146,6 +147,7 @@ def parse_task(
         tasktype=tasktype,
         prefix=prefix,
         context=check_context(meta.get("context"), f"{meta_path}.context"),
+        callback=_callback(meta.get("callback"), f"{meta_path}.callback"),
     )
     if "content_ref" in task_obj and not allow_content_ref:
         raise ContractError(
@@ -165,6 +167,11 @@ def parse_task(
         return Task(metadata=metadata, content_ref=ref)
     content = check_content(runtime, tasktype, task_obj.get("content"), f"{path}.content")
     return Task(metadata=metadata, content=content)
+
+
+def _callback(value: Any, path: str) -> dict[str, Any] | None:
+    callback = parse_callback(value, path)
+    return None if callback is None else callback.to_json()
 
 
 def check_content(runtime: RuntimeInfo, tasktype: str, content: Any, path: str) -> dict[str, Any]:
@@ -218,7 +225,7 @@ def attributes_size(attributes: Mapping[str, Mapping[str, str]]) -> int:
 # Where each metadata field came from, per API version, to name it in a 413.
 _METADATA_FIELDS = {
     "v1alpha2": {key: f"task.metadata.{key}" for key in ("id", "runtime", "tasktype", "prefix")}
-    | {"context": "task.metadata.context"},
+    | {"context": "task.metadata.context", "callback": "task.metadata.callback"},
     "v1alpha1": {
         "id": "alwayson_scripts.id_task",
         "runtime": "alwayson_scripts.sd_model_checkpoint",

@@ -94,15 +94,21 @@ class TaskMetadata:
     tasktype: str
     prefix: str = ""
     context: Any = None
+    # The checked ``metadata.callback`` (``Callback.to_json()``); absent from the message
+    # when the client gave none, so messages without one are unchanged.
+    callback: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        body = {
             "id": self.id,
             "runtime": self.runtime,
             "tasktype": self.tasktype,
             "prefix": self.prefix,
             "context": self.context,
         }
+        if self.callback is not None:
+            body["callback"] = self.callback
+        return body
 
 
 @dataclass

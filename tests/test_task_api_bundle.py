@@ -25,7 +25,7 @@ def test_the_package_and_every_contract_and_store_module_are_bundled() -> None:
     bundled = {name for name in files if name.startswith("sdfleet/agent/")}
     on_disk = {
         f"sdfleet/agent/{p.name}"
-        for pattern in ("contract*.py", "task_state*.py")
+        for pattern in apib.AGENT_GLOBS
         for p in (ROOT / "agent").glob(pattern)
     }
     assert bundled == on_disk
@@ -35,6 +35,8 @@ def test_the_package_and_every_contract_and_store_module_are_bundled() -> None:
         "sdfleet/agent/task_state.py",
         "sdfleet/agent/task_state_record.py",
         "sdfleet/agent/task_state_retry.py",
+        "sdfleet/agent/contract_callback.py",
+        "sdfleet/agent/netguard.py",  # the callback host check's SSRF table
     } <= bundled
     # Nothing else of the agent (it needs httpx and more, which the Lambda does not have).
     assert not {"sdfleet/agent/worker.py", "sdfleet/agent/inputs.py"} & set(files)
@@ -96,7 +98,8 @@ def test_the_handler_imports_from_the_bundle(tmp_path: Path) -> None:
         f"for m in (c, ts, st): assert m.__file__.startswith({str(tmp_path)!r}), m.__file__\n"
         "bad = [m for m in sys.modules if m.startswith(('pulumi', 'httpx', 'yaml', 'pydantic'))\n"
         "       or (m.startswith('sdfleet.') and not m.startswith(('sdfleet.agent.contract',\n"
-        "           'sdfleet.agent.task_state', 'sdfleet.components.task_api'))\n"
+        "           'sdfleet.agent.task_state', 'sdfleet.agent.netguard',\n"
+        "           'sdfleet.components.task_api'))\n"
         "           and m not in ('sdfleet.agent', 'sdfleet.components'))]\n"
         "assert not bad, bad\n"
         "tp = [m.split('.')[0] for m in sys.modules if m.split('.')[0] in\n"

@@ -283,3 +283,42 @@ def test_a_missing_table_is_a_503_not_a_silent_success(
     got, body = submit("nt-1")
     assert (got, body["error"]["code"]) == (503, "task_store_unavailable")
     fan.assert_nothing_published()
+
+
+# --------------------------------------------------------------------------------------------
+# metadata.callback (webhooks)
+
+
+def test_a_callback_is_checked_and_queued_with_the_task(fan: Fanout) -> None:
+    hook = {"url": "https://hooks.example.org/sdfleet?token=abc", "events": ["running"]}
+    got, _ = call(make_event(v2("sd15", "text-to-image", T2I, id="cb-1", callback=hook)))
+    assert got == 200
+    (raw,) = fan.drain_all()["sd15"]
+    message = json.loads(json.loads(raw["Body"])["Message"])
+    assert message["metadata"]["callback"] == hook
+    # Without one, the queued metadata is as before (no callback key at all).
+    assert submit("cb-2")[0] == 200
+    (raw,) = fan.drain_all()["sd15"]
+    assert "callback" not in json.loads(json.loads(raw["Body"])["Message"])["metadata"]
+
+
+@pytest.mark.parametrize(
+    ("hook", "code", "field"),
+    [
+        ({"url": "http://hooks.example.org/x"}, "insecure_callback_url", "url"),
+        ({"url": "https://169.254.169.254/latest"}, "forbidden_address", "url"),
+        ({"url": "https://user:pw@hooks.example.org/x"}, "credentials_in_url", "url"),
+        ({"url": "https://hooks.example.org/x", "events": ["done"]}, "invalid_event", "events[0]"),
+    ],
+)
+def test_a_bad_callback_is_a_400_naming_it_and_nothing_is_published(
+    fan: Fanout, hook: dict[str, Any], code: str, field: str
+) -> None:
+    got, body = call(make_event(v2("sd15", "text-to-image", T2I, id="cb-bad", callback=hook)))
+    assert (got, body["error"]["code"], body["error"]["field"]) == (
+        400,
+        code,
+        f"task.metadata.callback.{field}",
+    )
+    assert "pw" not in json.dumps(body)
+    fan.assert_nothing_published()

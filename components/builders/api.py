@@ -15,7 +15,8 @@ STATUS_PATH_PARTS = ("tasks", "{id}")
 STATUS_PATH_PARAMETER = "method.request.path.id"
 # What the Lambda imports besides its own package: the contract and the task store, which
 # import only each other, the standard library and boto3/botocore (in the Lambda runtime).
-AGENT_GLOBS = ("contract*.py", "task_state*.py")
+# contract_callback checks callback hosts with the agent's SSRF table (netguard, stdlib only).
+AGENT_GLOBS = ("contract*.py", "task_state*.py", "netguard.py")
 CONTRACT_GLOB = AGENT_GLOBS[0]
 LAMBDA_AGENT_DIR = "sdfleet/agent"
 LAMBDA_PACKAGE_DIR = "sdfleet/components/task_api"
