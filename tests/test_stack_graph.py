@@ -12,6 +12,7 @@ from sdfleet.agent.contract import load_runtimes
 from sdfleet.components.api_ingress import CONTRACT_FILE, HANDLER_FILE
 from sdfleet.components.builders import api as apib
 from sdfleet.components.builders import fanout as fb
+from sdfleet.components.builders import s3 as s3b
 from sdfleet.invariants import check_all
 from sdfleet.mocking import Recorded, Recorder
 
@@ -171,12 +172,14 @@ def test_output_lifecycle_and_model_versioning(dev_graph: Recorder) -> None:
 
 def test_api_key_required_on_every_method(dev_graph: Recorder) -> None:
     methods = dev_graph.of_type("aws:apigateway/method:Method")
-    assert len(methods) == len(apib.API_PATHS) == 2
+    assert len(methods) == len(apib.API_PATHS) + 1 == 3  # the POST routes and the status GET
     for method in methods:
         assert method.inputs["apiKeyRequired"] is True
-        assert method.inputs["httpMethod"] == "POST"
+    assert sorted(m.inputs["httpMethod"] for m in methods) == ["GET", "POST", "POST"]
+    [get] = [m for m in methods if m.inputs["httpMethod"] == "GET"]
+    assert get.inputs["requestParameters"] == {apib.STATUS_PATH_PARAMETER: True}
     paths = {r.inputs["pathPart"] for r in dev_graph.of_type("aws:apigateway/resource:Resource")}
-    assert paths == {"v1alpha2", "v1alpha1"}
+    assert paths == {"v1alpha2", "v1alpha1", "tasks", "{id}"}
     for integration in dev_graph.of_type("aws:apigateway/integration:Integration"):
         assert integration.inputs["type"] == "AWS_PROXY"
 
@@ -240,12 +243,22 @@ def test_lambda_role_least_privilege(dev_graph: Recorder) -> None:
     topic = by_name(dev_graph, "aws:sns/topic:Topic", "sdfleet-events-input")
     bucket = by_name(dev_graph, "aws:s3/bucket:Bucket", "sdfleet-events-outputs")
     logs = by_name(dev_graph, "aws:cloudwatch/logGroup:LogGroup", "sdfleet-api-task-fn-logs")
-    grants = {(tuple(s["Action"]), s["Resource"]) for s in policy["Statement"]}
+    table = by_name(dev_graph, "aws:dynamodb/table:Table", "sdfleet-api-task-table")
+
+    def _t(value: str | list[str]) -> tuple[str, ...]:
+        return (value,) if isinstance(value, str) else tuple(value)
+
+    grants = {(_t(s["Action"]), _t(s["Resource"])) for s in policy["Statement"]}
     assert grants == {
-        (("sns:Publish",), topic.state["arn"]),
-        (("s3:PutObject", "s3:DeleteObject"), f"{bucket.state['arn']}/*request.json"),
-        (("logs:CreateLogStream", "logs:PutLogEvents"), f"{logs.state['arn']}:*"),
-        (("xray:PutTraceSegments", "xray:PutTelemetryRecords"), "*"),
+        (("sns:Publish",), (topic.state["arn"],)),
+        (("s3:PutObject", "s3:DeleteObject"), (f"{bucket.state['arn']}/*request.json",)),
+        (("logs:CreateLogStream", "logs:PutLogEvents"), (f"{logs.state['arn']}:*",)),
+        (("xray:PutTraceSegments", "xray:PutTelemetryRecords"), ("*",)),
+        (("dynamodb:PutItem", "dynamodb:GetItem"), (table.state["arn"],)),
+        (
+            ("s3:GetObject",),
+            tuple(f"{bucket.state['arn']}/*{suffix}" for suffix in s3b.OUTPUT_SUFFIXES),
+        ),
     }
 
 
