@@ -3,7 +3,7 @@
 import json
 import re
 import shlex
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import pulumi
@@ -12,7 +12,7 @@ import pulumi_aws as aws
 from sdfleet.components._inputs import as_args
 from sdfleet.components.agent_image import AgentImage, AgentImageArgs
 from sdfleet.components.api_ingress import ApiIngress, ApiIngressArgs
-from sdfleet.components.config import StackConfig, parse_config
+from sdfleet.components.config import StackConfig
 from sdfleet.components.config_model import Arch, NatGateways, QuotaPeriod
 from sdfleet.components.container_image import ContainerImage, runtime_images
 from sdfleet.components.eks_cluster import EksCluster, EksClusterArgs
@@ -27,8 +27,9 @@ from sdfleet.components.observability import (
     ObservabilityArgs,
     RuntimeQueueNames,
 )
-from sdfleet.components.pipeline_args import gpu_pool_args, runtime_catalogue
+from sdfleet.components.pipeline_args import SdPipelineArgs, gpu_pool_args, runtime_catalogue
 from sdfleet.components.sd_runtime import SdRuntime, runtime_args
+from sdfleet.components.task_events_component import TaskEvents, TaskEventsArgs
 
 # Stack output -> SdPipeline attribute where it is not the snake_case of the key.
 _OUTPUT_ATTRS = {"agentImage": "agent_image_ref"}
@@ -36,32 +37,6 @@ _OUTPUT_ATTRS = {"agentImage": "agent_image_ref"}
 
 def _snake(key: str) -> str:
     return re.sub(r"(?<!^)([A-Z])", r"_\1", key).lower()
-
-
-@dataclass
-class SdPipelineArgs:
-    """Inputs of SdPipeline: the stack configuration, either validated already (Python) or in
-    its stack-file form (any language), which is validated exactly as ``pulumi up`` does."""
-
-    config: StackConfig | None = None
-    """The ``sdfleet:`` stack configuration as ``sdfleet.components.config.load_config``
-    returns it (every default filled in and every check passed). Python programs pass this."""
-    stack_config: dict[str, Any] | None = None
-    """The same configuration in the stack file's form: the ``sdfleet:`` keys without the
-    namespace, camelCase (``{"runtimes": [{"name": "sd15", "type": "sdwebui"}], ...}``).
-    Programs in other languages pass this; every problem is reported with its path."""
-
-    def __post_init__(self) -> None:
-        if (self.config is None) == (self.stack_config is None):
-            raise ValueError("SdPipelineArgs: give exactly one of config and stack_config")
-        if self.config is None:
-            self.config = parse_config(self.stack_config or {})
-
-    @property
-    def validated(self) -> StackConfig:
-        """The validated configuration, whichever form was given."""
-        assert self.config is not None  # __post_init__ fills it in
-        return self.config
 
 
 class SdPipeline(pulumi.ComponentResource):
@@ -124,6 +99,7 @@ class SdPipeline(pulumi.ComponentResource):
         self.fanout: EventFanout
         self.ingress: ApiIngress
         self.observability: Observability
+        self.task_events: TaskEvents
         self.network: Network
         self.cluster: EksCluster
         self.karpenter: Karpenter
@@ -207,6 +183,20 @@ class SdPipeline(pulumi.ComponentResource):
             ),
             child,
         )
+        # Every task's final word (DLQ sweeper) and signed webhook deliveries.
+        self.task_events = TaskEvents(
+            f"{name}-task-events",
+            TaskEventsArgs(
+                output_topic_arn=self.fanout.output_topic_arn,
+                dlq_arns=dict(self.fanout.dlq_arns),
+                task_table_name=self.ingress.task_table_name,
+                task_table_arn=self.ingress.task_table_arn,
+                task_ttl_days=cfg.tasks.ttl_days,
+                log_retention_days=cfg.observability.log_retention_days,
+                alarm_topic_arn=self.observability.alarm_topic_arn,
+            ),
+            child,
+        )
 
     def _stack_outputs(self, region: pulumi.Output[str]) -> dict[str, pulumi.Output[Any]]:
         """The stack outputs, keyed as the stack file names them."""
@@ -217,6 +207,9 @@ class SdPipeline(pulumi.ComponentResource):
             "outputTopicArn": self.fanout.output_topic_arn,
             "outputBucket": self.fanout.output_bucket_name,
             "taskTableName": self.ingress.task_table_name,
+            "webhookSecretArn": self.task_events.webhook_secret_arn,
+            "webhookQueueUrl": self.task_events.webhook_queue_url,
+            "webhookDeadLetterQueueUrl": self.task_events.webhook_dead_letter_queue_url,
             "modelBucket": self.models.bucket_name,
             "queueUrls": pulumi.Output.all(**self.fanout.queue_urls),
             "queueArns": pulumi.Output.all(**self.fanout.queue_arns),

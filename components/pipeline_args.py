@@ -1,12 +1,15 @@
-"""How SdPipeline maps the stack configuration onto its children's args where the mapping
-is more than passing fields through."""
+"""SdPipeline's Args, and how SdPipeline maps the stack configuration onto its children's
+args where the mapping is more than passing fields through."""
+
+from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 
 from sdfleet.agent.contract import RuntimeInfo
 from sdfleet.components import versions
 from sdfleet.components.builders.enums import ImagePullMode, InstanceStorePolicy
-from sdfleet.components.config import StackConfig
+from sdfleet.components.config import StackConfig, parse_config
 from sdfleet.components.config_runtime import RuntimeConfig
 from sdfleet.components.gpu_node_pool import GpuNodePoolArgs
 
@@ -53,3 +56,29 @@ def gpu_pool_args(
         ],
         node_taints=[{"key": t.key, "value": t.value, "effect": t.effect} for t in rt.node_taints],
     )
+
+
+@dataclass
+class SdPipelineArgs:
+    """Inputs of SdPipeline: the stack configuration, either validated already (Python) or in
+    its stack-file form (any language), which is validated exactly as ``pulumi up`` does."""
+
+    config: StackConfig | None = None
+    """The ``sdfleet:`` stack configuration as ``sdfleet.components.config.load_config``
+    returns it (every default filled in and every check passed). Python programs pass this."""
+    stack_config: dict[str, Any] | None = None
+    """The same configuration in the stack file's form: the ``sdfleet:`` keys without the
+    namespace, camelCase (``{"runtimes": [{"name": "sd15", "type": "sdwebui"}], ...}``).
+    Programs in other languages pass this; every problem is reported with its path."""
+
+    def __post_init__(self) -> None:
+        if (self.config is None) == (self.stack_config is None):
+            raise ValueError("SdPipelineArgs: give exactly one of config and stack_config")
+        if self.config is None:
+            self.config = parse_config(self.stack_config or {})
+
+    @property
+    def validated(self) -> StackConfig:
+        """The validated configuration, whichever form was given."""
+        assert self.config is not None  # __post_init__ fills it in
+        return self.config
