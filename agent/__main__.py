@@ -39,7 +39,9 @@ def build_server(config: Config, s3: Any, stop: Any = None) -> Any:
         )
     from sdfleet.agent.servers.comfyui import ComfyUIServer
 
-    return ComfyUIServer(config.api_base_url, fetcher, retry=retry)
+    return ComfyUIServer(
+        config.api_base_url, fetcher, retry=retry, queue_ahead=config.comfyui_queue_ahead
+    )
 
 
 @dataclass(frozen=True)

@@ -75,6 +75,7 @@ class Config:
     # The task state table; None: the agent keeps no task state (older stacks, direct use).
     task_table_name: str | None = None
     task_ttl_seconds: int = _d("TASK_TTL_SECONDS")
+    comfyui_queue_ahead: bool = _d("COMFYUI_QUEUE_AHEAD")
 
     @property
     def prefetch_wait_seconds(self) -> int:
@@ -216,6 +217,7 @@ def load_config(env: Mapping[str, str]) -> Config:
             "POD_NAMESPACE",
             "POD_DELETION_COST",
             "TASK_TTL_SECONDS",
+            "COMFYUI_QUEUE_AHEAD",
         )
     }
     return Config(

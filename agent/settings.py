@@ -156,6 +156,12 @@ SETTINGS: tuple[Setting, ...] = (
         60,
         3650 * DAY,
     ),
+    _s(
+        "COMFYUI_QUEUE_AHEAD",
+        "bool",
+        True,
+        "ComfyUI: queue the next prompt while one runs (keeps the GPU busy between tasks)",
+    ),
 )
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 

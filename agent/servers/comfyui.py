@@ -107,7 +107,6 @@ class ComfyUIServer:
         self._drop_ws()
         self.client.close()
 
-    # -- readiness ---------------------------------------------------------------------------
     def probe(self) -> bool:
         try:
             response = self.client.get("/system_stats", timeout=5.0)

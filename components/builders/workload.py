@@ -299,6 +299,7 @@ def _deployment(
     }
 
 
+# shape: 30 of its lines are the keyword list (every pod setting); the body is ~40 lines.
 def runtime_deployment(
     *,
     name: str,

@@ -187,3 +187,16 @@ def test_every_config_default_comes_from_the_settings_table() -> None:
     fields = {f.name: f for f in dataclasses.fields(Config)}
     for name, variable in by_field.items():
         assert getattr(config, name) == settings.default(variable) == fields[name].default
+
+
+def test_comfyui_queue_ahead_is_on_by_default_and_can_be_turned_off() -> None:
+    from sdfleet.agent.__main__ import build_server
+
+    comfy = {**BASE, "RUNTIME_TYPE": "comfyui"}
+    assert load_config(comfy).comfyui_queue_ahead is True
+    off = load_config({**comfy, "COMFYUI_QUEUE_AHEAD": "false"})
+    assert off.comfyui_queue_ahead is False
+    assert build_server(off, s3=None).queue_ahead is False
+    assert build_server(load_config(comfy), s3=None).queue_ahead is True
+    with pytest.raises(ConfigError, match="COMFYUI_QUEUE_AHEAD"):
+        load_config({**comfy, "COMFYUI_QUEUE_AHEAD": "sometimes"})
