@@ -55,7 +55,8 @@ def _args(runtime_type: str, **over: Any) -> SdRuntimeArgs:
 
 def _pod(args: SdRuntimeArgs) -> dict[str, Any]:
     # The component resolves Output-valued args before building; here they are plain.
-    wired = {**PLACEHOLDERS, "server_image": args.server_image or PLACEHOLDERS["server_image"]}
+    image = args.server_image if isinstance(args.server_image, str) else None
+    wired = {**PLACEHOLDERS, "server_image": image or PLACEHOLDERS["server_image"]}
     deployment = runtime_manifests(args, wired)["deployment"]
     assert_valid(deployment, "1.33")
     pod: dict[str, Any] = deployment["spec"]["template"]["spec"]
