@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sdfleet.components.builders.iam.documents import policy, statement
+from sdfleet.components.builders.iam.documents import topic_queue_policy
 
 # Raw delivery stays off: see agent/contract.py for why the SNS envelope is kept.
 RAW_MESSAGE_DELIVERY = False
@@ -39,23 +39,7 @@ def redrive_allow_policy(source_queue_arn: str) -> str:
 
 def queue_policy(queue_arn: str, topic_arn: str) -> dict[str, Any]:
     """Only the input topic may send to a runtime queue; TLS only."""
-    return policy(
-        statement(
-            "sqs:SendMessage",
-            queue_arn,
-            sid="AllowInputTopic",
-            principal={"Service": "sns.amazonaws.com"},
-            condition={"ArnEquals": {"aws:SourceArn": topic_arn}},
-        ),
-        statement(
-            "sqs:*",
-            queue_arn,
-            sid="DenyInsecureTransport",
-            effect="Deny",
-            principal="*",
-            condition={"Bool": {"aws:SecureTransport": "false"}},
-        ),
-    )
+    return topic_queue_policy(queue_arn, topic_arn, "AllowInputTopic")
 
 
 def unrouted_filter_policy(runtime_names: list[str]) -> dict[str, object]:

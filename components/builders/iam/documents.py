@@ -67,3 +67,25 @@ def check_account_id(field: str, value: str) -> str:
     if not value.isdigit() or len(value) != 12:
         raise fail(field, value, "a 12-digit AWS account id")
     return value
+
+
+def topic_queue_policy(queue_arn: str, topic_arn: str, sid: str) -> dict[str, Any]:
+    """An SQS queue policy: only the SNS topic ``topic_arn`` may send (statement ``sid``), and
+    no request without TLS."""
+    return policy(
+        statement(
+            "sqs:SendMessage",
+            queue_arn,
+            sid=sid,
+            principal={"Service": "sns.amazonaws.com"},
+            condition={"ArnEquals": {"aws:SourceArn": topic_arn}},
+        ),
+        statement(
+            "sqs:*",
+            queue_arn,
+            sid="DenyInsecureTransport",
+            effect="Deny",
+            principal="*",
+            condition={"Bool": {"aws:SecureTransport": "false"}},
+        ),
+    )

@@ -11,7 +11,12 @@ from typing import Any
 
 from sdfleet.components.builders import task_table
 from sdfleet.components.builders.errors import fail
-from sdfleet.components.builders.iam.documents import checked_arn, policy, statement
+from sdfleet.components.builders.iam.documents import (
+    checked_arn,
+    policy,
+    statement,
+    topic_queue_policy,
+)
 
 # The DLQ peek (sdfleet.dlq.peek): receive with a short visibility, then make visible again.
 # No sqs:DeleteMessage: the messages stay for redrive.
@@ -100,23 +105,7 @@ def webhook_queue_policy(queue_arn: str, topic_arn: str) -> dict[str, Any]:
     its role's grant); TLS only."""
     checked_arn("queue_arn", queue_arn, "sqs")
     checked_arn("topic_arn", topic_arn, "sns")
-    return policy(
-        statement(
-            "sqs:SendMessage",
-            queue_arn,
-            sid="AllowOutputTopic",
-            principal={"Service": "sns.amazonaws.com"},
-            condition={"ArnEquals": {"aws:SourceArn": topic_arn}},
-        ),
-        statement(
-            "sqs:*",
-            queue_arn,
-            sid="DenyInsecureTransport",
-            effect="Deny",
-            principal="*",
-            condition={"Bool": {"aws:SecureTransport": "false"}},
-        ),
-    )
+    return topic_queue_policy(queue_arn, topic_arn, "AllowOutputTopic")
 
 
 def _check_table(table_arn: str) -> None:
