@@ -1,6 +1,7 @@
 """``sdfleet`` command line: offline synthesis and policy checks of a stack (``synth``,
 ``check``), tasks against a deployed stack (``submit``, ``status``, ``wait``, ``get``, ``load``,
-``dlq``) and the GPU nodes' image-cache snapshots (``snapshot``)."""
+``dlq``), the GPU nodes' image-cache snapshots (``snapshot``) and the data plane on this machine
+(``sandbox``)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from sdfleet.cli_tasks import ALL_COMMANDS as TASK_COMMANDS
 from sdfleet.cli_tasks import add_all as add_task_parsers
 from sdfleet.components.config import ConfigError, parse_config, split_namespaced
 from sdfleet.render import jsonable, kubernetes_manifest
+from sdfleet.sandbox.run import add_parser as add_sandbox_parser
 from sdfleet.snapshot.cli import add_parser as add_snapshot_parser
 
 
@@ -173,7 +175,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_check.add_argument("path", type=Path, help="resources.json (or the synth output folder)")
     add_snapshot_parser(sub)
     add_task_parsers(sub)
+    add_sandbox_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "sandbox":
+        from sdfleet.sandbox.run import main as sandbox_main
+
+        return sandbox_main(args)
     if args.command in TASK_COMMANDS:
         return int(args.func(args))
     if args.command == "snapshot":

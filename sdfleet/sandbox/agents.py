@@ -1,0 +1,112 @@
+"""One queue agent per runtime, as ``python -m sdfleet.agent`` subprocesses with the pod's
+environment: written by the workload builder's :class:`AgentEnv` from the runtime's config, as
+``runtime_manifests`` writes it, plus what the cluster would supply (the pod's name, the AWS
+endpoint and credentials) and a short long-poll so Ctrl-C ends an idle agent within 2 s."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+from sdfleet.agent.contract import Limits
+from sdfleet.components.builders.workload_agent_env import AgentEnv
+from sdfleet.components.config_model import StackConfig
+from sdfleet.components.config_runtime import RuntimeConfig
+from sdfleet.fakes._common import free_port
+from sdfleet.fakes.agents import subprocess_env
+from sdfleet.fakes.fleet import FAKE_CREDENTIALS, REGION
+from sdfleet.sandbox.plane import Plane
+
+# Idle agents notice a stop after at most one long poll.
+SANDBOX_RECEIVE_WAIT_SECONDS = "2"
+
+
+def agent_env(
+    config: StackConfig, rt: RuntimeConfig, plane: Plane, api_base_url: str, health_port: int
+) -> dict[str, str]:
+    """The runtime's agent environment, as its pod gets it, pointed at the sandbox."""
+    extra = {"RECEIVE_WAIT_SECONDS": SANDBOX_RECEIVE_WAIT_SECONDS, **rt.agent.extra_env}
+    env = AgentEnv(
+        sqs_queue_url=plane.queues[rt.name].queue_url,
+        sns_topic_arn=plane.output_topic_arn,
+        s3_bucket=plane.bucket,
+        runtime_type=rt.type,
+        runtime_name=rt.name,
+        aws_region=REGION,
+        job_timeout_seconds=rt.job_timeout_seconds,
+        drain_seconds=rt.drain_seconds,
+        dynamic_sd_model=rt.dynamic_model,
+        model_filename=rt.model_filename,
+        api_base_url=api_base_url,
+        health_port=health_port,
+        task_limits=(rt.limits.to_contract() or Limits()).to_json(),
+        input_s3_buckets=tuple(config.inputs.s3_buckets),
+        pod_deletion_cost=False,  # no Kubernetes API here
+        task_table_name=plane.table_name,
+        task_ttl_seconds=config.tasks.ttl_days * 86400,
+        extra=extra,
+    )
+    values = {e["name"]: e["value"] for e in env.to_env() if "value" in e}
+    # What the downward API and IRSA give the pod.
+    values.update(POD_NAME=f"sandbox-{rt.name}", POD_NAMESPACE="sandbox")
+    values.update(AWS_ENDPOINT_URL=plane.endpoint, **FAKE_CREDENTIALS)
+    return values
+
+
+@dataclass
+class AgentProcess:
+    runtime: str
+    proc: subprocess.Popen[bytes]
+    health_port: int
+
+    def wait_ready(self, deadline: float) -> None:
+        """Until the agent's ``/readyz`` answers 200 (it polls its queue and its server is
+        up). Another process gives no event to wait on: poll the probe every 50 ms."""
+        url = f"http://127.0.0.1:{self.health_port}/readyz"
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=1) as answer:
+                    if answer.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the {self.runtime} agent exited ({self.proc.returncode})")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the {self.runtime} agent was not ready in time")
+            time.sleep(0.05)
+
+    def stop(self, timeout: float) -> int | None:
+        """SIGTERM (the pod's stop: the agent drains), then SIGKILL after ``timeout``."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(5)
+
+
+def start_agent(
+    config: StackConfig, rt: RuntimeConfig, plane: Plane, api_base_url: str, log: Any = None
+) -> AgentProcess:
+    """Start the runtime's agent; its logs go to ``log`` (default: this process's stderr)."""
+    port = free_port()
+    env = subprocess_env(agent_env(config, rt, plane, api_base_url, port))
+    out = log if log is not None else sys.stderr
+    # Its own process group: a terminal's Ctrl-C reaches the sandbox only, which then stops
+    # each agent with one SIGTERM (a second signal would make the agent exit without draining).
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sdfleet.agent"],
+        env=env,
+        stdout=out,
+        stderr=out,
+        process_group=0,
+    )
+    return AgentProcess(runtime=rt.name, proc=proc, health_port=port)

@@ -1,0 +1,222 @@
+"""``sdfleet sandbox`` as a user runs it: a subprocess, tasks submitted with the CLI, the status
+API, a hostile body, and Ctrl-C (SIGINT) leaving no process behind."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from sdfleet.client import Backoff, Client, text_to_image
+from sdfleet.fakes._common import free_port
+from sdfleet.fakes.images import png_size, png_text
+from sdfleet.sandbox.preview import PREVIEW_TEXT_KEY
+from sdfleet.sandbox.run import READY_PREFIX
+from tests.agent.test_e2e_comfyui import graph
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[1]
+START_TIMEOUT_S = 90.0
+
+
+@dataclass
+class Running:
+    proc: subprocess.Popen[str]
+    url: str
+    key: str
+    started_in: float
+    stderr: Path
+
+    def children(self) -> set[int]:
+        """Pids whose parent is the sandbox (from /proc; psutil is not a dependency)."""
+        found = set()
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            # "pid (comm) state ppid ...": comm may hold spaces, so split after the last ")".
+            if int(stat.rpartition(")")[2].split()[1]) == self.proc.pid:
+                found.add(int(entry.name))
+        return found
+
+
+def _read_lines(stream: Any, lines: queue.Queue[str | None]) -> None:
+    for line in stream:
+        lines.put(line)
+    lines.put(None)
+
+
+def _wait_ready(proc: subprocess.Popen[str], stderr: Path) -> tuple[str, str]:
+    """Read the sandbox's stdout until its ready block is complete; (API URL, key)."""
+    lines: queue.Queue[str | None] = queue.Queue()
+    assert proc.stdout is not None
+    threading.Thread(target=_read_lines, args=(proc.stdout, lines), daemon=True).start()
+    seen: dict[str, str] = {}
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while "try" not in seen:
+        line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+        if line is None:
+            raise AssertionError(f"the sandbox exited:\n{stderr.read_text()[-3000:]}")
+        if line.startswith(READY_PREFIX):
+            seen["ready"] = line
+        name, sep, value = line.strip().partition(": ")
+        if sep and "ready" in seen:
+            seen[name] = value
+    return seen["API URL"], seen["API key"]
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    state = tmp_path_factory.mktemp("state")
+    stderr = state / "sandbox.log"
+    began = time.monotonic()
+    with stderr.open("w") as err:
+        command = [sys.executable, "-m", "sdfleet.cli", "sandbox", "--port", str(free_port())]
+        proc = subprocess.Popen(
+            [*command, "--state", str(state)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        )
+    try:
+        url, key = _wait_ready(proc, stderr)
+        yield Running(proc, url, key, time.monotonic() - began, stderr)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def cli(sandbox: Running, *args: str) -> dict[str, Any]:
+    """``sdfleet <args> --api-url ... --api-key ...``; its JSON answer (exit code 0)."""
+    command = [sys.executable, "-m", "sdfleet.cli", *args]
+    command += ["--api-url", sandbox.url, "--api-key", sandbox.key]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return dict(json.loads(done.stdout))
+
+
+def post(sandbox: Running, body: bytes, key: str | None = None) -> tuple[int, dict[str, Any]]:
+    parts = urlsplit(sandbox.url)
+    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=30)
+    conn.request("POST", "/v1alpha2", body=body, headers={"x-api-key": key or sandbox.key})
+    answer = conn.getresponse()
+    data = json.loads(answer.read())
+    conn.close()
+    return answer.status, data
+
+
+def test_starts_within_the_documented_time(sandbox: Running) -> None:
+    print(f"\nsandbox ready in {sandbox.started_in:.2f} s (subprocess start to ready line)")
+    assert sandbox.started_in < 30  # generous for loaded CI; docs/sandbox.md has the figure
+
+
+def test_text_to_image_through_the_cli(sandbox: Running, tmp_path: Path) -> None:
+    prompt = "a lighthouse at dusk"
+    began = time.monotonic()
+    args = ["submit", "--runtime", "sd15", "--prompt", prompt, "--width", "256", "--wait"]
+    saved = cli(sandbox, *args, "--poll-interval", "0.1", "--out", str(tmp_path))
+    print(f"\ntext-to-image: submit to downloaded in {time.monotonic() - began:.2f} s (CLI)")
+    pngs = [Path(p) for p in saved["files"] if p.endswith(".png")]
+    assert pngs, saved
+    data = pngs[0].read_bytes()
+    chunks = png_text(data)
+    assert chunks[PREVIEW_TEXT_KEY].startswith("preview")
+    assert chunks["parameters"].startswith(prompt)
+    assert png_size(data)[0] == 256
+    status = Client(sandbox.url, sandbox.key).get(saved["id"])
+    assert status.state == "completed" and status.runtime == "sd15"
+    assert status.outputs
+
+
+def test_submit_wait_get_and_the_state_folder(sandbox: Running, tmp_path: Path) -> None:
+    sent = cli(sandbox, "submit", "--runtime", "sd15", "--prompt", "a red fox")
+    assert cli(sandbox, "wait", sent["id"], "--poll-interval", "0.1")["state"] == "completed"
+    assert cli(sandbox, "status", sent["id"])["state"] == "completed"
+    saved = cli(sandbox, "get", sent["id"], "--out", str(tmp_path))
+    png = next(Path(p) for p in saved["files"] if p.endswith(".png"))
+    assert PREVIEW_TEXT_KEY in png_text(png.read_bytes())
+    state = Path(sandbox.stderr).parent / "outputs"
+    deadline = time.monotonic() + 10
+    # The mirror copies on its own schedule (every 0.5 s): wait for the file to appear.
+    while not list(state.rglob(f"*{saved['id']}*/*.png")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert list(state.rglob(f"*{saved['id']}*/*.png"))
+
+
+def test_a_comfyui_pipeline_through_the_cli(sandbox: Running, tmp_path: Path) -> None:
+    workflow = graph(seed=7)
+    workflow["6"]["inputs"]["text"] = "a watercolour harbour"
+    workflow["5"]["inputs"].update(width=256, height=256)
+    task_file = tmp_path / "task.json"
+    meta = {"runtime": "flux", "tasktype": "pipeline"}
+    task_file.write_text(json.dumps({"task": {"metadata": meta, "content": workflow}}))
+    out = tmp_path / "out"
+    args = ["submit", "--file", str(task_file), "--wait", "--poll-interval", "0.1"]
+    saved = cli(sandbox, *args, "--out", str(out))
+    assert saved["state"] == "completed"
+    png = next(Path(p) for p in saved["files"] if p.endswith(".png"))
+    chunks = png_text(png.read_bytes())
+    assert chunks[PREVIEW_TEXT_KEY].startswith("preview")
+    assert json.loads(chunks["prompt"])["6"]["inputs"]["text"] == "a watercolour harbour"
+
+
+def test_a_task_completes_quickly_through_the_client(sandbox: Running) -> None:
+    client = Client(sandbox.url, sandbox.key)
+    began = time.monotonic()
+    sent = client.submit(text_to_image("sd15", "a quick one"))
+    status = client.wait(sent.id, deadline=60, backoff=Backoff(initial=0.05, cap=0.1))
+    took = time.monotonic() - began
+    print(f"\none task end to end (client, 50 ms polls): {took:.2f} s")
+    assert status.state == "completed"
+    assert took < 10  # generous for loaded CI; docs/sandbox.md has the figure
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"\xff\xfe{not json",
+        b'{"task": {"metadata": {"runtime": "sd15"}, "content": {"steps": 10000}}}',
+        b'{"task": {"metadata": {"runtime": "nope"}, "content": {"prompt": "x"}}}',
+        b'{"task": {"metadata": {"runtime": "sd15"}, "content": {"prompt": "x"}}, "x": '
+        + b"[" * 5000
+        + b"]" * 5000
+        + b"}",
+    ],
+)
+def test_hostile_bodies_get_a_4xx(sandbox: Running, body: bytes) -> None:
+    status, answer = post(sandbox, body)
+    assert 400 <= status < 500, answer
+    assert set(answer["error"]) >= {"code", "message"}
+
+
+def test_a_wrong_key_is_the_gateways_403(sandbox: Running) -> None:
+    status, answer = post(sandbox, b"{}", key="wrong")
+    assert (status, answer["error"]["code"]) == (403, "INVALID_API_KEY")
+
+
+def test_sigint_stops_everything(sandbox: Running) -> None:
+    children = sandbox.children()
+    assert len(children) >= 2  # one agent per runtime of the dev stack
+    sandbox.proc.send_signal(signal.SIGINT)
+    assert sandbox.proc.wait(60) == 0
+    left = [pid for pid in children if Path(f"/proc/{pid}").exists()]
+    assert left == [], f"left running: {left}"
+    assert "sdfleet sandbox: stopped" in sandbox.stderr.read_text()
