@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sdfleet.components.config import ConfigError
 from sdfleet.components.config_model import StackConfig
 
 READY_PREFIX = "sdfleet sandbox ready"
@@ -142,6 +143,7 @@ def start(args: argparse.Namespace, box: Sandbox) -> tuple[str, str]:
     moto = MotoServer().start()
     box.started("the moto server", moto.stop)
     plane = build_plane(moto.endpoint, config)
+    box.lines.append(f"  AWS (moto, in memory): {moto.endpoint}")
     _handler_environment(plane, config, moto.env())
     bases = _servers(box, config, urls)
     agents = []
@@ -186,6 +188,18 @@ def main(args: argparse.Namespace) -> int:
     try:
         url, key = start(args, box)
     except UsageError as err:
+        box.stop()
+        print(f"sdfleet sandbox: {err}", file=sys.stderr)
+        return 2
+    except ConfigError as err:
+        box.stop()
+        print(
+            f"sdfleet sandbox: stack {args.stack!r} has an invalid configuration:", file=sys.stderr
+        )
+        for line in err.errors:
+            print(f"  {line}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as err:
         box.stop()
         print(f"sdfleet sandbox: {err}", file=sys.stderr)
         return 2
