@@ -21,6 +21,7 @@ from sdfleet.sandbox.plane import Plane, build_plane
 from sdfleet.sandbox.preview import PREVIEW_TEXT_KEY, preview_png, prompt_of, wrap
 from sdfleet.sandbox.run import UsageError, parse_runtime_urls
 from sdfleet.sandbox.run import load_config as load_stack
+from sdfleet.sandbox.sweeper import SweeperThread, sweeper_for
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -142,3 +143,17 @@ def test_usage_errors_exit_2_before_anything_starts() -> None:
     assert done.returncode == 2
     assert "no runtime 'nope'" in done.stderr
     assert done.stdout == ""
+
+
+def test_the_sweeper_fails_a_dead_lettered_task_once(plane: Plane, config: StackConfig) -> None:
+    thread = SweeperThread(sweeper_for(plane, 3600))
+    store = thread.sweeper.store
+    store.create("doomed-1", "sd15", "sandbox")
+    task = {"metadata": {"id": "doomed-1", "runtime": "sd15", "tasktype": "text-to-image"}}
+    envelope = {"Type": "Notification", "Message": json.dumps({"task": {**task, "content": {}}})}
+    sqs = client("sqs", plane.endpoint)
+    sqs.send_message(QueueUrl=plane.queues["sd15"].dlq_url, MessageBody=json.dumps(envelope))
+    assert thread.sweep().failed == ["doomed-1"]
+    record = store.load("doomed-1")
+    assert record is not None and (record.state, record.error_code) == ("failed", "dead_lettered")
+    assert thread.sweep().failed == []  # already final: announced once

@@ -151,6 +151,10 @@ def start(args: argparse.Namespace, box: Sandbox) -> tuple[str, str]:
         agent = start_agent(config, rt, plane, bases[rt.name])
         box.started(f"the {rt.name} agent", lambda a=agent: a.stop(AGENT_STOP_TIMEOUT_S))
         agents.append(agent)
+    from sdfleet.sandbox.sweeper import SweeperThread, sweeper_for
+
+    sweeper = SweeperThread(sweeper_for(plane, config.tasks.ttl_days * 86400)).start()
+    box.started("the DLQ sweeper", sweeper.stop)
     key = secrets.token_urlsafe(24)
     api = LocalApi({key: "sandbox"}, port=args.port).start()
     box.started("the task API", api.stop)
