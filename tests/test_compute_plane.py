@@ -144,11 +144,16 @@ def test_interruption_queue_and_rules(dev_graph: Recorder) -> None:
     rules = {
         r.name: json.loads(r.inputs["eventPattern"])
         for r in dev_graph.of_type("aws:cloudwatch/eventRule:EventRule")
+        if r.name.startswith("sdfleet-karpenter-")
     }
     assert rules == {
         f"sdfleet-karpenter-{k}": v for k, v in iam.INTERRUPTION_EVENT_PATTERNS.items()
     }
-    targets = dev_graph.of_type("aws:cloudwatch/eventTarget:EventTarget")
+    targets = [
+        t
+        for t in dev_graph.of_type("aws:cloudwatch/eventTarget:EventTarget")
+        if t.name.startswith("sdfleet-karpenter-")
+    ]
     assert len(targets) == 5
     assert all(t.inputs["arn"] == queue.state["arn"] for t in targets)
 

@@ -19,5 +19,6 @@ def test_many_runtimes_synthesize(runtimes: int) -> None:
         assert f"sdfleet-events-{name}-dlq" in queues
         graph.one("sdfleet:index:GpuNodePool", f"sdfleet-{name}-gpu")
     subscriptions = graph.of_type("aws:sns/topicSubscription:TopicSubscription")
-    assert len(subscriptions) == runtimes + 1  # plus the unrouted catch-all
+    # Plus the unrouted catch-all and the webhook queue on the output topic.
+    assert len(subscriptions) == runtimes + 2
     assert check_all(graph) == []
