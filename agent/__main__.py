@@ -124,8 +124,8 @@ def main(env: dict[str, str] | None = None) -> int:
     def on_signal(signum: int, _frame: Any) -> None:
         agent.request_stop()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    # Restored on return, so an in-process caller (tests, an embedding) keeps its own.
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     health = None
     if config.health_port is not None:
         try:
@@ -137,6 +137,8 @@ def main(env: dict[str, str] | None = None) -> int:
                 file=sys.stderr,
             )
             server.close()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
             return 2
         log.info("health endpoints listening", extra={"fields": {"port": health.port}})
     try:
@@ -145,6 +147,8 @@ def main(env: dict[str, str] | None = None) -> int:
         if health is not None:
             health.stop()
         server.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         logging.shutdown()
 
 

@@ -115,6 +115,7 @@ def test_busy_health_port_exits_2_naming_it(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import logging
+    import signal
     import socket
     import sys
 
@@ -131,7 +132,10 @@ def test_busy_health_port_exits_2_naming_it(
         taken.listen()
         port = taken.getsockname()[1]
         env = {**BASE, "HEALTH_PORT": str(port), "AWS_DEFAULT_REGION": "eu-west-1"}
+        before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
         assert main(env) == 2
+        # The process's own handlers are back (a leaked one broke later signal tests).
+        assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
     err = capsys.readouterr().err
     assert f"HEALTH_PORT: {port} cannot be bound" in err
 
