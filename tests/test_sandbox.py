@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import queue
 import signal
 import subprocess
@@ -123,6 +124,10 @@ def post(sandbox: Running, body: bytes, key: str | None = None) -> tuple[int, di
     return answer.status, data
 
 
+def test_the_printed_key_cannot_read_as_an_option(sandbox: Running) -> None:
+    assert sandbox.key.startswith("sbx_")
+
+
 def test_starts_within_the_documented_time(sandbox: Running) -> None:
     print(f"\nsandbox ready in {sandbox.started_in:.2f} s (subprocess start to ready line)")
     assert sandbox.started_in < 30  # generous for loaded CI; docs/sandbox.md has the figure
@@ -210,6 +215,27 @@ def test_hostile_bodies_get_a_4xx(sandbox: Running, body: bytes) -> None:
 def test_a_wrong_key_is_the_gateways_403(sandbox: Running) -> None:
     status, answer = post(sandbox, b"{}", key="wrong")
     assert (status, answer["error"]["code"]) == (403, "INVALID_API_KEY")
+
+
+def _agent_of(sandbox: Running, runtime: str) -> int:
+    for pid in sandbox.children():
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        if f"RUNTIME_NAME={runtime}".encode() in environ:
+            return pid
+    raise AssertionError(f"no {runtime} agent among {sandbox.children()}")
+
+
+def test_a_killed_agent_is_restarted_and_tasks_still_complete(sandbox: Running) -> None:
+    killed = _agent_of(sandbox, "sd15")
+    os.kill(killed, signal.SIGKILL)
+    client = Client(sandbox.url, sandbox.key)
+    sent = client.submit(text_to_image("sd15", "after a crash"))
+    # The dead agent's last long poll may still take the message inside moto: it then comes
+    # back once its visibility timeout (60 s in the dev stack) ends, and no task is lost.
+    status = client.wait(sent.id, deadline=150, backoff=Backoff(initial=0.1, cap=0.5))
+    assert status.state == "completed"
+    assert _agent_of(sandbox, "sd15") != killed
+    assert "the sd15 agent exited (-9); restarting it" in sandbox.stderr.read_text()
 
 
 def test_sigint_stops_everything(sandbox: Running) -> None:

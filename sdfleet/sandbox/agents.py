@@ -1,17 +1,19 @@
 """One queue agent per runtime, as ``python -m sdfleet.agent`` subprocesses with the pod's
 environment: written by the workload builder's :class:`AgentEnv` from the runtime's config, as
 ``runtime_manifests`` writes it, plus what the cluster would supply (the pod's name, the AWS
-endpoint and credentials) and a short long-poll so Ctrl-C ends an idle agent within 2 s."""
+endpoint and credentials) and a short long-poll so Ctrl-C ends an idle agent within 2 s. An agent that exits before it
+is stopped is started again, as Kubernetes restarts a container."""
 
 from __future__ import annotations
 
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 from sdfleet.agent.contract import Limits
@@ -25,6 +27,7 @@ from sdfleet.sandbox.plane import Plane
 
 # Idle agents notice a stop after at most one long poll.
 SANDBOX_RECEIVE_WAIT_SECONDS = "2"
+MAX_RESTARTS = 5
 
 
 def agent_env(
@@ -59,54 +62,104 @@ def agent_env(
     return values
 
 
-@dataclass
 class AgentProcess:
-    runtime: str
-    proc: subprocess.Popen[bytes]
-    health_port: int
+    """A runtime's agent process, restarted (on a fresh health port) when it exits before
+    :meth:`stop`, as Kubernetes restarts a pod's container; at most ``MAX_RESTARTS`` times."""
+
+    def __init__(self, runtime: str, env_for_port: Callable[[int], dict[str, str]], out: Any):
+        self.runtime = runtime
+        self.restarts = 0
+        self._env_for_port = env_for_port
+        self._out = out
+        self._stopping = False
+        self._lock = threading.Lock()
+        self.proc, self.health_port = self._spawn()
+        self._watcher = threading.Thread(
+            target=self._watch, name=f"sandbox-agent-{runtime}", daemon=True
+        )
+        self._watcher.start()
+
+    def _spawn(self) -> tuple[subprocess.Popen[bytes], int]:
+        port = free_port()
+        # Its own process group: a terminal's Ctrl-C reaches the sandbox only, which then
+        # stops each agent with one SIGTERM (a second one makes an agent skip its drain).
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sdfleet.agent"],
+            env=subprocess_env(self._env_for_port(port)),
+            stdout=self._out,
+            stderr=self._out,
+            process_group=0,
+        )
+        return proc, port
+
+    def _watch(self) -> None:
+        while True:
+            code = self.proc.wait()  # an event: the child's exit
+            with self._lock:
+                if self._stopping:
+                    return
+                if self.restarts >= MAX_RESTARTS:
+                    _say(f"the {self.runtime} agent exited ({code}) again; not restarting it")
+                    return
+                self.restarts += 1
+                _say(f"the {self.runtime} agent exited ({code}); restarting it")
+                self.proc, self.health_port = self._spawn()
 
     def wait_ready(self, deadline: float) -> None:
         """Until the agent's ``/readyz`` answers 200 (it polls its queue and its server is
         up). Another process gives no event to wait on: poll the probe every 50 ms."""
-        url = f"http://127.0.0.1:{self.health_port}/readyz"
         while True:
+            proc, url = self.proc, f"http://127.0.0.1:{self.health_port}/readyz"
             try:
                 with urllib.request.urlopen(url, timeout=1) as answer:
                     if answer.status == 200:
                         return
             except (urllib.error.URLError, OSError):
                 pass
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the {self.runtime} agent exited ({self.proc.returncode})")
+            if proc.poll() is not None and proc is self.proc and not self._watcher.is_alive():
+                raise RuntimeError(f"the {self.runtime} agent exited ({proc.returncode})")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the {self.runtime} agent was not ready in time")
             time.sleep(0.05)
 
-    def stop(self, timeout: float) -> int | None:
-        """SIGTERM (the pod's stop: the agent drains), then SIGKILL after ``timeout``."""
+    def request_stop(self) -> None:
+        """SIGTERM, the pod's stop: the agent drains. No restart after this."""
+        with self._lock:
+            self._stopping = True
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
+
+    def stop(self, timeout: float) -> int | None:
+        """:meth:`request_stop`, then SIGKILL after ``timeout``."""
+        self.request_stop()
+        proc = self.proc
         try:
-            return self.proc.wait(timeout)
+            code = proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(5)
+            proc.kill()
+            code = proc.wait(5)
+        self._watcher.join(5)
+        return code
+
+
+def _say(message: str) -> None:
+    print(f"sdfleet sandbox: {message}", file=sys.stderr, flush=True)
+
+
+def stop_all(agents: list[AgentProcess], timeout: float) -> None:
+    """Stop agents together: every agent drains at once, not one after another."""
+    for agent in agents:
+        agent.request_stop()
+    for agent in agents:
+        agent.stop(timeout)
 
 
 def start_agent(
     config: StackConfig, rt: RuntimeConfig, plane: Plane, api_base_url: str, log: Any = None
 ) -> AgentProcess:
     """Start the runtime's agent; its logs go to ``log`` (default: this process's stderr)."""
-    port = free_port()
-    env = subprocess_env(agent_env(config, rt, plane, api_base_url, port))
-    out = log if log is not None else sys.stderr
-    # Its own process group: a terminal's Ctrl-C reaches the sandbox only, which then stops
-    # each agent with one SIGTERM (a second signal would make the agent exit without draining).
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sdfleet.agent"],
-        env=env,
-        stdout=out,
-        stderr=out,
-        process_group=0,
-    )
-    return AgentProcess(runtime=rt.name, proc=proc, health_port=port)
+
+    def env_for_port(port: int) -> dict[str, str]:
+        return agent_env(config, rt, plane, api_base_url, port)
+
+    return AgentProcess(rt.name, env_for_port, log if log is not None else sys.stderr)

@@ -134,7 +134,7 @@ def start(args: argparse.Namespace, box: Sandbox) -> tuple[str, str]:
     """Start everything; returns (API URL, API key)."""
     from sdfleet.fakes.fleet import MotoServer
     from sdfleet.local_api import LocalApi
-    from sdfleet.sandbox.agents import start_agent
+    from sdfleet.sandbox.agents import AgentProcess, start_agent, stop_all
     from sdfleet.sandbox.plane import build_plane
 
     config = load_config(args.project_dir, args.stack)
@@ -146,16 +146,16 @@ def start(args: argparse.Namespace, box: Sandbox) -> tuple[str, str]:
     box.lines.append(f"  AWS (moto, in memory): {moto.endpoint}")
     _handler_environment(plane, config, moto.env())
     bases = _servers(box, config, urls)
-    agents = []
+    agents: list[AgentProcess] = []
+    box.started("the agents", lambda: stop_all(agents, AGENT_STOP_TIMEOUT_S))
     for rt in config.runtimes:
-        agent = start_agent(config, rt, plane, bases[rt.name])
-        box.started(f"the {rt.name} agent", lambda a=agent: a.stop(AGENT_STOP_TIMEOUT_S))
-        agents.append(agent)
+        agents.append(start_agent(config, rt, plane, bases[rt.name]))
     from sdfleet.sandbox.sweeper import SweeperThread, sweeper_for
 
     sweeper = SweeperThread(sweeper_for(plane, config.tasks.ttl_days * 86400)).start()
     box.started("the DLQ sweeper", sweeper.stop)
-    key = secrets.token_urlsafe(24)
+    # A prefix: a key starting with "-" would read as an option in the printed command.
+    key = "sbx_" + secrets.token_urlsafe(24)
     api = LocalApi({key: "sandbox"}, port=args.port).start()
     box.started("the task API", api.stop)
     if args.state is not None:
