@@ -211,14 +211,17 @@ def main(args: argparse.Namespace) -> int:
         box.stop()
         print(f"sdfleet sandbox: could not start: {err}", file=sys.stderr)
         return 1
-    took = time.monotonic() - began
-    print(f"{READY_PREFIX} in {took:.1f} s (stack {args.stack}); Ctrl-C stops it")
-    print(f"  API URL: {url}")
-    print(f"  API key: {key}")
-    print("\n".join(box.lines), flush=True)
-    with contextlib.suppress(KeyboardInterrupt):
-        stop.wait()
-    print("sdfleet sandbox: stopping (agents drain first)", file=sys.stderr, flush=True)
-    box.stop()
+    try:
+        if not stop.is_set():  # a Ctrl-C during the start: stop without announcing
+            took = time.monotonic() - began
+            print(f"{READY_PREFIX} in {took:.1f} s (stack {args.stack}); Ctrl-C stops it")
+            print(f"  API URL: {url}")
+            print(f"  API key: {key}")
+            print("\n".join(box.lines), flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            stop.wait()
+        print("sdfleet sandbox: stopping (agents drain first)", file=sys.stderr, flush=True)
+    finally:
+        box.stop()
     print("sdfleet sandbox: stopped", file=sys.stderr, flush=True)
     return 0
