@@ -245,4 +245,8 @@ def test_sigint_stops_everything(sandbox: Running) -> None:
     assert sandbox.proc.wait(60) == 0
     left = [pid for pid in children if Path(f"/proc/{pid}").exists()]
     assert left == [], f"left running: {left}"
-    assert "sdfleet sandbox: stopped" in sandbox.stderr.read_text()
+    log = sandbox.stderr.read_text()
+    assert "sdfleet sandbox: stopped" in log
+    # Each agent got one stop signal and drained (a second one skips the drain).
+    assert "second stop signal" not in log
+    assert log.count('"msg":"agent stopped"') >= len(children)

@@ -125,6 +125,8 @@ class AgentProcess:
     def request_stop(self) -> None:
         """SIGTERM, the pod's stop: the agent drains. No restart after this."""
         with self._lock:
+            if self._stopping:  # once: a second signal makes the agent skip its drain
+                return
             self._stopping = True
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
