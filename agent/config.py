@@ -41,6 +41,8 @@ class Config:
     api_base_url: str
     dynamic_sd_model: bool = _d("DYNAMIC_SD_MODEL")
     callback_when_running: bool = _d("EXP_CALLBACK_WHEN_RUNNING")
+    # Set by ``sdfleet sandbox`` only; the webhook Lambda refuses loopback callbacks anyway.
+    sandbox_loopback_callbacks: bool = _d("SDFLEET_SANDBOX_LOOPBACK_CALLBACKS")
     log_level: str = _d("LOGLEVEL")
     model_filename: str | None = None
     job_timeout_seconds: float = _d("JOB_TIMEOUT_SECONDS")
@@ -226,6 +228,7 @@ def load_config(env: Mapping[str, str]) -> Config:
         **_visibility(env),
         api_base_url=normalise_api_base_url(identity["runtime_type"], s.parse(env, "API_BASE_URL")),
         callback_when_running=s.parse(env, "EXP_CALLBACK_WHEN_RUNNING"),
+        sandbox_loopback_callbacks=s.parse(env, "SDFLEET_SANDBOX_LOOPBACK_CALLBACKS"),
         log_level=level,
         input_fetch_timeout=s.parse(env, "INPUT_FETCH_TIMEOUT_SECONDS"),
         input_task_timeout=s.parse(env, "INPUT_TASK_TIMEOUT_SECONDS"),

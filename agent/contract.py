@@ -109,6 +109,7 @@ def parse_task(
     *,
     generate_id: bool = True,
     allow_content_ref: bool = True,
+    loopback_callbacks: bool = False,
 ) -> Task:
     """Validate a v1alpha2 task object (``{"metadata", "content"}``) against the runtimes.
 
@@ -147,7 +148,7 @@ def parse_task(
         tasktype=tasktype,
         prefix=prefix,
         context=check_context(meta.get("context"), f"{meta_path}.context"),
-        callback=_callback(meta.get("callback"), f"{meta_path}.callback"),
+        callback=_callback(meta.get("callback"), f"{meta_path}.callback", loopback_callbacks),
     )
     if "content_ref" in task_obj and not allow_content_ref:
         raise ContractError(
@@ -169,8 +170,9 @@ def parse_task(
     return Task(metadata=metadata, content=content)
 
 
-def _callback(value: Any, path: str) -> dict[str, Any] | None:
-    callback = parse_callback(value, path)
+def _callback(value: Any, path: str, loopback: bool = False) -> dict[str, Any] | None:
+    # ``loopback``: the sandbox's opt-in (contract_callback); False everywhere else.
+    callback = parse_callback(value, path, loopback=loopback)
     return None if callback is None else callback.to_json()
 
 
@@ -190,7 +192,9 @@ def check_content(runtime: RuntimeInfo, tasktype: str, content: Any, path: str) 
     return checked
 
 
-def parse_v1alpha2(body: Any, runtimes: Sequence[RuntimeInfo]) -> Task:
+def parse_v1alpha2(
+    body: Any, runtimes: Sequence[RuntimeInfo], *, loopback_callbacks: bool = False
+) -> Task:
     if not isinstance(body, dict):
         raise ContractError(
             "invalid_type", f"the body must be a JSON object, got {type_name(body)}", None
@@ -200,7 +204,9 @@ def parse_v1alpha2(body: Any, runtimes: Sequence[RuntimeInfo]) -> Task:
     for key in body:
         if key != "task":
             raise ContractError("unknown_field", "unknown field; the body is {task}", str(key))
-    return parse_task(body["task"], runtimes, allow_content_ref=False)
+    return parse_task(
+        body["task"], runtimes, allow_content_ref=False, loopback_callbacks=loopback_callbacks
+    )
 
 
 def message_size(message: Mapping[str, Any]) -> int:

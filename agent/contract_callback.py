@@ -9,6 +9,12 @@ may change before delivery), so here a host must be either a DNS name of at leas
 an IP literal the guard accepts.
 
 URL errors never echo the URL: its query string may carry the receiver's token.
+
+``loopback=True`` is for ``sdfleet sandbox`` only (it sets ``SDFLEET_SANDBOX_LOOPBACK_CALLBACKS``
+in its own processes; no deployed component does): it also accepts ``http`` or ``https`` URLs
+whose host is exactly 127.0.0.1, ::1 or localhost (``http`` because a loopback receiver has no
+certificate a client would trust), delivered through :func:`sandbox_loopback_guard`. Every other
+rule, and every other refused range (10/8, 169.254/16, ...), stays as it is.
 """
 
 from __future__ import annotations
@@ -27,6 +33,10 @@ from sdfleet.agent.contract_base import (
     short,
 )
 from sdfleet.agent.netguard import address_refused
+
+# The sandbox's loopback opt-in: these hosts (as written in the URL) and their addresses only.
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+LOOPBACK_ADDRESSES = frozenset({"127.0.0.1", "::1"})
 
 EVENT_COMPLETED = "completed"
 EVENT_FAILED = "failed"
@@ -74,6 +84,8 @@ class Callback:
     port: int
     target: str
     ip_literal: bool
+    # "http" only for a sandbox loopback callback (``loopback=True``).
+    scheme: str = "https"
 
     def wants(self, event: str) -> bool:
         return event in self.events
@@ -82,8 +94,11 @@ class Callback:
         return {"url": self.url, "events": list(self.events)}
 
 
-def parse_callback(value: Any, path: str = "task.metadata.callback") -> Callback | None:
-    """The checked callback, or None when ``value`` is None (no webhooks for this task)."""
+def parse_callback(
+    value: Any, path: str = "task.metadata.callback", *, loopback: bool = False
+) -> Callback | None:
+    """The checked callback, or None when ``value`` is None (no webhooks for this task).
+    ``loopback``: the sandbox's opt-in (module docstring); never set in a deployed stack."""
     if value is None:
         return None
     obj = require_object(value, path)
@@ -97,7 +112,13 @@ def parse_callback(value: Any, path: str = "task.metadata.callback") -> Callback
     if "url" not in obj:
         raise ContractError("missing_field", "is required: an https:// URL", f"{path}.url")
     events = check_events(obj.get("events"), f"{path}.events")
-    return check_callback_url(obj["url"], f"{path}.url", events)
+    return check_callback_url(obj["url"], f"{path}.url", events, loopback=loopback)
+
+
+def sandbox_loopback_guard(address: str) -> str | None:
+    """The delivery guard of the sandbox: 127.0.0.1 and ::1 pass, everything else goes to
+    :func:`~sdfleet.agent.netguard.address_refused` as in the cloud."""
+    return None if address in LOOPBACK_ADDRESSES else address_refused(address)
 
 
 def check_events(value: Any, path: str) -> tuple[str, ...]:
@@ -123,7 +144,9 @@ def check_events(value: Any, path: str) -> tuple[str, ...]:
     return tuple(seen)
 
 
-def check_callback_url(value: Any, path: str, events: tuple[str, ...] = DEFAULT_EVENTS) -> Callback:
+def check_callback_url(
+    value: Any, path: str, events: tuple[str, ...] = DEFAULT_EVENTS, *, loopback: bool = False
+) -> Callback:
     """An absolute https URL to a public host; see the module docstring for the rules."""
     if not isinstance(value, str):
         raise ContractError("invalid_type", "must be an https:// URL string", path)
@@ -144,7 +167,10 @@ def check_callback_url(value: Any, path: str, events: tuple[str, ...] = DEFAULT_
         parts = urlsplit(value)
     except ValueError as exc:
         raise ContractError("invalid_callback_url", "is not a valid URL", path) from exc
-    if parts.scheme.lower() != "https":
+    scheme = parts.scheme.lower()
+    if loopback and scheme in ("http", "https") and _hostname(parts) in LOOPBACK_HOSTS:
+        return _loopback_callback(parts, scheme, value, path, events)
+    if scheme != "https":
         raise ContractError("insecure_callback_url", "must be an https:// URL", path)
     if "@" in parts.netloc:
         raise ContractError(
@@ -160,6 +186,33 @@ def check_callback_url(value: Any, path: str, events: tuple[str, ...] = DEFAULT_
     if parts.query:
         target = f"{target}?{parts.query}"
     return Callback(value, events, host, port, target, ip_literal)
+
+
+def _hostname(parts: SplitResult) -> str | None:
+    try:
+        return parts.hostname
+    except ValueError:
+        return None
+
+
+def _loopback_callback(
+    parts: SplitResult, scheme: str, url: str, path: str, events: tuple[str, ...]
+) -> Callback:
+    """A sandbox callback to this machine: the credential, port and target rules still apply."""
+    if "@" in parts.netloc:
+        raise ContractError(
+            "credentials_in_url",
+            "must not carry credentials (user:password@); authenticate with the signature",
+            path,
+        )
+    host = parts.hostname or ""
+    port = _check_port(parts, path, 80 if scheme == "http" else DEFAULT_PORT)
+    target = parts.path or "/"
+    if not target.startswith("/"):
+        raise ContractError("invalid_callback_url", "is not a valid URL", path)
+    if parts.query:
+        target = f"{target}?{parts.query}"
+    return Callback(url, events, host, port, target, host != "localhost", scheme)
 
 
 def _check_host(parts: SplitResult, path: str) -> tuple[str, bool]:
@@ -220,7 +273,7 @@ def _public_literal(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, path: str
     return str(ip)
 
 
-def _check_port(parts: SplitResult, path: str) -> int:
+def _check_port(parts: SplitResult, path: str, default: int = DEFAULT_PORT) -> int:
     try:
         port = parts.port
     except ValueError as exc:
@@ -229,7 +282,7 @@ def _check_port(parts: SplitResult, path: str) -> int:
         # "https://host:/" parses as no port; refuse the empty port rather than guess.
         if parts.netloc.endswith(":"):
             raise ContractError("invalid_callback_url", "has an empty port", path)
-        return DEFAULT_PORT
+        port = default
     if port != DEFAULT_PORT and not MIN_UNPRIVILEGED_PORT <= port <= MAX_PORT:
         raise ContractError(
             "forbidden_port",

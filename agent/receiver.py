@@ -178,7 +178,10 @@ class ReceiverStage:
             held, "received", receive_count=held.receive_count, queue_wait_ms=held.queue_wait_ms
         )
         log.debug("task content", extra={"fields": {"id": meta.id, "content": parsed.task.content}})
-        self.completion.remember_callback(held, _checked_callback(parsed.callback, meta.id))
+        callback = _checked_callback(
+            parsed.callback, meta.id, loopback=self.config.sandbox_loopback_callbacks
+        )
+        self.completion.remember_callback(held, callback)
         stored = self.completion.stored_result(parsed.task)
         if stored is not None:
             # Already run and stored (the notification or the delete failed last time).
@@ -239,13 +242,14 @@ class ReceiverStage:
         return Task(metadata=meta, content=content, api_version=task.api_version)
 
 
-def _checked_callback(value: object, task_id: str) -> Callback | None:
+def _checked_callback(value: object, task_id: str, *, loopback: bool = False) -> Callback | None:
     """The task's callback when it passes the submission checks; a bad one is dropped with a
-    warning naming the field (the task still runs: only its webhooks are lost)."""
+    warning naming the field (the task still runs: only its webhooks are lost). ``loopback``:
+    the sandbox's opt-in (``SDFLEET_SANDBOX_LOOPBACK_CALLBACKS``)."""
     if value is None:
         return None
     try:
-        return parse_callback(value)
+        return parse_callback(value, loopback=loopback)
     except ContractError as exc:
         fields = {"event": "callback_dropped", "id": task_id, "field": exc.field, "code": exc.code}
         log.warning(f"callback dropped: {exc.message}", extra={"fields": fields})

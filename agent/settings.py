@@ -73,6 +73,12 @@ SETTINGS: tuple[Setting, ...] = (
     _s("DYNAMIC_SD_MODEL", "bool", False, "switch the SD WebUI checkpoint per task"),
     _s("MODEL_FILENAME", "str", None, "checkpoint the server must have loaded (static model)"),
     _s("EXP_CALLBACK_WHEN_RUNNING", "bool", False, "also notify when a task starts running"),
+    _s(
+        "SDFLEET_SANDBOX_LOOPBACK_CALLBACKS",
+        "bool",
+        False,
+        "sdfleet sandbox only: keep callbacks to 127.0.0.1/::1/localhost (the cloud refuses them)",
+    ),
     _s("LOGLEVEL", "str", "INFO", "DEBUG, INFO, WARNING, ERROR or CRITICAL"),
     _s(
         "JOB_TIMEOUT_SECONDS",

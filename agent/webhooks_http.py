@@ -88,6 +88,9 @@ class PinnedRequest:
     target: str
     headers: Mapping[str, str]
     body: bytes
+    # The callback's scheme. HttpsTransport speaks TLS whatever it says; only the sandbox's
+    # transport sends "http" (loopback) callbacks in the clear.
+    scheme: str = "https"
 
 
 class ConnectError(OSError):
@@ -210,7 +213,7 @@ def deliver(
     outcome = DeliveryOutcome(None, CONNECTION_ERROR, "no address tried")
     for address in found:
         request = PinnedRequest(
-            address, callback.port, callback.host, callback.target, headers, body
+            address, callback.port, callback.host, callback.target, headers, body, callback.scheme
         )
         try:
             status = post(request, limits, deadline_at)

@@ -9,6 +9,9 @@ Environment (set by ``sdfleet.components.api_ingress``):
 - ``TASK_TTL_SECONDS``: how long records are kept (default 7 days).
 - ``STATUS_URL_EXPIRY_SECONDS``: lifetime of presigned result URLs (default 900, kept within
   60-43200).
+- ``SDFLEET_SANDBOX_LOOPBACK_CALLBACKS``: ``1`` only in ``sdfleet sandbox``, which runs this
+  handler in its own process: accept callbacks to 127.0.0.1/::1/localhost
+  (``contract_callback.parse_callback(loopback=True)``). ``api_ingress`` never sets it.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ _S3_CONFIG = _BOTO_CONFIG.merge(Config(signature_version="s3v4"))
 _DYNAMODB_CONFIG = Config(
     connect_timeout=2, read_timeout=3, retries={"max_attempts": 2, "mode": "standard"}
 )
+LOOPBACK_ENV = "SDFLEET_SANDBOX_LOOPBACK_CALLBACKS"
 TABLE_RETRY = StateRetryPolicy(attempts=3, base_delay=0.05, max_delay=0.5, budget_seconds=2.0)
 
 
@@ -56,6 +60,8 @@ class Settings:
     table_name: str
     ttl_seconds: int
     url_expiry_seconds: int
+    # The sandbox's loopback callbacks (module docstring); False in every deployed stack.
+    loopback_callbacks: bool = False
 
 
 _settings: Settings | None = None
@@ -112,6 +118,7 @@ def load() -> Settings:
         table_name=table_name,
         ttl_seconds=ttl_seconds,
         url_expiry_seconds=expiry,
+        loopback_callbacks=os.environ.get(LOOPBACK_ENV) == "1",
     )
     return _settings
 

@@ -116,8 +116,11 @@ def _parse(
         else:
             log["bytes"] = len(raw or b"")
         body = contract.parse_json_body(raw)
-        parse = contract.parse_v1alpha2 if version == "v1alpha2" else contract.parse_v1alpha1
-        return parse(body, settings.runtimes)
+        if version == "v1alpha2":
+            return contract.parse_v1alpha2(
+                body, settings.runtimes, loopback_callbacks=settings.loopback_callbacks
+            )
+        return contract.parse_v1alpha1(body, settings.runtimes)
     except contract.ContractError as exc:
         log.update(error_code=exc.code, error_field=r.log_field(exc.field))
         return r.error(exc.status, exc.code, exc.message, exc.field)
