@@ -4,6 +4,7 @@ API, a hostile body, and Ctrl-C (SIGINT) leaving no process behind."""
 from __future__ import annotations
 
 import http.client
+import http.server
 import json
 import os
 import queue
@@ -19,7 +20,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+import standardwebhooks
 
+from sdfleet.agent.webhooks_sign import WebhookSecret
 from sdfleet.client import Backoff, Client, text_to_image
 from sdfleet.fakes._common import free_port
 from sdfleet.fakes.images import png_size, png_text
@@ -40,6 +43,7 @@ class Running:
     key: str
     started_in: float
     stderr: Path
+    webhook_secret: str
 
     def children(self) -> set[int]:
         """Pids whose parent is the sandbox (from /proc; psutil is not a dependency)."""
@@ -63,8 +67,8 @@ def _read_lines(stream: Any, lines: queue.Queue[str | None]) -> None:
     lines.put(None)
 
 
-def _wait_ready(proc: subprocess.Popen[str], stderr: Path) -> tuple[str, str]:
-    """Read the sandbox's stdout until its ready block is complete; (API URL, key)."""
+def _wait_ready(proc: subprocess.Popen[str], stderr: Path) -> dict[str, str]:
+    """Read the sandbox's stdout until its ready block is complete; its "name: value" lines."""
     lines: queue.Queue[str | None] = queue.Queue()
     assert proc.stdout is not None
     threading.Thread(target=_read_lines, args=(proc.stdout, lines), daemon=True).start()
@@ -79,7 +83,7 @@ def _wait_ready(proc: subprocess.Popen[str], stderr: Path) -> tuple[str, str]:
         name, sep, value = line.strip().partition(": ")
         if sep and "ready" in seen:
             seen[name] = value
-    return seen["API URL"], seen["API key"]
+    return seen
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +101,10 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
             text=True,
         )
     try:
-        url, key = _wait_ready(proc, stderr)
-        yield Running(proc, url, key, time.monotonic() - began, stderr)
+        ready = _wait_ready(proc, stderr)
+        took = time.monotonic() - began
+        secret = ready["webhook signing secret"]
+        yield Running(proc, ready["API URL"], ready["API key"], took, stderr, secret)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -192,6 +198,75 @@ def test_a_task_completes_quickly_through_the_client(sandbox: Running) -> None:
     print(f"\none task end to end (client, 50 ms polls): {took:.2f} s")
     assert status.state == "completed"
     assert took < 10  # generous for loaded CI; docs/sandbox.md has the figure
+
+
+class _Hooks(http.server.ThreadingHTTPServer):
+    """A webhook receiver on loopback: keeps each POST and sets ``arrived``."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _HookHandler)
+        self.received: list[tuple[str, dict[str, str], bytes]] = []
+        self.arrived = threading.Event()
+
+
+class _HookHandler(http.server.BaseHTTPRequestHandler):
+    server: _Hooks
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("content-length", "0")))
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        self.server.received.append((self.path, headers, body))
+        self.send_response(204)
+        self.end_headers()
+        self.server.arrived.set()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_a_webhook_delivery_is_signed_with_the_printed_secret(
+    sandbox: Running, tmp_path: Path
+) -> None:
+    hooks = _Hooks()
+    threading.Thread(target=hooks.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{hooks.server_address[1]}/hooks/sdfleet?token=t1"
+        meta = {"runtime": "sd15", "tasktype": "text-to-image", "callback": {"url": url}}
+        task = {"metadata": meta, "content": {"prompt": "a signed hook", "width": 256}}
+        task_file = tmp_path / "task.json"
+        task_file.write_text(json.dumps({"task": task}))
+        sent = cli(sandbox, "submit", "--file", str(task_file))
+        assert hooks.arrived.wait(60), sandbox.stderr.read_text()[-3000:]
+    finally:
+        hooks.shutdown()
+        hooks.server_close()
+    (path, headers, body), *more = hooks.received
+    assert more == []  # completed only (the default events); nothing for "queued"
+    assert path == "/hooks/sdfleet?token=t1"
+    payload = standardwebhooks.Webhook(sandbox.webhook_secret).verify(body, headers)
+    assert isinstance(payload, dict)
+    assert (payload["id"], payload["status"]) == (sent["id"], "completed")
+    assert payload["callback"]["url"] == url
+    other = WebhookSecret.generate().encoded()
+    with pytest.raises(standardwebhooks.WebhookVerificationError):
+        standardwebhooks.Webhook(other).verify(body, headers)
+
+
+@pytest.mark.parametrize(
+    ("url", "code"),
+    [
+        ("https://10.0.0.7:8443/hook", "forbidden_address"),
+        ("http://10.0.0.7:8080/hook", "insecure_callback_url"),
+        ("http://127.0.0.2:8080/hook", "insecure_callback_url"),
+    ],
+)
+def test_callbacks_off_this_machine_are_refused_as_in_the_cloud(
+    sandbox: Running, url: str, code: str
+) -> None:
+    meta = {"runtime": "sd15", "tasktype": "text-to-image", "callback": {"url": url}}
+    task = {"metadata": meta, "content": {"prompt": "x"}}
+    status, answer = post(sandbox, json.dumps({"task": task}).encode())
+    assert (status, answer["error"]["code"]) == (400, code)
 
 
 @pytest.mark.parametrize(

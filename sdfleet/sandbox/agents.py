@@ -34,7 +34,12 @@ def agent_env(
     config: StackConfig, rt: RuntimeConfig, plane: Plane, api_base_url: str, health_port: int
 ) -> dict[str, str]:
     """The runtime's agent environment, as its pod gets it, pointed at the sandbox."""
-    extra = {"RECEIVE_WAIT_SECONDS": SANDBOX_RECEIVE_WAIT_SECONDS, **rt.agent.extra_env}
+    extra = {
+        "RECEIVE_WAIT_SECONDS": SANDBOX_RECEIVE_WAIT_SECONDS,
+        **rt.agent.extra_env,
+        # The sandbox's loopback callbacks (sdfleet.sandbox.webhooks); never in a pod.
+        "SDFLEET_SANDBOX_LOOPBACK_CALLBACKS": "true",
+    }
     env = AgentEnv(
         sqs_queue_url=plane.queues[rt.name].queue_url,
         sns_topic_arn=plane.output_topic_arn,

@@ -96,6 +96,7 @@ def _handler_environment(plane: Any, config: StackConfig, endpoint_env: dict[str
     from sdfleet.components.builders.api import runtimes_env
     from sdfleet.components.pipeline_args import runtime_catalogue
     from sdfleet.components.task_api import handler as task_api
+    from sdfleet.components.task_api.settings import LOOPBACK_ENV
 
     os.environ.update(endpoint_env)
     os.environ.update(
@@ -106,6 +107,9 @@ def _handler_environment(plane: Any, config: StackConfig, endpoint_env: dict[str
         TASK_TTL_SECONDS=str(config.tasks.ttl_days * 86400),
     )
     os.environ["STATUS_URL_EXPIRY_SECONDS"] = str(config.api.status_url_expiry_seconds)
+    # Only here, in the sandbox's own process: callbacks to this machine (api_ingress never
+    # sets it, and the cloud's delivery function refuses loopback whatever the API accepted).
+    os.environ[LOOPBACK_ENV] = "1"
     task_api.reset()
 
 
@@ -128,6 +132,21 @@ def _servers(box: Sandbox, config: StackConfig, urls: dict[str, str]) -> dict[st
             "(CPU placeholders labelled 'SANDBOX PREVIEW', not model output)"
         )
     return bases
+
+
+def _webhooks(box: Sandbox, plane: Any, config: StackConfig) -> None:
+    """The webhook queue and the delivery handler on a thread, with a secret for this run."""
+    from sdfleet.sandbox.webhooks import WebhookThread, build_webhooks, webhook_function
+
+    hooks = build_webhooks(plane)
+    function = webhook_function(plane, hooks, config.tasks.ttl_days * 86400)
+    thread = WebhookThread(function, hooks.queue_url, plane.endpoint).start()
+    box.started("the webhook deliveries", thread.stop)
+    box.lines.append(
+        "  webhooks: signed (Standard Webhooks) to metadata.callback URLs on this machine only "
+        "(http or https to 127.0.0.1, [::1] or localhost, port >= 1024)"
+    )
+    box.lines.append(f"  webhook signing secret: {hooks.secret.encoded()}")
 
 
 def start(args: argparse.Namespace, box: Sandbox) -> tuple[str, str]:
@@ -154,6 +173,7 @@ def start(args: argparse.Namespace, box: Sandbox) -> tuple[str, str]:
 
     sweeper = SweeperThread(sweeper_for(plane, config.tasks.ttl_days * 86400)).start()
     box.started("the DLQ sweeper", sweeper.stop)
+    _webhooks(box, plane, config)
     # A prefix: a key starting with "-" would read as an option in the printed command.
     key = "sbx_" + secrets.token_urlsafe(24)
     api = LocalApi({key: "sandbox"}, port=args.port).start()
