@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.server
 import json
 import threading
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,13 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def world() -> Iterator[tuple[Plane, WebhookPlane]]:
     server = MotoServer().start()
+    # Threaded moto servers in one process share their state: start from an empty one and
+    # leave an empty one to the next module.
+    reset = urllib.request.Request(f"{server.endpoint}/moto-api/reset", b"")
+    urllib.request.urlopen(reset).close()
     plane = build_plane(server.endpoint, load_stack(ROOT, "dev"))
     yield plane, build_webhooks(plane)
+    urllib.request.urlopen(reset).close()
     server.stop()
 
 
