@@ -39,7 +39,8 @@ def _agent_env_problem(name: Any, value: Any) -> str | None:
     allowed = sorted(
         n
         for n in set(agent_settings.BY_NAME) - set(AgentEnv.names())
-        if not n.startswith(px.RESERVED_ENV_PREFIXES)  # AWS settings come from the stack
+        # AWS settings come from the stack; sandbox-only switches never reach a deployed pod.
+        if not n.startswith((*px.RESERVED_ENV_PREFIXES, "SDFLEET_SANDBOX_"))
     )
     if name not in allowed:
         return f"name {name!r}: one of the agent's other settings: {', '.join(allowed)}"
