@@ -182,7 +182,11 @@ def test_no_deployed_function_or_pod_sets_the_flag(dev_graph: Recorder) -> None:
 def test_a_stack_cannot_turn_the_sandbox_switch_on_for_its_agents() -> None:
     from sdfleet.components.config import ConfigError, parse_config
 
-    runtime = {"name": "a", "type": "sdwebui", "modelFilename": "m.safetensors"}
-    runtime["agent"] = {"extraEnv": {"SDFLEET_SANDBOX_LOOPBACK_CALLBACKS": "1"}}
+    runtime = {
+        "name": "a",
+        "type": "sdwebui",
+        "modelFilename": "m.safetensors",
+        "agent": {"extraEnv": {"SDFLEET_SANDBOX_LOOPBACK_CALLBACKS": "1"}},
+    }
     with pytest.raises(ConfigError, match=r"runtimes\[0\]\.agent\.extraEnv.*SDFLEET_SANDBOX"):
         parse_config({"runtimes": [runtime]})
