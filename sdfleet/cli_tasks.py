@@ -47,7 +47,11 @@ ClientFactory = Callable[[argparse.Namespace], Client]
 
 def client_from_args(args: argparse.Namespace) -> Client:
     return Client.from_config(
-        args.api_url, args.api_key, stack=args.stack, timeout=args.http_timeout
+        args.api_url,
+        args.api_key,
+        stack=args.stack,
+        sandbox=getattr(args, "sandbox", False),
+        timeout=args.http_timeout,
     )
 
 
@@ -56,6 +60,9 @@ def connection_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     group = common.add_argument_group("API")
     group.add_argument("--stack", help="read apiUrl/apiKey from this stack (needs the pulumi CLI)")
+    group.add_argument(
+        "--sandbox", action="store_true", help="the running `sdfleet sandbox` (its URL and key)"
+    )
     group.add_argument("--api-url", help="the API's stage URL (default: $SDFLEET_API_URL)")
     group.add_argument("--api-key", help="the API key (default: $SDFLEET_API_KEY); never printed")
     group.add_argument(

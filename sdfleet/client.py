@@ -220,10 +220,12 @@ class Client:
         api_key: str | None = None,
         *,
         stack: str | None = None,
+        sandbox: bool = False,
         **kwargs: Any,
     ) -> Client:
-        """Explicit values, else the stack's outputs (pulumi CLI), else the environment."""
-        endpoint: Endpoint = resolve(api_url, api_key, stack=stack)
+        """Explicit values, else the running sandbox (``sandbox``), else the stack's outputs
+        (pulumi CLI), else the environment."""
+        endpoint: Endpoint = resolve(api_url, api_key, stack=stack, sandbox=sandbox)
         return cls(endpoint.url, endpoint.key, **kwargs)
 
     def __repr__(self) -> str:

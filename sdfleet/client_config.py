@@ -14,12 +14,14 @@ import shutil
 import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sdfleet.client_http import ClientError
 
 ENV_URL = "SDFLEET_API_URL"
 ENV_KEY = "SDFLEET_API_KEY"
+SANDBOX_FILE_ENV = "SDFLEET_SANDBOX_FILE"
 _PULUMI_TIMEOUT_S = 120
 
 
@@ -75,17 +77,52 @@ def stack_outputs(
     return outputs
 
 
+def sandbox_file(env: Mapping[str, str] | None = None) -> Path:
+    """Where a running ``sdfleet sandbox`` writes its API URL and key (mode 0600):
+    ``$SDFLEET_SANDBOX_FILE``, else ``$XDG_CACHE_HOME/sdfleet/sandbox.json``."""
+    env = os.environ if env is None else env
+    if env.get(SANDBOX_FILE_ENV):
+        return Path(env[SANDBOX_FILE_ENV])
+    cache = Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "sdfleet" / "sandbox.json"
+
+
+def sandbox_endpoint(path: Path) -> tuple[str, str]:
+    """The URL and key of the sandbox that wrote ``path``, if it still runs."""
+    try:
+        found = json.loads(path.read_text())
+        url, key, pid = str(found["api_url"]), str(found["api_key"]), int(found["pid"])
+    except FileNotFoundError:
+        raise ConfigError(
+            f"no sandbox is running ({path} is absent): start `sdfleet sandbox`"
+        ) from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{path} is not a sandbox file: {exc}") from None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        raise ConfigError(f"the sandbox that wrote {path} (pid {pid}) is not running") from None
+    except PermissionError:
+        pass  # alive, another user's
+    return url, key
+
+
 def resolve(
     api_url: str | None = None,
     api_key: str | None = None,
     *,
     stack: str | None = None,
+    sandbox: bool = False,
     env: Mapping[str, str] | None = None,
     outputs: Callable[[str], Mapping[str, Any]] = stack_outputs,
 ) -> Endpoint:
-    """The API endpoint from explicit values, a named stack's outputs, or the environment."""
+    """The API endpoint from explicit values, the running sandbox, a named stack's outputs, or
+    the environment."""
     env = os.environ if env is None else env
     url, key = api_url or None, api_key or None
+    if sandbox and (url is None or key is None):
+        found_url, found_key = sandbox_endpoint(sandbox_file(env))
+        url, key = url or found_url, key or found_key
     if stack and (url is None or key is None):
         found = outputs(stack)
         url = url or _text(found.get("apiUrl"))

@@ -72,3 +72,26 @@ def test_stack_outputs_errors_are_clear() -> None:
         stack_outputs("dev", run=failing, which=lambda _: "pulumi")
     with pytest.raises(ConfigError, match="did not print JSON"):
         stack_outputs("dev", run=_runner(0, "not json"), which=lambda _: "pulumi")
+
+
+def test_the_running_sandbox_is_found_by_its_file(tmp_path: Any) -> None:
+    import os
+
+    file = tmp_path / "sandbox.json"
+    env = {"SDFLEET_SANDBOX_FILE": str(file)}
+    with pytest.raises(ConfigError, match="no sandbox is running"):
+        resolve(sandbox=True, env=env)
+    file.write_text(
+        json.dumps({"api_url": "http://127.0.0.1:8000/", "api_key": "sbx_k", "pid": os.getpid()})
+    )
+    assert resolve(sandbox=True, env=env) == Endpoint("http://127.0.0.1:8000", "sbx_k")
+    # Explicit values still win over the file.
+    assert resolve("http://x", sandbox=True, env=env) == Endpoint("http://x", "sbx_k")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    file.write_text(json.dumps({"api_url": "u", "api_key": "k", "pid": dead.pid}))
+    with pytest.raises(ConfigError, match=f"pid {dead.pid}\\) is not running"):
+        resolve(sandbox=True, env=env)
+    file.write_text("{}")
+    with pytest.raises(ConfigError, match="is not a sandbox file"):
+        resolve(sandbox=True, env=env)

@@ -99,6 +99,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
             stdout=subprocess.PIPE,
             stderr=err,
             text=True,
+            env={**os.environ, "SDFLEET_SANDBOX_FILE": str(state / "sandbox.json")},
         )
     try:
         ready = _wait_ready(proc, stderr)
@@ -161,6 +162,20 @@ def test_submit_wait_get_and_the_state_folder(sandbox: Running, tmp_path: Path) 
     sent = cli(sandbox, "submit", "--runtime", "sd15", "--prompt", "a red fox")
     assert cli(sandbox, "wait", sent["id"], "--poll-interval", "0.1")["state"] == "completed"
     assert cli(sandbox, "status", sent["id"])["state"] == "completed"
+    # `--sandbox` finds the running sandbox's URL and key in its connection file (0600).
+    connection = Path(sandbox.stderr).parent / "sandbox.json"
+    assert connection.stat().st_mode & 0o777 == 0o600
+    done = subprocess.run(
+        [sys.executable, "-m", "sdfleet.cli", "status", sent["id"], "--sandbox"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "SDFLEET_SANDBOX_FILE": str(connection)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["state"] == "completed"
+    assert sandbox.key not in done.stdout + done.stderr
     saved = cli(sandbox, "get", sent["id"], "--out", str(tmp_path))
     png = next(Path(p) for p in saved["files"] if p.endswith(".png"))
     assert PREVIEW_TEXT_KEY in png_text(png.read_bytes())
@@ -325,3 +340,4 @@ def test_sigint_stops_everything(sandbox: Running) -> None:
     # Each agent got one stop signal and drained (a second one skips the drain).
     assert "second stop signal" not in log
     assert log.count('"msg":"agent stopped"') >= len(children)
+    assert not (Path(sandbox.stderr).parent / "sandbox.json").exists()  # the key is gone too

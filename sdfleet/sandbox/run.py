@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import os
 import secrets
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sdfleet.client_config import sandbox_file
 from sdfleet.components.config import ConfigError
 from sdfleet.components.config_model import StackConfig
 
@@ -199,6 +201,26 @@ def start(args: argparse.Namespace, box: Sandbox) -> tuple[str, str]:
     return api.url, key
 
 
+def _announce(url: str, key: str) -> Any:
+    """Write the connection file `sdfleet submit --sandbox` reads (0600: it holds the key);
+    the returned stop removes it if it is still this sandbox's."""
+    path = sandbox_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = json.dumps({"api_url": url, "api_key": key, "pid": os.getpid()})
+    temp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(body)
+    os.replace(temp, path)
+
+    def remove() -> None:
+        with contextlib.suppress(FileNotFoundError, ValueError, KeyError):
+            if json.loads(path.read_text())["pid"] == os.getpid():
+                path.unlink()
+
+    return remove
+
+
 def main(args: argparse.Namespace) -> int:
     began = time.monotonic()
     stop = threading.Event()
@@ -238,6 +260,7 @@ def main(args: argparse.Namespace) -> int:
             print(f"  API URL: {url}")
             print(f"  API key: {key}")
             print("\n".join(box.lines), flush=True)
+            box.started("connection file", _announce(url, key))
         with contextlib.suppress(KeyboardInterrupt):
             stop.wait()
         print("sdfleet sandbox: stopping (agents drain first)", file=sys.stderr, flush=True)
