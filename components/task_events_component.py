@@ -211,6 +211,36 @@ class TaskEvents(pulumi.ComponentResource):
         )
         return logs, role
 
+    def _function(
+        self,
+        name: str,
+        args: TaskEventsArgs,
+        identity: tuple[aws.iam.Role, aws.cloudwatch.LogGroup, aws.iam.RolePolicy],
+        *,
+        handler: str,
+        timeout: int,
+        variables: dict[str, pulumi.Input[str]],
+    ) -> aws.lambda_.Function:
+        """One of the two Lambdas: the bundled code, its role and log group, created after
+        its policy so the first invocation already has its permissions."""
+        role, logs, role_policy = identity
+        return aws.lambda_.Function(
+            name,
+            runtime=teb.LAMBDA_RUNTIME,
+            architectures=[teb.LAMBDA_ARCHITECTURE],
+            handler=handler,
+            role=role.arn,
+            code=lambda_code(),
+            timeout=timeout,
+            memory_size=256,
+            logging_config=aws.lambda_.FunctionLoggingConfigArgs(
+                log_format="Text", log_group=logs.name
+            ),
+            environment=aws.lambda_.FunctionEnvironmentArgs(variables=variables),
+            tags=args.tags or None,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[role_policy, logs]),
+        )
+
     def _sweeper(self, name: str, args: TaskEventsArgs) -> aws.lambda_.Function:
         """The sweeper Lambda, its role, logs and the every-minute schedule."""
         base = f"{name}-sweeper"
@@ -234,29 +264,19 @@ class TaskEvents(pulumi.ComponentResource):
             ),
             opts=pulumi.ResourceOptions(parent=role),
         )
-        fn = aws.lambda_.Function(
+        fn = self._function(
             base,
-            runtime=teb.LAMBDA_RUNTIME,
-            architectures=[teb.LAMBDA_ARCHITECTURE],
+            args,
+            (role, logs, role_policy),
             handler=teb.SWEEPER_HANDLER,
-            role=role.arn,
-            code=lambda_code(),
             timeout=teb.SWEEPER_TIMEOUT_SECONDS,
-            memory_size=256,
-            logging_config=aws.lambda_.FunctionLoggingConfigArgs(
-                log_format="Text", log_group=logs.name
-            ),
-            environment=aws.lambda_.FunctionEnvironmentArgs(
-                variables={
-                    "DLQ_URLS": pulumi.Output.all(**(args.dlq_urls or {})).apply(teb.dlq_urls_env),
-                    "OUTPUT_TOPIC_ARN": args.output_topic_arn,
-                    "TASK_TABLE_NAME": args.task_table_name,
-                    "TASK_TTL_SECONDS": str(int(args.task_ttl_days or 0) * 86400),
-                    "MAX_MESSAGES": str(args.sweep_max_messages),
-                }
-            ),
-            tags=args.tags or None,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[role_policy, logs]),
+            variables={
+                "DLQ_URLS": pulumi.Output.all(**(args.dlq_urls or {})).apply(teb.dlq_urls_env),
+                "OUTPUT_TOPIC_ARN": args.output_topic_arn,
+                "TASK_TABLE_NAME": args.task_table_name,
+                "TASK_TTL_SECONDS": str(int(args.task_ttl_days or 0) * 86400),
+                "MAX_MESSAGES": str(args.sweep_max_messages),
+            },
         )
         rule = aws.cloudwatch.EventRule(
             f"{base}-schedule",
@@ -311,28 +331,18 @@ class TaskEvents(pulumi.ComponentResource):
             ),
             opts=pulumi.ResourceOptions(parent=role),
         )
-        fn = aws.lambda_.Function(
+        fn = self._function(
             base,
-            runtime=teb.LAMBDA_RUNTIME,
-            architectures=[teb.LAMBDA_ARCHITECTURE],
+            args,
+            (role, logs, role_policy),
             handler=teb.WEBHOOK_HANDLER,
-            role=role.arn,
-            code=lambda_code(),
             timeout=teb.WEBHOOK_TIMEOUT_SECONDS,
-            memory_size=256,
-            logging_config=aws.lambda_.FunctionLoggingConfigArgs(
-                log_format="Text", log_group=logs.name
-            ),
-            environment=aws.lambda_.FunctionEnvironmentArgs(
-                variables={
-                    "WEBHOOK_SECRET_ARN": secret.arn,
-                    "WEBHOOK_QUEUE_URL": queue.url,
-                    "WEBHOOK_DLQ_URL": dlq.url,
-                    "TASK_TABLE_NAME": args.task_table_name,
-                }
-            ),
-            tags=args.tags or None,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[role_policy, logs]),
+            variables={
+                "WEBHOOK_SECRET_ARN": secret.arn,
+                "WEBHOOK_QUEUE_URL": queue.url,
+                "WEBHOOK_DLQ_URL": dlq.url,
+                "TASK_TABLE_NAME": args.task_table_name,
+            },
         )
         aws.lambda_.EventSourceMapping(
             f"{base}-trigger",
