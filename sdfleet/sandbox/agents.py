@@ -6,6 +6,7 @@ is stopped is started again, as Kubernetes restarts a container."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -28,6 +29,18 @@ from sdfleet.sandbox.plane import Plane
 # Idle agents notice a stop after at most one long poll.
 SANDBOX_RECEIVE_WAIT_SECONDS = "2"
 MAX_RESTARTS = 5
+# `python -m sdfleet.agent`, after asking Linux to SIGTERM the agent (a drain) if the sandbox
+# dies, even by SIGKILL: no agent is left polling a moto server that is gone. Set in the child
+# itself (prctl PR_SET_PDEATHSIG = 1), not in a preexec_fn, which is unsafe with threads.
+_AGENT_CHILD = """
+import ctypes, os, runpy, signal, sys
+if sys.platform.startswith("linux"):
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+    if os.getppid() != int(sys.argv[1]):
+        sys.exit("sdfleet sandbox: the sandbox is gone")
+sys.argv = ["sdfleet.agent"]
+runpy.run_module("sdfleet.agent", run_name="__main__", alter_sys=True)
+"""
 
 
 def agent_env(
@@ -89,7 +102,7 @@ class AgentProcess:
         # Its own process group: a terminal's Ctrl-C reaches the sandbox only, which then
         # stops each agent with one SIGTERM (a second one makes an agent skip its drain).
         proc = subprocess.Popen(
-            [sys.executable, "-m", "sdfleet.agent"],
+            [sys.executable, "-c", _AGENT_CHILD, str(os.getpid())],
             env=subprocess_env(self._env_for_port(port)),
             stdout=self._out,
             stderr=self._out,

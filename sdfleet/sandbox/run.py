@@ -262,7 +262,9 @@ def main(args: argparse.Namespace) -> int:
             print("\n".join(box.lines), flush=True)
             box.started("connection file", _announce(url, key))
         with contextlib.suppress(KeyboardInterrupt):
-            stop.wait()
+            # A timed wait: the main thread wakes regularly, so the signal handler always runs.
+            while not stop.wait(0.5):
+                pass
         print("sdfleet sandbox: stopping (agents drain first)", file=sys.stderr, flush=True)
     finally:
         box.stop()
