@@ -1,8 +1,6 @@
 """SdPipeline: the whole sdfleet pipeline from one validated configuration."""
 
-import json
 import re
-import shlex
 from dataclasses import replace
 from typing import Any
 
@@ -28,6 +26,7 @@ from sdfleet.components.observability import (
     RuntimeQueueNames,
 )
 from sdfleet.components.pipeline_args import SdPipelineArgs, gpu_pool_args, runtime_catalogue
+from sdfleet.components.pipeline_outputs import stack_outputs
 from sdfleet.components.sd_runtime import SdRuntime, runtime_args
 from sdfleet.components.task_events_component import TaskEvents, TaskEventsArgs
 
@@ -115,15 +114,16 @@ class SdPipeline(pulumi.ComponentResource):
         self._event_plane(name, cfg)
         self.task_table_arn = self.ingress.task_table_arn
         self._compute_plane(name, cfg)
+        self._watch(name, cfg)
         region = aws.get_region_output(opts=pulumi.InvokeOutputOptions(parent=self)).region
 
-        self.outputs = self._stack_outputs(region)
+        self.outputs = stack_outputs(self, region)
         for key, value in self.outputs.items():
             setattr(self, _OUTPUT_ATTRS.get(key, _snake(key)), value)
         self.register_outputs(self.outputs)
 
     def _event_plane(self, name: str, cfg: StackConfig) -> None:
-        """The model store, the event fan-out, the task API and the alarms on them."""
+        """The model store, the event fan-out and the task API."""
         child = pulumi.ResourceOptions(parent=self)
         self.models = ModelStore(
             f"{name}-models",
@@ -166,6 +166,11 @@ class SdPipeline(pulumi.ComponentResource):
             ),
             child,
         )
+
+    def _watch(self, name: str, cfg: StackConfig) -> None:
+        """Alarms, dashboard and saved queries over everything above, then the task events
+        (DLQ sweeper, webhooks) that notify the alarm topic."""
+        child = pulumi.ResourceOptions(parent=self)
         self.observability = Observability(
             f"{name}-observability",
             ObservabilityArgs(
@@ -197,54 +202,6 @@ class SdPipeline(pulumi.ComponentResource):
             ),
             child,
         )
-
-    def _stack_outputs(self, region: pulumi.Output[str]) -> dict[str, pulumi.Output[Any]]:
-        """The stack outputs, keyed as the stack file names them."""
-        return {
-            "apiUrl": self.ingress.api_url,
-            "apiKey": self.ingress.api_key,
-            "inputTopicArn": self.fanout.input_topic_arn,
-            "outputTopicArn": self.fanout.output_topic_arn,
-            "outputBucket": self.fanout.output_bucket_name,
-            "taskTableName": self.ingress.task_table_name,
-            "webhookSecretArn": self.task_events.webhook_secret_arn,
-            "webhookQueueUrl": self.task_events.webhook_queue_url,
-            "webhookDeadLetterQueueUrl": self.task_events.webhook_dead_letter_queue_url,
-            "modelBucket": self.models.bucket_name,
-            "queueUrls": pulumi.Output.all(**self.fanout.queue_urls),
-            "queueArns": pulumi.Output.all(**self.fanout.queue_arns),
-            "dlqArns": pulumi.Output.all(**self.fanout.dlq_arns),
-            "unroutedQueueUrl": self.fanout.unrouted_queue_url,
-            "alarmTopicArn": self.observability.alarm_topic_arn,
-            "dashboard": self.observability.dashboard_name,
-            "agentImage": self.agent_image.ref,
-            "runtimeNamespaces": pulumi.Output.all(
-                **{rt: r.namespace for rt, r in self.runtimes.items()}
-            ),
-            "runtimeImages": pulumi.Output.all(**self.server_image_refs),
-            "clusterName": self.cluster.cluster_name,
-            "kubeconfig": self.cluster.kubeconfig_json,
-            "updateKubeconfigCommand": pulumi.Output.concat(
-                "aws eks update-kubeconfig --name ", self.cluster.cluster_name, " --region ", region
-            ),
-            "subscribeExample": pulumi.Output.concat(
-                "aws sns subscribe --region ",
-                region,
-                " --topic-arn ",
-                self.fanout.output_topic_arn,
-                " --protocol sqs --notification-endpoint <your-queue-arn>",
-                " --attributes ",
-                shlex.quote(
-                    json.dumps(
-                        {
-                            "RawMessageDelivery": "true",
-                            "FilterPolicyScope": "MessageAttributes",
-                            "FilterPolicy": json.dumps({"status": ["completed", "failed"]}),
-                        }
-                    )
-                ),
-            ),
-        }
 
     def _compute_plane(self, name: str, cfg: StackConfig) -> None:
         """The network, the cluster, Karpenter, KEDA, a GPU node pool per runtime, then the
