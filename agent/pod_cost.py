@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -32,15 +31,20 @@ from urllib.parse import quote
 
 import httpx
 
+from sdfleet.agent.kube_api import (
+    CA_PATH,
+    NAMESPACE_PATH,
+    REQUEST_ERRORS,
+    TOKEN_PATH,
+    KubeApi,
+    api_url_from_env,
+)
+
 log = logging.getLogger("agent.pod_cost")
 
 ANNOTATION = "controller.kubernetes.io/pod-deletion-cost"
 BUSY_COST = 1000
 IDLE_COST = -1000
-SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
-TOKEN_PATH = f"{SERVICE_ACCOUNT_DIR}/token"
-CA_PATH = f"{SERVICE_ACCOUNT_DIR}/ca.crt"
-NAMESPACE_PATH = f"{SERVICE_ACCOUNT_DIR}/namespace"
 
 
 def patch_body(cost: int) -> dict[str, object]:
@@ -66,20 +70,17 @@ class PodDeletionCost:
         timeout_seconds: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.url = (
-            f"{api_url.rstrip('/')}/api/v1/namespaces/{quote(namespace, safe='')}"
-            f"/pods/{quote(pod_name, safe='')}"
+        self.api = KubeApi(api_url, token_path, ca_path, transport, timeout_seconds)
+        self.path = (
+            f"/api/v1/namespaces/{quote(namespace, safe='')}/pods/{quote(pod_name, safe='')}"
         )
+        self.url = self.api.url(self.path)
         self.pod = f"{namespace}/{pod_name}"
-        self.token_path = token_path
-        self.ca_path = ca_path
-        self.transport = transport
         self.busy_cost = busy_cost
         self.idle_cost = idle_cost
         self.idle_delay_seconds = idle_delay_seconds
         self.retry_base_seconds = retry_base_seconds
         self.retry_max_seconds = retry_max_seconds
-        self.timeout_seconds = timeout_seconds
         self.clock = clock
         self.applied: int | None = None  # the cost last written successfully
         self.patches = 0  # requests sent (for metrics and tests)
@@ -102,8 +103,7 @@ class PodDeletionCost:
         **kwargs: Any,
     ) -> PodDeletionCost | None:
         """Built from the in-cluster environment; None (logged once) outside a cluster."""
-        host = (env.get("KUBERNETES_SERVICE_HOST") or "").strip()
-        port = (env.get("KUBERNETES_SERVICE_PORT") or "443").strip()
+        api_url = api_url_from_env(env)
         pod = (env.get("POD_NAME") or "").strip()
         namespace = (env.get("POD_NAMESPACE") or "").strip()
         if not namespace and os.path.isfile(namespace_path):
@@ -111,28 +111,20 @@ class PodDeletionCost:
         missing = [
             name
             for name, ok in (
-                ("KUBERNETES_SERVICE_HOST", host),
+                ("KUBERNETES_SERVICE_HOST", api_url),
                 ("POD_NAME", pod),
                 ("POD_NAMESPACE", namespace),
                 (f"service-account token {token_path}", os.path.isfile(token_path)),
             )
             if not ok
         ]
-        if missing:
+        if missing or api_url is None:
             log.info(
                 "pod-deletion-cost not kept: not running in a Kubernetes pod",
                 extra={"fields": {"missing": missing}},
             )
             return None
-        bracketed = f"[{host}]" if ":" in host else host
-        return cls(
-            f"https://{bracketed}:{port}",
-            namespace,
-            pod,
-            token_path,
-            ca_path,
-            **kwargs,
-        )
+        return cls(api_url, namespace, pod, token_path, ca_path, **kwargs)
 
     # -- the caller's side: never blocks ------------------------------------------------------
     def busy(self) -> None:
@@ -198,23 +190,13 @@ class PodDeletionCost:
     def _patch(self, cost: int) -> bool:
         self.patches += 1
         try:
-            token = Path(self.token_path).read_text().strip()
-            with httpx.Client(
-                transport=self.transport,
-                verify=self._verify(),
-                timeout=self.timeout_seconds,
-                trust_env=False,
-            ) as client:
-                response = client.patch(
-                    self.url,
-                    content=json.dumps(patch_body(cost)).encode(),
-                    headers={
-                        "Authorization": f"Bearer {token}",
-                        "Content-Type": "application/merge-patch+json",
-                        "Accept": "application/json",
-                    },
-                )
-        except (OSError, ssl.SSLError, httpx.HTTPError) as exc:
+            response = self.api.request(
+                "PATCH",
+                self.path,
+                content=json.dumps(patch_body(cost)).encode(),
+                content_type="application/merge-patch+json",
+            )
+        except REQUEST_ERRORS as exc:
             self._problem("request", f"{type(exc).__name__}: {exc}")
             return False
         if response.status_code == 200:
@@ -225,11 +207,6 @@ class PodDeletionCost:
             return True
         self._problem(str(response.status_code), response.text[:300])
         return False
-
-    def _verify(self) -> ssl.SSLContext | bool:
-        if not self.url.startswith("https:"):
-            return True  # plain http (tests); nothing to verify
-        return ssl.create_default_context(cafile=self.ca_path)
 
     def _problem(self, kind: str, text: str) -> None:
         """Log a failure once per kind of failure (a retry loop must not flood the log)."""
