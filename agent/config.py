@@ -25,6 +25,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _REGION_IN_URL = re.compile(r"sqs[.-]([a-z0-9-]+)\.amazonaws\.com")
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _TABLE = re.compile(r"[A-Za-z0-9_.-]{3,255}")
+_LOG_GROUP = re.compile(r"[A-Za-z0-9_./#-]{1,512}")
 
 
 def _d(name: str) -> Any:
@@ -66,6 +67,7 @@ class Config:
     task_limits: Limits = field(default_factory=Limits)
     health_port: int | None = _d("HEALTH_PORT")
     otlp_endpoint: str | None = None
+    otel_service_name: str | None = None
     server_retries: int = _d("SERVER_RETRIES")
     retry_base_seconds: float = _d("RETRY_BASE_SECONDS")
     retry_max_seconds: float = _d("RETRY_MAX_SECONDS")
@@ -78,6 +80,10 @@ class Config:
     task_table_name: str | None = None
     task_ttl_seconds: int = _d("TASK_TTL_SECONDS")
     comfyui_queue_ahead: bool = _d("COMFYUI_QUEUE_AHEAD")
+    node_name: str | None = None
+    # None: EMF metric lines go to stdout (sandbox, tests); else shipped to this log group.
+    metrics_log_group: str | None = None
+    metrics_flush_seconds: float = _d("METRICS_FLUSH_SECONDS")
 
     @property
     def prefetch_wait_seconds(self) -> int:
@@ -92,6 +98,11 @@ class Config:
     @property
     def runtime_label(self) -> str:
         return f"{self.runtime_type}/{self.runtime_name}"
+
+    @property
+    def service_name(self) -> str:
+        """The agent's OpenTelemetry service name (OTEL_SERVICE_NAME, else per runtime)."""
+        return self.otel_service_name or f"sdfleet-agent-{self.runtime_name}"
 
 
 def normalise_api_base_url(runtime_type: str, raw: str | None) -> str:
@@ -192,6 +203,16 @@ def _task_table(env: Mapping[str, str]) -> str | None:
     return name
 
 
+def _log_group(env: Mapping[str, str]) -> str | None:
+    name: str | None = s.parse(env, "METRICS_LOG_GROUP")
+    if name is not None and not _LOG_GROUP.fullmatch(name):
+        raise ConfigError(
+            "METRICS_LOG_GROUP",
+            f"{name!r} is not a CloudWatch Logs group name (1-512 of A-Z a-z 0-9 _ - . / #)",
+        )
+    return name
+
+
 def load_config(env: Mapping[str, str]) -> Config:
     identity = _identity(env)
     level = s.parse(env, "LOGLEVEL").upper()
@@ -220,6 +241,9 @@ def load_config(env: Mapping[str, str]) -> Config:
             "POD_DELETION_COST",
             "TASK_TTL_SECONDS",
             "COMFYUI_QUEUE_AHEAD",
+            "NODE_NAME",
+            "METRICS_FLUSH_SECONDS",
+            "OTEL_SERVICE_NAME",
         )
     }
     return Config(
@@ -241,6 +265,7 @@ def load_config(env: Mapping[str, str]) -> Config:
         or s.parse(env, "OTEL_EXPORTER_OTLP_ENDPOINT"),
         region=_region(env, identity["sqs_queue_url"]),
         task_table_name=_task_table(env),
+        metrics_log_group=_log_group(env),
     )
 
 

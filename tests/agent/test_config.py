@@ -95,6 +95,11 @@ def test_api_base_url_forms(runtime: str, raw: str, expected: str) -> None:
         ({"TASK_LIMITS": '{"maxSteps": 0}'}, "TASK_LIMITS", "limits.maxSteps"),
         ({"TASK_LIMITS": '{"steps": 5}'}, "TASK_LIMITS", "unknown key"),
         ({"POD_DELETION_COST": "sometimes"}, "POD_DELETION_COST", "'sometimes'"),
+        ({"METRICS_FLUSH_SECONDS": "0.5"}, "METRICS_FLUSH_SECONDS", "at least 1 and at most 60"),
+        ({"METRICS_FLUSH_SECONDS": "61"}, "METRICS_FLUSH_SECONDS", "at most 60"),
+        ({"METRICS_FLUSH_SECONDS": "soon"}, "METRICS_FLUSH_SECONDS", "not a number"),
+        ({"METRICS_LOG_GROUP": "/sdfleet/a b"}, "METRICS_LOG_GROUP", "Logs group name"),
+        ({"METRICS_LOG_GROUP": "x" * 513}, "METRICS_LOG_GROUP", "1-512"),
     ],
 )
 def test_invalid_values_name_the_variable(
@@ -171,6 +176,31 @@ def test_new_settings_parse() -> None:
     assert (defaults.input_fetch_timeout, defaults.input_task_timeout) == (30, 60)
 
 
+def test_metrics_settings() -> None:
+    defaults = load_config(BASE)
+    # Unset: EMF lines on stdout, as in the sandbox and tests.
+    assert defaults.metrics_log_group is None and defaults.node_name is None
+    assert defaults.metrics_flush_seconds == 10
+    config = load_config(
+        {
+            **BASE,
+            "METRICS_LOG_GROUP": "/sdfleet/demo-dev/sd15/agent-metrics",
+            "METRICS_FLUSH_SECONDS": "2.5",
+            "NODE_NAME": "ip-10-0-1-2.eu-west-1.compute.internal",
+        }
+    )
+    assert config.metrics_log_group == "/sdfleet/demo-dev/sd15/agent-metrics"
+    assert config.metrics_flush_seconds == 2.5
+    assert config.node_name == "ip-10-0-1-2.eu-west-1.compute.internal"
+
+
+def test_service_name_defaults_per_runtime() -> None:
+    config = load_config(BASE)
+    assert config.service_name == f"sdfleet-agent-{config.runtime_name}"
+    named = load_config({**BASE, "OTEL_SERVICE_NAME": "agent-x"})
+    assert named.service_name == "agent-x"
+
+
 def test_every_config_default_comes_from_the_settings_table() -> None:
     import dataclasses
 
@@ -187,6 +217,7 @@ def test_every_config_default_comes_from_the_settings_table() -> None:
         "output_retries": "OUTPUT_RETRIES",
         "max_input_bytes": "MAX_INPUT_BYTES",
         "pod_deletion_cost": "POD_DELETION_COST",
+        "metrics_flush_seconds": "METRICS_FLUSH_SECONDS",
     }
     fields = {f.name: f for f in dataclasses.fields(Config)}
     for name, variable in by_field.items():

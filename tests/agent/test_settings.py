@@ -27,7 +27,11 @@ def _env(**overrides: object) -> w.AgentEnv:
 
 def _as_pod_env(entries: list[dict[str, object]]) -> dict[str, str]:
     """What the kubelet would give the agent (downward-API fields resolved)."""
-    resolved = {"metadata.name": "sd15-7d9f-abcde", "metadata.namespace": "sdfleet"}
+    resolved = {
+        "metadata.name": "sd15-7d9f-abcde",
+        "metadata.namespace": "sdfleet",
+        "spec.nodeName": "ip-10-0-1-2.us-west-2.compute.internal",
+    }
     env: dict[str, str] = {}
     for entry in entries:
         if "valueFrom" in entry:
@@ -88,6 +92,7 @@ def test_the_agent_reads_back_what_the_builder_writes() -> None:
     assert (config.input_fetch_timeout, config.input_task_timeout) == (10, 20.5)
     assert config.input_max_total_bytes == 1024 and config.pod_deletion_cost is False
     assert (config.pod_name, config.pod_namespace) == ("sd15-7d9f-abcde", "sdfleet")
+    assert config.node_name == "ip-10-0-1-2.us-west-2.compute.internal"
     assert config.heartbeat_seconds == 2 and config.region == "us-west-2"
     # Unset fields take the agent's defaults, which are the builder's.
     plain = load_config(_as_pod_env(_env().to_env()))
@@ -107,6 +112,8 @@ def test_pod_identity_comes_from_the_downward_api() -> None:
     assert entries["POD_NAMESPACE"]["valueFrom"] == {
         "fieldRef": {"fieldPath": "metadata.namespace"}
     }
+    # The node's name, for the AgentUp metric's capacity type (read from the node's labels).
+    assert entries["NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
 
 
 @pytest.mark.parametrize(
