@@ -3,8 +3,10 @@
 A namespace and service account whose pods get a least-privilege AWS role through EKS Pod
 Identity; the model bucket mounted read-only through the Mountpoint S3 CSI driver (a static
 PersistentVolume per runtime and its claim); a Deployment whose pods run the inference server
-as a native sidecar and the queue agent as the main container; and a KEDA ScaledObject that
-scales the Deployment between 0 and ``max_replicas`` on the runtime's SQS queue.
+as a native sidecar and the queue agent as the main container; a KEDA ScaledObject that
+scales the Deployment between 0 and ``max_replicas`` on the runtime's SQS queue; and the
+CloudWatch log group the agents ship their EMF metrics to (traces go to the trace collector
+when ``otlp_traces_endpoint`` is set).
 
 Everything it needs comes in as IDs, ARNs, URLs and a Kubernetes provider, so it works against a
 cluster this stack does not manage ("bring your own cluster").
@@ -32,13 +34,17 @@ from sdfleet.components.builders.runtime_plan import (
     WIRED,
     RuntimeNames,
     known_values,
+    metrics_log_group_name,
+    metrics_log_retention_days,
     pod_policy,
 )
 from sdfleet.components.sd_runtime_plan import (
     SdRuntimeArgs,
     known_task_table,
+    known_telemetry,
     runtime_args,
     task_table_wiring,
+    telemetry_wiring,
 )
 
 __all__ = [
@@ -86,6 +92,11 @@ class SdRuntime(pulumi.ComponentResource):
     """KEDA's ScaledObject that scales the Deployment on the queue."""
     manifests: pulumi.Output[list[dict[str, Any]]]
     """The plain manifests applied, in apply order (for synth and validation)."""
+    metrics_log_group_name: pulumi.Output[str]
+    """The log group the agents ship their EMF metrics to, one stream per pod
+    (``/sdfleet/<project>-<stack>/<runtime>/agent-metrics``)."""
+    metrics_log_group_arn: pulumi.Output[str]
+    """ARN of the same log group."""
 
     def __init__(
         self, name: str, args: SdRuntimeArgs, opts: pulumi.ResourceOptions | None = None
@@ -93,15 +104,34 @@ class SdRuntime(pulumi.ComponentResource):
         super().__init__("sdfleet:index:SdRuntime", name, None, opts)
         # Pulumi's provider host passes a mapping (TypeScript, Go, YAML programs).
         args = as_args(SdRuntimeArgs, args)
+        log_group_name = metrics_log_group_name(
+            pulumi.get_project(), pulumi.get_stack(), args.runtime_name
+        )
         # Built once from placeholders first: a bad value fails here, before any resource.
-        known = {**known_values(args), **known_task_table(args)}
+        known = {
+            **known_values(args),
+            **known_task_table(args),
+            **known_telemetry(args, log_group_name),
+        }
         plain = runtime_manifests(args, known)
         pod_policy(args, known)
+        retention = metrics_log_retention_days(args)
         self.names = names = RuntimeNames.of(args.runtime_name, args.namespace)
 
-        # The task table's name and ARN join the wiring only when set (older stacks have none).
+        metrics_logs = aws.cloudwatch.LogGroup(
+            f"{name}-agent-metrics",
+            name=log_group_name,
+            retention_in_days=retention,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        # The task table's name and ARN join the wiring only when set (older stacks have none),
+        # the collector's URL only with tracing on.
         wired = pulumi.Output.all(
-            **{key: getattr(args, key) for key in WIRED}, **task_table_wiring(args)
+            **{key: getattr(args, key) for key in WIRED},
+            **task_table_wiring(args),
+            **telemetry_wiring(args),
+            metrics_log_group_name=metrics_logs.name,
+            metrics_log_group_arn=metrics_logs.arn,
         )
         manifests = wired.apply(lambda w: runtime_manifests(args, w))
 
@@ -148,7 +178,9 @@ class SdRuntime(pulumi.ComponentResource):
             f"{name}-deployment",
             metadata=plain["deployment"]["metadata"],
             spec=_part(manifests, "deployment", "spec"),
-            opts=k8s_opts(sa, pvc, association, role_policy, *fences, *namespace_deps),
+            opts=k8s_opts(
+                sa, pvc, association, role_policy, metrics_logs, *fences, *namespace_deps
+            ),
         )
         scaled = self._keda(name, plain, manifests, k8s_opts, deployment, namespace_deps)
 
@@ -157,6 +189,8 @@ class SdRuntime(pulumi.ComponentResource):
         self.deployment_name = _named(deployment, names.deployment)
         self.scaled_object_name = _named(scaled, names.scaled_object)
         self.manifests = manifests.apply(lambda m: list(m.values()))
+        self.metrics_log_group_name = metrics_logs.name
+        self.metrics_log_group_arn = metrics_logs.arn
         self.register_outputs(
             {
                 "namespace": self.namespace,
@@ -164,6 +198,8 @@ class SdRuntime(pulumi.ComponentResource):
                 "role_arn": self.role_arn,
                 "deployment_name": self.deployment_name,
                 "scaled_object_name": self.scaled_object_name,
+                "metrics_log_group_name": self.metrics_log_group_name,
+                "metrics_log_group_arn": self.metrics_log_group_arn,
             }
         )
 
@@ -197,7 +233,8 @@ class SdRuntime(pulumi.ComponentResource):
     def _isolation(
         self, name: str, plain: Mapping[str, dict[str, Any]], opts: pulumi.ResourceOptions
     ) -> list[pulumi.Resource]:
-        """NetworkPolicy, and the Role and RoleBinding for the pod-deletion-cost annotation."""
+        """NetworkPolicy, the Role and RoleBinding for the pod-deletion-cost annotation, and
+        the ClusterRole and binding for reading Node objects (the node's capacity type)."""
         policy = k8s.networking.v1.NetworkPolicy(
             f"{name}-network-policy",
             metadata=plain["network_policy"]["metadata"],
@@ -217,7 +254,22 @@ class SdRuntime(pulumi.ComponentResource):
             subjects=plain["role_binding"]["subjects"],
             opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[role])),
         )
-        return [policy, role, binding]
+        node_reader = k8s.rbac.v1.ClusterRole(
+            f"{name}-node-reader-role",
+            metadata=plain["node_reader_role"]["metadata"],
+            rules=plain["node_reader_role"]["rules"],
+            opts=opts,
+        )
+        node_binding = k8s.rbac.v1.ClusterRoleBinding(
+            f"{name}-node-reader-binding",
+            metadata=plain["node_reader_binding"]["metadata"],
+            role_ref=plain["node_reader_binding"]["roleRef"],
+            subjects=plain["node_reader_binding"]["subjects"],
+            opts=pulumi.ResourceOptions.merge(
+                opts, pulumi.ResourceOptions(depends_on=[node_reader])
+            ),
+        )
+        return [policy, role, binding, node_reader, node_binding]
 
     def _identity(
         self, name: str, args: SdRuntimeArgs, wired: pulumi.Output[dict[str, Any]]

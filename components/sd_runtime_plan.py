@@ -15,6 +15,7 @@ import pulumi
 from sdfleet.agent.contract import Limits
 from sdfleet.components.builders.enums import ImagePullPolicy, RuntimeType
 from sdfleet.components.builders.errors import fail
+from sdfleet.components.builders.runtime_plan import TELEMETRY_PLACEHOLDERS
 from sdfleet.components.config import RuntimeConfig
 
 
@@ -140,6 +141,17 @@ class SdRuntimeArgs:
     """The same table's ARN, for the pods' IAM policy (UpdateItem and GetItem on it only)."""
     task_ttl_seconds: int | None = None
     """Seconds a task record lives after its last write (the API's TTL). Unset: 7 days."""
+    otlp_traces_endpoint: pulumi.Input[str] | None = None
+    """The trace collector's OTLP/HTTP traces URL (``TraceCollector``'s endpoint, e.g.
+    ``http://otel-collector.sdfleet-telemetry.svc.cluster.local:4318/v1/traces``): the agent
+    sends its task spans there. Unset: tracing off."""
+    telemetry_namespace: str | None = None
+    """The trace collector's namespace: with ``otlp_traces_endpoint`` set, the pods'
+    NetworkPolicy allows egress to it on TCP 4318. Unset: no such rule."""
+    metrics_log_retention_days: int | None = None
+    """Days the agents' metrics log group (``/sdfleet/<project>-<stack>/<runtime>/agent-metrics``)
+    keeps its events, a CloudWatch retention value; pass the stack's
+    ``observability.logRetentionDays``. Unset: 30."""
 
 
 # The task table's optional wiring, and what stands in for Outputs in the eager checks.
@@ -170,9 +182,33 @@ def known_task_table(args: SdRuntimeArgs) -> dict[str, str]:
     }
 
 
+def telemetry_wiring(args: SdRuntimeArgs) -> dict[str, Any]:
+    """The trace collector's URL (an Input) when tracing is on."""
+    endpoint = args.otlp_traces_endpoint
+    return {} if endpoint is None else {"otlp_traces_endpoint": endpoint}
+
+
+def known_telemetry(args: SdRuntimeArgs, metrics_log_group_name: str) -> dict[str, str]:
+    """The telemetry wiring's plain values where given, placeholders for Outputs (the metrics
+    log group's ARN is an Output until the group exists)."""
+    endpoint = args.otlp_traces_endpoint
+    known = {
+        "metrics_log_group_name": metrics_log_group_name,
+        "metrics_log_group_arn": TELEMETRY_PLACEHOLDERS["metrics_log_group_arn"],
+    }
+    if endpoint is not None:
+        known["otlp_traces_endpoint"] = (
+            endpoint
+            if isinstance(endpoint, str)
+            else TELEMETRY_PLACEHOLDERS["otlp_traces_endpoint"]
+        )
+    return known
+
+
 def runtime_args(runtime: RuntimeConfig, **wiring: Any) -> SdRuntimeArgs:
     """SdRuntimeArgs from a validated runtime config; ``wiring`` gives the rest (cluster
-    name, region, queue, topic, buckets, agent image, scheduling); the Kubernetes provider and
+    name, region, queue, topic, buckets, agent image, scheduling; the trace collector's URL and
+    namespace and the stack's log retention for telemetry); the Kubernetes provider and
     ``depends_on`` go in the component's ResourceOptions."""
     scaling = runtime.scaling
     return SdRuntimeArgs(

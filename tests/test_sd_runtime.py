@@ -182,6 +182,8 @@ def run_runtimes(**over: Any) -> Run:
                 "deployment_name",
                 "scaled_object_name",
                 "manifests",
+                "metrics_log_group_name",
+                "metrics_log_group_arn",
             ):
                 getattr(rt, attr).apply(lambda v, a=attr, g=got: g.setdefault(a, v))
 
@@ -466,6 +468,13 @@ def test_pod_identity_role_is_least_privilege(run: Run, runtime: str) -> None:
         (["s3:GetObject"], f"arn:aws:s3:::{OUTPUT_BUCKET}/*request.json", None),
         (["s3:GetObject"], [f"arn:aws:s3:::{OUTPUT_BUCKET}/*{x}" for x in OUTPUT_SUFFIXES], None),
         ("sns:Publish", OUTPUT_TOPIC, None),
+        # Its own metrics log group's streams, nothing else in CloudWatch Logs.
+        (
+            ["logs:CreateLogStream", "logs:PutLogEvents"],
+            f"arn:aws:logs:{REGION}:123456789012:log-group:"
+            f"/sdfleet/sdfleet-dev/{runtime}/agent-metrics:log-stream:*",
+            None,
+        ),
     ]
     assert MODEL_BUCKET not in policy.inputs["policy"]
     assert all(s["Effect"] == "Allow" for s in statements)
@@ -498,6 +507,8 @@ def test_every_manifest_validates(run: Run) -> None:
     kube = [r for r in run.graph.resources if r.type.startswith("kubernetes:")]
     kinds = sorted({r.type.rsplit(":", 1)[-1] for r in kube})
     assert kinds == [
+        "ClusterRole",
+        "ClusterRoleBinding",
         "Deployment",
         "Namespace",
         "NetworkPolicy",
@@ -509,7 +520,7 @@ def test_every_manifest_validates(run: Run) -> None:
         "ServiceAccount",
         "TriggerAuthentication",
     ]
-    assert len(kube) == 20
+    assert len(kube) == 24
     for rec in kube:
         manifest = kubernetes_manifest(rec.type, int_numbers(rec.inputs))
         assert manifest is not None
@@ -577,7 +588,7 @@ def test_preview_with_unknown_wiring() -> None:
         )
 
     graph = run_program(program, {"aws:region": REGION}, preview=True)
-    assert len([r for r in graph.resources if r.type.startswith("kubernetes:")]) == 10
+    assert len([r for r in graph.resources if r.type.startswith("kubernetes:")]) == 12
     deployment = graph.one("kubernetes:apps/v1:Deployment", "rt-sd15-deployment")
     assert isinstance(deployment.inputs["spec"], Unknown)
     assert deployment.inputs["metadata"]["name"] == "sd15"
@@ -627,7 +638,7 @@ def test_creation_order_and_provider(monkeypatch: pytest.MonkeyPatch) -> None:
     graph = run_program(program, {"aws:region": REGION})
     deps = _DependencyMonitor.dependencies
     kube = [r.name for r in graph.resources if r.type.startswith("kubernetes:")]
-    assert len(kube) == 10
+    assert len(kube) == 12
     for name in kube:
         assert "prerequisite" in deps[name], name
         provider_urn = _DependencyMonitor.providers[name].rsplit("::", 1)[0]
@@ -643,13 +654,19 @@ def test_creation_order_and_provider(monkeypatch: pytest.MonkeyPatch) -> None:
         "rt-sd15-network-policy",
         "rt-sd15-deletion-cost-role",
         "rt-sd15-deletion-cost-binding",
+        "rt-sd15-node-reader-role",
+        "rt-sd15-node-reader-binding",
+        # The agent ships metrics from its first task on.
+        "rt-sd15-agent-metrics",
     }
     assert deps["rt-sd15-deletion-cost-binding"] >= {"rt-sd15-deletion-cost-role", "rt-sd15-sa"}
+    assert deps["rt-sd15-node-reader-binding"] >= {"rt-sd15-node-reader-role", "rt-sd15-sa"}
     assert deps["rt-sd15-models-pvc"] >= {"rt-sd15-models-pv", "rt-sd15-namespace"}
     assert deps["rt-sd15-scaled-object"] >= {"rt-sd15-deployment", "rt-sd15-trigger-auth"}
     assert deps["rt-sd15-sa"] >= {"rt-sd15-namespace"}
     # AWS resources do not wait for the cluster's add-ons.
     assert "prerequisite" not in deps["rt-sd15-role"]
+    assert "prerequisite" not in deps["rt-sd15-agent-metrics"]
     assert "prerequisite" not in deps["rt-sd15-pod-identity"]
 
 
@@ -865,8 +882,23 @@ def test_agent_may_only_get_and_patch_pods_in_its_namespace(run: Run, runtime: s
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": names.service_account, "namespace": namespace}
     ]
-    # No cluster-wide grants anywhere.
-    assert not [r for r in run.graph.resources if "ClusterRole" in r.type]
+    # The one cluster-wide grant: reading Node objects (the node's capacity type).
+    cluster_role = run.manifest(
+        "kubernetes:rbac.authorization.k8s.io/v1:ClusterRole", runtime, "node-reader-role"
+    )
+    assert cluster_role["rules"] == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]}]
+    cluster_binding = run.manifest(
+        "kubernetes:rbac.authorization.k8s.io/v1:ClusterRoleBinding", runtime, "node-reader-binding"
+    )
+    assert cluster_binding["metadata"] == {"name": names.node_reader}
+    assert cluster_binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": cluster_role["metadata"]["name"],
+    }
+    assert cluster_binding["subjects"] == binding["subjects"]
+    cluster_wide = [r for r in run.graph.resources if "ClusterRole" in r.type]
+    assert len(cluster_wide) == 2 * len(RUNTIMES)
 
 
 # ------------------------------------------------------------------------------------------

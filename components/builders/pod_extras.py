@@ -84,7 +84,7 @@ _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # The server never gets AWS settings; the agent's AWS settings come from Pod Identity.
 RESERVED_ENV_PREFIXES = ("AWS_",)
-AGENT_DOWNWARD_ENV = ("POD_NAME", "POD_NAMESPACE")
+AGENT_DOWNWARD_ENV = ("POD_NAME", "POD_NAMESPACE", "NODE_NAME")
 
 
 def qualified_name_problem(key: Any) -> str | None:

@@ -1,6 +1,7 @@
 """Every Kubernetes object of one runtime, final as applied: Namespace, ServiceAccount, the
-model PersistentVolume and claim, the Deployment, its NetworkPolicy and pod-deletion-cost RBAC,
-and KEDA's TriggerAuthentication and ScaledObject. Pure: SdRuntime registers these dicts as
+model PersistentVolume and claim, the Deployment, its NetworkPolicy, the agent's RBAC (the
+pod-deletion-cost Role, the node-reading ClusterRole) and KEDA's TriggerAuthentication and
+ScaledObject. Pure: SdRuntime registers these dicts as
 they are, so tests assert on exactly what a deploy applies.
 """
 
@@ -40,6 +41,8 @@ def _agent_env(args: "SdRuntimeArgs", wired: Mapping[str, str]) -> wl.AgentEnv:
         input_s3_buckets=tuple(args.input_s3_buckets or ()),
         task_table_name=wired.get("task_table_name"),
         task_ttl_seconds=args.task_ttl_seconds,
+        metrics_log_group=wired.get("metrics_log_group_name"),
+        otlp_traces_endpoint=wired.get("otlp_traces_endpoint"),
         extra=dict(args.agent_extra_env or {}),
     )
 
@@ -117,14 +120,18 @@ def scaled_object(
 
 
 def isolation_manifests(
-    names: RuntimeNames, pod_selector: Mapping[str, str]
+    names: RuntimeNames, pod_selector: Mapping[str, str], telemetry_namespace: str | None = None
 ) -> dict[str, dict[str, Any]]:
-    """The runtime's NetworkPolicy (selecting the Deployment's pods) and the agent's
-    pod-deletion-cost Role and binding."""
+    """The runtime's NetworkPolicy (selecting the Deployment's pods; egress to the trace
+    collector's ``telemetry_namespace`` when given), the agent's pod-deletion-cost Role and
+    binding, and its node-reading ClusterRole and binding."""
     ns = names.namespace
     return {
         "network_policy": iso.runtime_network_policy(
-            name=names.network_policy, namespace=ns, pod_labels=pod_selector
+            name=names.network_policy,
+            namespace=ns,
+            pod_labels=pod_selector,
+            telemetry_namespace=telemetry_namespace,
         ),
         "role": iso.deletion_cost_role(name=names.deletion_cost_role, namespace=ns),
         "role_binding": iso.role_binding(
@@ -133,18 +140,28 @@ def isolation_manifests(
             role_name=names.deletion_cost_role,
             service_accounts=[names.service_account],
         ),
+        "node_reader_role": iso.node_reader_cluster_role(name=names.node_reader),
+        "node_reader_binding": iso.cluster_role_binding(
+            name=names.node_reader,
+            role_name=names.node_reader,
+            namespace=ns,
+            service_accounts=[names.service_account],
+        ),
     }
 
 
 def runtime_manifests(args: "SdRuntimeArgs", wired: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     """Every Kubernetes object of the runtime, keyed by role, in apply order, from the args and
-    the resolved ``wired`` values (keys of ``runtime_plan.PLACEHOLDERS``). Raises ValueError
+    the resolved ``wired`` values (keys of ``runtime_plan.PLACEHOLDERS``; optionally the task
+    table's, ``otlp_traces_endpoint`` and ``metrics_log_group_name``). Raises ValueError
     naming the field for bad input."""
     names = RuntimeNames.of(args.runtime_name, args.namespace)
     deployment = runtime_deployment(args, wired, names)
     manifests: dict[str, dict[str, Any]] = {}
     if args.create_namespace is not False:
-        manifests["namespace"] = wl.namespace(names.namespace, labels=PART_OF_LABEL)
+        manifests["namespace"] = wl.namespace(
+            names.namespace, labels={**PART_OF_LABEL, **iso.RUNTIME_NAMESPACE_LABEL}
+        )
     manifests["service_account"] = wl.service_account(
         names.service_account, names.namespace, labels=PART_OF_LABEL
     )
@@ -162,7 +179,15 @@ def runtime_manifests(args: "SdRuntimeArgs", wired: Mapping[str, str]) -> dict[s
         name=names.claim, namespace=names.namespace, volume_name=names.volume
     )
     manifests["deployment"] = deployment
-    manifests.update(isolation_manifests(names, deployment["spec"]["selector"]["matchLabels"]))
+    # The collector's namespace matters only when the agent sends it spans.
+    tracing = "otlp_traces_endpoint" in wired
+    manifests.update(
+        isolation_manifests(
+            names,
+            deployment["spec"]["selector"]["matchLabels"],
+            args.telemetry_namespace if tracing else None,
+        )
+    )
     manifests["trigger_authentication"] = kb.trigger_authentication(
         names.trigger_authentication, names.namespace
     )

@@ -1,16 +1,20 @@
 """A runtime's plan from its Args, before any manifest: the Kubernetes object names, the
-placeholders that stand in for values not known yet (Outputs), the defaults an Args field left
-as None takes (read from the stack config model, so each default is declared once) and the
-pods' IAM policy. Pure: no Pulumi resources, testable without mocks.
+agent's metrics log group name, the placeholders that stand in for values not known yet
+(Outputs), the defaults an Args field left as None takes (read from the stack config model, so
+each default is declared once) and the pods' IAM policy. Pure: no Pulumi resources, testable
+without mocks.
 """
 
 import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sdfleet.components.builders import iam
-from sdfleet.components.config_model import config_default
+from sdfleet.components.builders.errors import fail
+from sdfleet.components.config_checks import LOG_RETENTION_DAYS
+from sdfleet.components.config_model import ObservabilityConfig, config_default
 from sdfleet.components.config_runtime import ResourcesConfig, RuntimeConfig, ScalingConfig
 
 if TYPE_CHECKING:  # the Args class imports this module
@@ -38,6 +42,15 @@ PLACEHOLDERS: dict[str, str] = {
 }
 # The Args fields that may be Outputs and go into the manifests or the policy.
 WIRED = tuple(PLACEHOLDERS)
+# Optional wiring: the trace collector's URL (an Args field) and the metrics log group the
+# component creates (its ARN is known only after creation).
+TELEMETRY_PLACEHOLDERS: dict[str, str] = {
+    "otlp_traces_endpoint": "http://placeholder.invalid:4318/v1/traces",
+    "metrics_log_group_arn": (
+        "arn:aws:logs:us-east-1:000000000000:log-group:/sdfleet/placeholder/agent-metrics"
+    ),
+}
+_LOG_GROUP_NAME = re.compile(r"[.\-_/#A-Za-z0-9]{1,512}")
 
 
 def known_values(args: "SdRuntimeArgs") -> dict[str, str]:
@@ -56,6 +69,7 @@ _CONFIG_DEFAULTS: dict[str, tuple[type, str]] = {
     "drain_seconds": (RuntimeConfig, "drain_seconds"),
     "dynamic_model": (RuntimeConfig, "dynamic_model"),
     "cpu": (ResourcesConfig, "cpu"),
+    "metrics_log_retention_days": (ObservabilityConfig, "log_retention_days"),
     "memory": (ResourcesConfig, "memory"),
     **{
         name: (ScalingConfig, name)
@@ -80,6 +94,30 @@ def setting(args: Any, name: str) -> Any:
         model, field_name = _CONFIG_DEFAULTS[name]
         return config_default(model, field_name)
     return value
+
+
+def metrics_log_group_name(project: str, stack: str, runtime_name: str) -> str:
+    """The log group a runtime's agents ship their EMF metrics to (one per runtime and stack)."""
+    name = f"/sdfleet/{project}-{stack}/{runtime_name}/agent-metrics"
+    if not _LOG_GROUP_NAME.fullmatch(name):
+        raise fail(
+            "metrics log group name",
+            name,
+            "1-512 of A-Z a-z 0-9 . - _ / # (from the project, stack and runtime names)",
+        )
+    return name
+
+
+def metrics_log_retention_days(args: "SdRuntimeArgs") -> int:
+    """The metrics log group's retention: the Args value, else the stack's log retention."""
+    days = setting(args, "metrics_log_retention_days")
+    if isinstance(days, bool) or days not in LOG_RETENTION_DAYS:
+        raise fail(
+            "metrics_log_retention_days",
+            days,
+            f"a CloudWatch retention, one of {', '.join(map(str, LOG_RETENTION_DAYS))}",
+        )
+    return int(days)
 
 
 def model_cache_size(args: "SdRuntimeArgs") -> str | None:
@@ -114,6 +152,9 @@ class RuntimeNames:
     """The NetworkPolicy isolating the pods."""
     deletion_cost_role: str
     """The Role and RoleBinding letting the agent set its pod's deletion cost."""
+    node_reader: str
+    """The ClusterRole and ClusterRoleBinding letting the agent read Node objects
+    (cluster-scoped: namespace and runtime in the name, ':'-separated as neither has one)."""
 
     @classmethod
     def of(cls, runtime_name: str, namespace: str) -> "RuntimeNames":
@@ -132,11 +173,13 @@ class RuntimeNames:
             scaled_object=runtime_name,
             network_policy=f"{runtime_name}-isolation",
             deletion_cost_role=f"{runtime_name}-pod-deletion-cost",
+            node_reader=f"sdfleet:{namespace}:{runtime_name}:node-reader",
         )
 
 
 def pod_policy(args: "SdRuntimeArgs", wired: Mapping[str, str]) -> dict[str, Any]:
-    """The runtime pods' inline IAM policy, from the args and the resolved ``wired`` values."""
+    """The runtime pods' inline IAM policy, from the args and the resolved ``wired`` values
+    (with ``metrics_log_group_arn``: the agent writes its metrics log streams there)."""
     return iam.runtime_pod_policy(
         queue_arn=wired["queue_arn"],
         output_bucket_arn=wired["output_bucket_arn"],
@@ -144,4 +187,5 @@ def pod_policy(args: "SdRuntimeArgs", wired: Mapping[str, str]) -> dict[str, Any
         input_s3_buckets=list(args.input_s3_buckets or ()),
         kms_key_arns=list(args.kms_key_arns or ()),
         task_table_arn=wired.get("task_table_arn"),
+        metrics_log_group_arn=wired.get("metrics_log_group_arn"),
     )

@@ -13,6 +13,11 @@ from sdfleet.components.builders.errors import fail
 from sdfleet.components.builders.workload_checks import _check_int, _check_type
 
 _TABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{3,255}")
+# CloudWatch Logs' log group name pattern (CreateLogStream's logGroupName).
+_LOG_GROUP_NAME = re.compile(r"[.\-_/#A-Za-z0-9]{1,512}")
+_OTLP_ENDPOINT = re.compile(r"https?://[^\s/]+(/\S*)?")
+# The agent names its spans' service this, followed by its runtime's name.
+OTEL_SERVICE_PREFIX = "sdfleet-agent-"
 # The agent's bounds of TASK_TTL_SECONDS: a bad value fails the deploy, not the pod.
 _TTL = agent_settings.BY_NAME["TASK_TTL_SECONDS"]
 _TTL_BOUNDS = (int(_TTL.minimum or 1), int(_TTL.maximum) if _TTL.maximum else None)
@@ -47,12 +52,18 @@ class AgentEnv:
     # the agent's default, 7 days).
     task_table_name: str | None = None
     task_ttl_seconds: int | None = None
+    # The log group the agent ships its EMF metrics to (None: EMF lines on stdout).
+    metrics_log_group: str | None = None
+    # The trace collector's OTLP/HTTP traces URL (None: tracing off).
+    otlp_traces_endpoint: str | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
 
-    # The pod's own name and namespace, from the downward API.
+    # The pod's own name and namespace and its node's name, from the downward API (the
+    # agent reads its node's capacity type from the node's labels).
     FIELD_REFS: ClassVar[dict[str, str]] = {
         "POD_NAME": "metadata.name",
         "POD_NAMESPACE": "metadata.namespace",
+        "NODE_NAME": "spec.nodeName",
     }
 
     def validate(self) -> None:
@@ -83,6 +94,7 @@ class AgentEnv:
             )
         if self.task_ttl_seconds is not None:
             _check_int("agent_env.task_ttl_seconds", self.task_ttl_seconds, *_TTL_BOUNDS)
+        self._validate_telemetry()
         if self.task_limits is not None and not isinstance(self.task_limits, Mapping):
             raise fail("agent_env.task_limits", self.task_limits, "a mapping (Limits.to_json())")
         for key, value in self.extra.items():
@@ -94,6 +106,26 @@ class AgentEnv:
                     "a string value for an agent setting not already set by a field "
                     "(see agent/settings.py)",
                 )
+
+    def _validate_telemetry(self) -> None:
+        group = self.metrics_log_group
+        if group is not None and (
+            not isinstance(group, str) or not _LOG_GROUP_NAME.fullmatch(group)
+        ):
+            raise fail(
+                "agent_env.metrics_log_group",
+                group,
+                "a CloudWatch Logs log group name (1-512 of A-Z a-z 0-9 . - _ / #)",
+            )
+        endpoint = self.otlp_traces_endpoint
+        if endpoint is not None and (
+            not isinstance(endpoint, str) or not _OTLP_ENDPOINT.fullmatch(endpoint)
+        ):
+            raise fail(
+                "agent_env.otlp_traces_endpoint",
+                endpoint,
+                "an http(s) URL such as http://otel-collector.ns.svc.cluster.local:4318/v1/traces",
+            )
 
     @staticmethod
     def names() -> tuple[str, ...]:
@@ -119,6 +151,9 @@ class AgentEnv:
             "POD_DELETION_COST",
             "TASK_TABLE_NAME",
             "TASK_TTL_SECONDS",
+            "METRICS_LOG_GROUP",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "OTEL_SERVICE_NAME",
             *AgentEnv.FIELD_REFS,
         )
 
@@ -155,6 +190,13 @@ class AgentEnv:
             for name, value in fields.items()
             if value is not None
         ]
+        # Telemetry: plain strings, written as given.
+        telemetry = {
+            "METRICS_LOG_GROUP": self.metrics_log_group,
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": self.otlp_traces_endpoint,
+            "OTEL_SERVICE_NAME": f"{OTEL_SERVICE_PREFIX}{self.runtime_name}",
+        }
+        entries += [{"name": k, "value": v} for k, v in telemetry.items() if v is not None]
         entries += [
             {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
             for name, path in self.FIELD_REFS.items()

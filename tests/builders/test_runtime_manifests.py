@@ -84,6 +84,8 @@ def test_manifests_in_apply_order_with_the_runtime_names() -> None:
         "network_policy",
         "role",
         "role_binding",
+        "node_reader_role",
+        "node_reader_binding",
         "trigger_authentication",
         "scaled_object",
     ]

@@ -233,8 +233,10 @@ def test_deployment_env_exactly_from_args() -> None:
         {"name": "INPUT_TASK_TIMEOUT_SECONDS", "value": "60"},
         {"name": "INPUT_MAX_TOTAL_BYTES", "value": "67108864"},
         {"name": "POD_DELETION_COST", "value": "true"},
+        {"name": "OTEL_SERVICE_NAME", "value": "sdfleet-agent-sd15"},
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
         {"name": "LOGLEVEL", "value": "DEBUG"},
     ]
 

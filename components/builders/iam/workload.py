@@ -20,6 +20,10 @@ TRACING_STAR_ACTIONS: frozenset[str] = frozenset(
 )
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+# A log group's own ARN (no ":*", no wildcard): the one group the agent writes metrics to.
+_LOG_GROUP_ARN = re.compile(
+    r"^arn:aws[a-z-]*:logs:[a-z0-9-]+:\d{12}:log-group:[.\-_/#A-Za-z0-9]{1,512}$"
+)
 # Wildcards in a key prefix would widen an object ARN.
 _KEY_PREFIX = re.compile(r"^[!-)+->@-~]{0,512}$")
 
@@ -113,6 +117,24 @@ def _input_bucket_objects(index: int, entry: Any, partition: str) -> str:
     return f"arn:{partition}:s3:::{bucket}/{prefix}*"
 
 
+def metrics_log_streams_statement(log_group_arn: str) -> dict[str, Any]:
+    """Create and write log streams (one per pod) in one log group, nothing else. CloudWatch
+    Logs authorizes both actions on the stream's ARN (``log-group:<name>:log-stream:<stream>``,
+    the form of AWS's own log-delivery policies), so the streams of this group are the whole
+    grant: no other group, no reading, no deleting, no retention change."""
+    if not isinstance(log_group_arn, str) or not _LOG_GROUP_ARN.match(log_group_arn):
+        raise fail(
+            "metrics_log_group_arn",
+            log_group_arn,
+            "a log group's ARN (arn:<partition>:logs:<region>:<account>:log-group:<name>)",
+        )
+    return statement(
+        ["logs:CreateLogStream", "logs:PutLogEvents"],
+        f"{log_group_arn}:log-stream:*",
+        sid="WriteAgentMetrics",
+    )
+
+
 def runtime_pod_policy(
     *,
     queue_arn: str,
@@ -121,13 +143,15 @@ def runtime_pod_policy(
     input_s3_buckets: Sequence[str] = (),
     kms_key_arns: Sequence[str] = (),
     task_table_arn: str | None = None,
+    metrics_log_group_arn: str | None = None,
 ) -> dict[str, Any]:
     """Least privilege for a runtime's pods (the queue agent): its own queue, writing results
     and reading offloaded requests in the output bucket, publishing completions, and reading
     objects (never listing) in the buckets ``s3://`` task inputs may name. No model access:
     models reach the server through the Mountpoint driver's own role. ``kms_key_arns`` only
     when the queue/bucket/topic use customer-managed keys. ``task_table_arn``: the agent moves
-    its tasks' states forward in the task table."""
+    its tasks' states forward in the task table. ``metrics_log_group_arn``: the agent ships its
+    EMF metrics to that log group (:func:`metrics_log_streams_statement`)."""
     checked_arn("queue_arn", queue_arn, "sqs")
     out = checked_arn("output_bucket_arn", output_bucket_arn, "s3")
     partition = out.split(":")[1]
@@ -156,4 +180,6 @@ def runtime_pod_policy(
         )
     if task_table_arn is not None:
         statements += task_table.agent_task_table_statements(task_table_arn)
+    if metrics_log_group_arn is not None:
+        statements.append(metrics_log_streams_statement(metrics_log_group_arn))
     return policy(*statements)
