@@ -128,7 +128,7 @@ class TaskProgress:
         try:
             write()
         except Exception:
-            fields = {"event": "task_state_write_failed", "state": state, "id": task_id}
+            fields = {"event": "task_state_write_failed", "state": state, "task_id": task_id}
             log.exception("task state not recorded", extra={"fields": fields})
 
 

@@ -157,7 +157,7 @@ class TaskStore:
                 return existing  # our own put, answered 5xx and retried
             log.info(
                 "task id exists",
-                extra={"fields": {"event": "task_exists", "id": task_id, "state": existing.state}},
+                extra={"fields": dict(event="task_exists", task_id=task_id, state=existing.state)},
             )
             raise TaskExists(task_id, existing) from None
         return TaskRecord.from_item(item)
@@ -323,7 +323,7 @@ class TaskStore:
             existing = self._existing(task_id, exc)
             if existing.write_token == token:
                 return Transition(applied=True, record=existing)  # landed behind a 5xx
-            fields = {"event": "task_state_noop", "op": op, "id": task_id, "state": existing.state}
+            fields = dict(event="task_state_noop", op=op, task_id=task_id, state=existing.state)
             log.info("task already final; state unchanged", extra={"fields": fields})
             return Transition(applied=False, record=existing)
         return Transition(applied=True, record=TaskRecord.from_item(response["Attributes"]))
@@ -380,7 +380,7 @@ class TaskStore:
             return fn()
         except Exception as exc:
             code = exc.code if isinstance(exc, TaskStateUnavailable) else error_code(exc)
-            fields: dict[str, Any] = {"event": "task_state_write_failed", "op": op, "id": task_id}
+            fields: dict[str, Any] = dict(event="task_state_write_failed", op=op, task_id=task_id)
             fields.update(error_code=code, attempts=getattr(exc, "attempts", None))
             log.error("task state not recorded", extra={"fields": fields})
             return None

@@ -133,7 +133,7 @@ def _fields(op: str, task_id: str, attempt: int, exc: BaseException, **more: Any
     return {
         "event": "task_state_retry",
         "op": op,
-        "id": task_id,
+        "task_id": task_id,
         "attempt": attempt,
         "error_code": error_code(exc),
         "http_status": http_status(exc),

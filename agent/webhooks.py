@@ -160,7 +160,13 @@ def deliver_record(record: Mapping[str, Any], sender: WebhookSender) -> RecordRe
     try:
         callback = sender.callback_of(notification)
     except ContractError as exc:
-        log.warning("webhook for task %s: callback refused (%s: %s)", task_id, exc.code, exc.field)
+        log.warning(
+            "webhook for task %s: callback refused (%s: %s)",
+            task_id,
+            exc.code,
+            exc.field,
+            extra={"fields": {"event": "webhook_refused", "task_id": task_id, "code": exc.code}},
+        )
         now = sender.clock()
         event_name = str(notification.get("status"))
         _record(
@@ -266,6 +272,19 @@ def _after_attempt(
         outcome.detail,
         outcome.elapsed,
         next_at,
+        extra={
+            "fields": {
+                "event": "webhook_attempt",
+                "task_id": task_id,
+                "webhook_id": retry.webhook_id,
+                "host": host,
+                "attempt": retry.attempt,
+                "outcome": outcome.code,
+                "http_status": outcome.status_code,
+                "elapsed_ms": round(outcome.elapsed * 1000, 1),
+                "next_at": next_at,
+            }
+        },
     )
     _record(
         sender,

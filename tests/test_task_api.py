@@ -990,18 +990,17 @@ class _FailingSns:
 def test_publish_failure_is_a_server_error(
     fan: Fanout,
     monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
     aws_code: str,
     status: int,
 ) -> None:
     monkeypatch.setattr(task_settings, "sns", lambda settings: _FailingSns(aws_code))
-    with caplog.at_level(logging.INFO, logger="sdfleet.task_api"):
-        got, response = call(make_event(v2("sd15", "text-to-image", T2I)))
+    got, response = call(make_event(v2("sd15", "text-to-image", T2I)))
     assert got == status
     assert response["error"]["code"] == "publish_failed"
-    line = json.loads(caplog.records[-1].getMessage())
+    line = request_lines(capsys)[-1]
     assert line["aws_error"] == aws_code
-    assert caplog.records[-1].levelno == logging.ERROR
+    assert line["level"] == "ERROR"
     fan.assert_nothing_published()
 
 
@@ -1035,33 +1034,36 @@ def test_offload_failure_publishes_nothing(fan: Fanout, monkeypatch: pytest.Monk
 def test_broken_environment_is_a_generic_500(
     fan: Fanout,
     monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
     name: str,
     value: str,
 ) -> None:
     monkeypatch.setenv(name, value)
     task_api.reset()
-    with caplog.at_level(logging.INFO, logger="sdfleet.task_api"):
-        status, response = call(make_event(v2("sd15", "text-to-image", T2I)))
+    status, response = call(make_event(v2("sd15", "text-to-image", T2I)))
     assert (status, response["error"]["code"]) == (500, "internal_error")
     assert name not in response["error"]["message"]  # nothing about the deployment leaks
-    assert name in json.loads(caplog.records[-1].getMessage())["config_error"]
+    assert name in request_lines(capsys)[-1]["config_error"]
     fan.assert_nothing_published()
 
 
 def test_unexpected_error_is_a_logged_500_without_content(
-    fan: Fanout, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    fan: Fanout,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     def broken(*args: Any) -> None:
         raise RuntimeError(f"bug while handling {PROMPT}")
 
     monkeypatch.setattr(submit, "publish", broken)
-    with caplog.at_level(logging.INFO, logger="sdfleet.task_api"):
+    with caplog.at_level(logging.INFO):
         status, response = call(make_event(v2("sd15", "text-to-image", T2I)))
     assert (status, response["error"]["code"]) == (500, "internal_error")
-    line = json.loads(caplog.records[-1].getMessage())
+    out = capsys.readouterr().out
+    line = json.loads(out.splitlines()[-1])
     assert line["unexpected"] == "RuntimeError" and "_handle" in line["trace"]
-    assert PROMPT not in caplog.text
+    assert PROMPT not in out and PROMPT not in caplog.text
 
 
 def test_a_validation_gap_is_still_a_400(fan: Fanout, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -1105,8 +1107,16 @@ def test_import_makes_no_aws_calls() -> None:
 # Logs: one JSON line per request, never the API key or the request content
 
 
+def request_lines(capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
+    """The handler's log lines, written straight to stdout: one JSON object per line."""
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+
 def test_logs_hold_neither_the_api_key_nor_the_content(
-    fan: Fanout, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    fan: Fanout,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     big = "B" * (contract.OFFLOAD_THRESHOLD_BYTES + 1)
     events = [
@@ -1128,17 +1138,18 @@ def test_logs_hold_neither_the_api_key_nor_the_content(
         retry = make_event(v2("sd15", "text-to-image", T2I, id="log-2"))
         statuses.append(task_api.handler(retry, FakeContext())["statusCode"])
     assert statuses == [200, 200, 400, 400, 400, 400, 200, 503]
-    records = [r for r in caplog.records if r.name == "sdfleet.task_api"]
-    assert len(records) == len(events) + 1  # one line per request
-    lines = [json.loads(r.getMessage()) for r in records]
+    out = capsys.readouterr().out  # the request lines: JSON, one per stdout line
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert len(lines) == len(events) + 1  # one line per request
+    assert {line["logger"] for line in lines} == {"sdfleet.task_api"}
     assert [line["status"] for line in lines] == statuses
-    assert lines[0]["id"] == "log-1"
+    assert lines[0]["task_id"] == "log-1"
     assert lines[0]["runtime"] == "sd15" and lines[0]["tasktype"] == "text-to-image"
     assert [line["offloaded"] for line in lines[:2]] == [False, True]
     assert lines[2]["error_code"] == "unknown_runtime"
     for line in lines:
         assert {"status", "latency_ms", "offloaded"} <= set(line)
-    everything = caplog.text + "".join(r.getMessage() for r in caplog.records)
+    everything = out + caplog.text + "".join(r.getMessage() for r in caplog.records)
     assert API_KEY not in everything
     assert API_KEY_ID not in everything
     assert PROMPT not in everything

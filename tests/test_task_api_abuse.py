@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import copy
 import json
-import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,6 +31,7 @@ from tests.test_task_api import (
     empty,
     fanout_world,
     make_event,
+    request_lines,
     v2,
 )
 
@@ -134,21 +134,19 @@ def test_an_existing_offload_object_is_a_409_left_alone_and_the_id_is_released(
 def test_a_failed_publish_deletes_the_offloaded_object(
     fan: Fanout,
     monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
     aws_code: str,
     status: int,
 ) -> None:
     monkeypatch.setattr(task_settings, "sns", lambda settings: _FailingSns(aws_code))
-    with caplog.at_level(logging.INFO, logger="sdfleet.task_api"):
-        got, _ = call(make_event(v2("sd15", "image-to-image", {"init_images": [BIG]})))
+    got, _ = call(make_event(v2("sd15", "image-to-image", {"init_images": [BIG]})))
     assert got == status
     assert keys(fan) == []
-    line = json.loads(caplog.records[-1].getMessage())
-    assert line["offload_cleanup"] == "deleted"
+    assert request_lines(capsys)[-1]["offload_cleanup"] == "deleted"
 
 
 def test_a_failed_cleanup_is_logged_not_raised(
-    fan: Fanout, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    fan: Fanout, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     real = task_settings.s3
 
@@ -164,11 +162,9 @@ def test_a_failed_cleanup_is_logged_not_raised(
 
     monkeypatch.setattr(task_settings, "s3", lambda settings: NoDelete(real(settings)))
     monkeypatch.setattr(task_settings, "sns", lambda settings: _FailingSns("Throttled"))
-    with caplog.at_level(logging.INFO, logger="sdfleet.task_api"):
-        got, response = call(make_event(v2("sd15", "image-to-image", {"init_images": [BIG]})))
+    got, response = call(make_event(v2("sd15", "image-to-image", {"init_images": [BIG]})))
     assert (got, response["error"]["code"]) == (503, "publish_failed")
-    line = json.loads(caplog.records[-1].getMessage())
-    assert line["offload_cleanup"] == "failed: AccessDenied"
+    assert request_lines(capsys)[-1]["offload_cleanup"] == "failed: AccessDenied"
 
 
 def test_the_final_size_is_checked_before_anything_is_written(

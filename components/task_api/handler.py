@@ -7,23 +7,26 @@ for the API key that created it (:mod:`.status`). Runs on the Lambda Python runt
 bundled boto3 and nothing else.
 
 Privacy: request content (prompts, images) is user data and the ``x-api-key`` header is a
-secret; neither is ever logged. One JSON log line per request carries only routing facts.
+secret; neither is ever logged. One JSON log line per request (``task_request``, the schema of
+``sdfleet.agent.contract_log``, docs/logging.md) carries only routing facts, written straight
+to stdout so that each CloudWatch event is one JSON object.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import traceback
 from typing import Any
 
+from sdfleet.agent import contract_log as cl
 from sdfleet.components.task_api import events, status, submit
 from sdfleet.components.task_api import responses as r
 from sdfleet.components.task_api import settings as cfg
 
-logger = logging.getLogger("sdfleet.task_api")
-logger.setLevel(logging.INFO)
+logger = cl.stdout_logger("sdfleet.task_api", cl.SERVICE_TASK_API)
+# The task store's own lines (agent.task_state), in the Lambda only.
+cl.lambda_logging(cl.SERVICE_TASK_API)
 
 ROUTES = events.ROUTES
 reset = cfg.reset
@@ -64,10 +67,10 @@ def _handle(event: Any, log: dict[str, Any]) -> dict[str, Any]:
 
 def handler(event: Any, context: Any) -> dict[str, Any]:
     started = time.monotonic()
-    log: dict[str, Any] = {"msg": "task_request", "offloaded": False}
+    log: dict[str, Any] = {"offloaded": False}
     request_id = getattr(context, "aws_request_id", None)
     if request_id:
-        log["request_id"] = request_id
+        log[cl.REQUEST_ID] = request_id
     try:
         response = _handle(event, log)
     except Exception as exc:
@@ -75,8 +78,10 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
         log["unexpected"] = type(exc).__name__
         log["trace"] = "".join(traceback.format_tb(exc.__traceback__))
         response = r.error(500, "internal_error", "internal error")
-    log["status"] = response["statusCode"]
-    log["latency_ms"] = round((time.monotonic() - started) * 1000, 1)
+    log[cl.STATUS] = response["statusCode"]
+    log[cl.LATENCY_MS] = round((time.monotonic() - started) * 1000, 1)
+    if "id" in log:  # the routes record the task id as ``id``; the schema calls it task_id
+        log[cl.TASK_ID] = log.pop("id")
     level = logging.ERROR if response["statusCode"] >= 500 else logging.INFO
-    logger.log(level, json.dumps(log, separators=(",", ":"), default=str))
+    logger.log(level, "task_request", extra={"fields": log})
     return response

@@ -25,13 +25,13 @@ subscribers hear of it too. A publish that fails after the write applied is logg
 from __future__ import annotations
 
 import json
-import logging
 import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from sdfleet.agent import contract_log as cl
 from sdfleet.agent.contract import STATUS_FAILED, build_notification
 from sdfleet.agent.contract_base import ContractError
 from sdfleet.agent.contract_callback import parse_callback
@@ -39,8 +39,9 @@ from sdfleet.agent.task_state import TaskStore
 from sdfleet.agent.task_state_schema import DEAD_LETTERED, QUEUED
 from sdfleet.dlq import peek, task_of
 
-log = logging.getLogger("sdfleet.sweeper")
-log.setLevel(logging.INFO)
+# Schema lines straight to stdout (docs/logging.md); the shared code's too, in the Lambda.
+log = cl.stdout_logger("sdfleet.sweeper", cl.SERVICE_DLQ_SWEEPER)
+cl.lambda_logging(cl.SERVICE_DLQ_SWEEPER)
 
 MAX_MESSAGES = 200
 MARGIN_MS = 10_000
@@ -148,8 +149,13 @@ class Sweeper:
                 MessageAttributes=attributes,
             )
         except Exception as exc:
-            fields = {"event": "dead_letter_notification_failed", "id": task_id}
-            log.error("%s", json.dumps({**fields, "error": type(exc).__name__}))
+            fields = {
+                cl.EVENT: "dead_letter_notification_failed",
+                cl.TASK_ID: task_id,
+                cl.RUNTIME: runtime,
+                "error": type(exc).__name__,
+            }
+            log.error("dead-letter notification not published", extra={"fields": fields})
             return False
         return True
 
@@ -159,9 +165,8 @@ def _callback_json(metadata: Mapping[str, Any], task_id: str) -> dict[str, Any] 
     try:
         callback = parse_callback(metadata.get("callback"), "task.metadata.callback")
     except ContractError as exc:
-        log.warning(
-            "%s", json.dumps({"event": "callback_dropped", "id": task_id, "code": exc.code})
-        )
+        fields = {cl.EVENT: "callback_dropped", cl.TASK_ID: task_id, "code": exc.code}
+        log.warning("callback dropped", extra={"fields": fields})
         return None
     return None if callback is None else callback.to_json()
 
@@ -205,5 +210,5 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
         _sweeper = from_environment(os.environ)
     remaining = getattr(context, "get_remaining_time_in_millis", None)
     report = _sweeper.run(remaining)
-    log.info("%s", json.dumps({"event": "dlq_sweep", **report.to_json()}))
+    log.info("dlq sweep", extra={"fields": {cl.EVENT: "dlq_sweep", **report.to_json()}})
     return report.to_json()

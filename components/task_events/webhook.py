@@ -18,7 +18,6 @@ changes the delivery.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -26,12 +25,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sdfleet.agent import contract_log as cl
 from sdfleet.agent.task_state import TaskStore
 from sdfleet.agent.webhooks import AttemptRecord, SqsQueues, WebhookSender, handle_batch
 from sdfleet.agent.webhooks_sign import SecretError, WebhookSecret, parse_secrets
 
 log = logging.getLogger("sdfleet.webhooks")
 log.setLevel(logging.INFO)
+# In the Lambda, this module's and the delivery code's lines (sdfleet.agent.webhooks, the task
+# store) are schema lines straight to stdout (docs/logging.md).
+cl.lambda_logging(cl.SERVICE_WEBHOOK_DELIVERY)
 
 SECRET_CACHE_SECONDS = 300.0
 
@@ -91,10 +94,8 @@ class WebhookFunction:
         try:
             secrets = self.secrets.get()
         except Exception as exc:  # nothing is sent unsigned: SQS redelivers the batch
-            log.error(
-                "%s",
-                json.dumps({"event": "webhook_secret_unreadable", "error": type(exc).__name__}),
-            )
+            fields = {cl.EVENT: "webhook_secret_unreadable", "error": type(exc).__name__}
+            log.error("webhook secret unreadable", extra={"fields": fields})
             return {
                 "batchItemFailures": [
                     {"itemIdentifier": str(r.get("messageId", ""))}

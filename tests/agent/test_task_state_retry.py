@@ -118,7 +118,7 @@ def test_throttled_writes_are_retried_with_jittered_backoff(
     retries = [e for e in logged(caplog) if e.get("event") == "task_state_retry"]
     assert [e["attempt"] for e in retries] == [1, 2]
     assert {e["error_code"] for e in retries} == {"ProvisionedThroughputExceededException"}
-    assert all(e["id"] == "t1" and e["op"] == "mark_running" for e in retries)
+    assert all(e["task_id"] == "t1" and e["op"] == "mark_running" for e in retries)
 
 
 def test_exhausted_retries_raise_in_the_strict_call_and_are_logged_by_record(
@@ -143,9 +143,10 @@ def test_exhausted_retries_raise_in_the_strict_call_and_are_logged_by_record(
         {
             **{k: failures[0][k] for k in ("ts", "logger", "msg")},
             "level": "ERROR",
+            "service": "agent",
             "event": "task_state_write_failed",
             "op": "mark_completed",
-            "id": "t1",
+            "task_id": "t1",
             "error_code": "ProvisionedThroughputExceededException",
             "attempts": 3,
         }
