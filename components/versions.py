@@ -104,13 +104,31 @@ _ROWS: tuple[Pin, ...] = (
         "public IaC pin for 1.33 (driver v2.x); newer v2 builds exist, re-check before bumping",
     ),
     # Container Insights: ships container stdout (the agent's JSON logs and EMF metric lines)
-    # to CloudWatch Logs, where EMF lines become metrics.
+    # to CloudWatch Logs, where EMF lines become metrics, and runs dcgm-exporter on GPU nodes.
+    # The dcgm-exporter SYS_ADMIN fix for Bottlerocket NVIDIA (aws-observability/helm-charts
+    # PR #217, merged 2025-06-11) shipped in chart v4.2.0 (2025-06-25, RELEASE_NOTES: "Extend
+    # support for DCGM scraping on Bottlerocket instances"); this build is chart v4.5.0
+    # (2025-09-24). Add-on builds carry their chart's version (chart v3.7.0's notes name
+    # add-on v3.7.0-eksbuild.1); the add-on's own manifest was not read here.
     Pin(
         "addon_cloudwatch_observability",
         "EKS addon amazon-cloudwatch-observability",
         "amazon-cloudwatch-observability",
         "v4.5.0-eksbuild.1",
-        "public IaC pin; re-check with describe-addon-versions",
+        "public IaC pin; chart v4.5.0 (2025-09-24) is after the Bottlerocket DCGM fix "
+        "(chart v4.2.0); re-check with describe-addon-versions",
+    ),
+    # TraceCollector's image: the ADOT collector (awsxray exporter). Tag and digest as two
+    # public repositories pin them (one from public.ecr.aws, one from Docker Hub's
+    # amazon/aws-otel-collector: the same digest). System nodes default to arm64: that the
+    # digest is a multi-arch index was not checked here (no registry access); check before use.
+    Pin(
+        "adot_collector_image",
+        "ADOT collector image (TraceCollector)",
+        "public.ecr.aws/aws-observability/aws-otel-collector",
+        "v0.48.0@sha256:9b28046359054b414f4ba76056ba4e8cffda2d53fbcee06171d7eeecd71326c3",
+        "aws-observability/aws-otel-collector release v0.48.0; digest as pinned in public "
+        "Dockerfiles (not pulled here)",
     ),
     # Default SD WebUI (A1111) server image: a community build, pinned by tag, not verified
     # here. The pod contract is what matters: the API on port 8080 and models read from the
@@ -158,6 +176,7 @@ BOTTLEROCKET_ALIAS: Final = f"bottlerocket@{BOTTLEROCKET_VERSION}"
 DEFAULT_SDWEBUI_IMAGE: Final = PINS["sdwebui_image"].image
 DEFAULT_COMFYUI_IMAGE: Final = PINS["comfyui_image"].image
 AGENT_BASE_IMAGE: Final = PINS["agent_python_image"].image
+ADOT_COLLECTOR_IMAGE: Final = PINS["adot_collector_image"].image
 
 # Addon name -> version, for the Kubernetes version the addon pins were taken for.
 EKS_ADDON_VERSIONS: Final = MappingProxyType(

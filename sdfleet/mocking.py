@@ -45,6 +45,8 @@ class Recorded:
     custom: bool
     inputs: dict[str, Any]
     state: dict[str, Any] = field(default_factory=dict)
+    # Names of the resources it waits for: ``depends_on`` and those its inputs came from.
+    dependencies: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {"type": self.type, "name": self.name, "parent": self.parent, "inputs": self.inputs}
@@ -62,7 +64,12 @@ class Recorder:
         """A deep copy, for tests that break a graph on purpose."""
         other = Recorder()
         other.resources = [
-            dataclasses.replace(r, inputs=_copy_plain(r.inputs), state=_copy_plain(r.state))
+            dataclasses.replace(
+                r,
+                inputs=_copy_plain(r.inputs),
+                state=_copy_plain(r.state),
+                dependencies=list(r.dependencies),
+            )
             for r in self.resources
         ]
         other.invokes = [(token, _copy_plain(args)) for token, args in self.invokes]
@@ -108,6 +115,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
         self.recorder = recorder
         self.region = region
         self.current: tuple[str, str] = ("", "")  # (parent urn, urn) set by the monitor
+        self.current_dependencies: list[str] = []  # URNs the monitor saw, same call
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict]:
         inputs = dict(args.inputs)
@@ -120,8 +128,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
         if parent_urn and parent_urn.split("::")[2].split("$")[-1] != "pulumi:pulumi:Stack":
             parent = parent_urn.rsplit("::", 1)[-1]
         state.setdefault("id", mock_id(args.name))
+        deps = sorted({d.rsplit("::", 1)[-1] for d in self.current_dependencies})
         self.recorder.add(
-            Recorded(args.typ, args.name, urn, parent, bool(args.custom), inputs, state)
+            Recorded(args.typ, args.name, urn, parent, bool(args.custom), inputs, state, deps)
         )
         return state.get("id") or mock_id(args.name), state
 
@@ -352,6 +361,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         with self._lock:
             urn = self.make_urn(request.parent, request.type, request.name)
             self.recording_mocks.current = (request.parent, urn)
+            self.recording_mocks.current_dependencies = list(request.dependencies)
             return super().RegisterResource(request)
 
 

@@ -1,7 +1,7 @@
 """The sdfleet Pulumi component package's provider host (``PulumiPlugin.yaml``'s ``main``).
 
 Other Pulumi projects add the package with ``pulumi package add <this repository>`` and use
-the components from any language; Pulumi runs this module, which serves the seven components
+the components from any language; Pulumi runs this module, which serves the eight components
 and the schema its analyzer reads from their type annotations and docstrings. Importing the
 module does not start the host: :func:`main` does.
 """
@@ -23,9 +23,12 @@ from sdfleet.components.model_store import ModelStore
 from sdfleet.components.observability import Observability
 from sdfleet.components.pipeline import SdPipeline
 from sdfleet.components.sd_runtime import SdRuntime
+from sdfleet.components.trace_collector import TraceCollector
 
 PACKAGE_NAME = "sdfleet"
-# The six design-card components and the pipeline that composes them.
+# The six design-card components, the pipeline that composes them, and the trace collector
+# (for stacks that bring their own cluster and compose the parts themselves). TaskEvents is
+# not served yet: its module's string annotations defeat the schema analyzer.
 COMPONENTS: list[type[pulumi.ComponentResource]] = [
     ApiIngress,
     EventFanout,
@@ -34,6 +37,7 @@ COMPONENTS: list[type[pulumi.ComponentResource]] = [
     ModelStore,
     Observability,
     SdPipeline,
+    TraceCollector,
 ]
 
 

@@ -26,14 +26,16 @@ from sdfleet.mocking import run_program
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = ["ApiIngress", "EventFanout", "GpuNodePool", "SdRuntime", "ModelStore", "Observability"]
-NAMES.append("SdPipeline")
+NAMES += ["SdPipeline", "TraceCollector"]
+# The served classes by name (TraceCollector is served but not re-exported by ``sdfleet``).
+COMPONENT = {c.__name__: c for c in provider.COMPONENTS}
 STRING = {"type": "string"}
 STRING_MAP = {"type": "object", "additionalProperties": STRING}
 
 
 @pytest.fixture(scope="module")
 def schema() -> dict[str, Any]:
-    result = Analyzer("sdfleet").analyze([getattr(sdfleet, name) for name in NAMES])
+    result = Analyzer("sdfleet").analyze([COMPONENT[name] for name in NAMES])
     spec = generate_schema(
         "sdfleet",
         "0.0.0",
@@ -59,7 +61,7 @@ def typed(prop: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def test_all_seven_components_are_in_the_schema(schema: dict[str, Any]) -> None:
+def test_all_eight_components_are_in_the_schema(schema: dict[str, Any]) -> None:
     assert sorted(schema["resources"]) == sorted(f"sdfleet:index:{n}" for n in NAMES)
     for name in NAMES:
         res = resource(schema, name)
@@ -69,7 +71,7 @@ def test_all_seven_components_are_in_the_schema(schema: dict[str, Any]) -> None:
 
 
 def args_class(name: str) -> Any:
-    return getattr(sdfleet, f"{name}Args")
+    return getattr(sys.modules[COMPONENT[name].__module__], f"{name}Args")
 
 
 def enum_of(annotation: Any) -> type[Enum] | None:
@@ -139,9 +141,29 @@ def test_event_fanout_inputs_and_outputs_are_typed(schema: dict[str, Any]) -> No
     assert props["dlqArns"] == STRING_MAP
 
 
+def test_served_components_are_the_package_exports() -> None:
+    for name in NAMES:
+        if name in sdfleet.__all__:
+            assert getattr(sdfleet, name) is COMPONENT[name]
+    assert set(NAMES) - set(sdfleet.__all__) <= {"TraceCollector"}
+
+
+def test_trace_collector_inputs_and_outputs(schema: dict[str, Any]) -> None:
+    res = resource(schema, "TraceCollector")
+    assert res["requiredInputs"] == ["clusterName"]
+    inputs = res["inputProperties"]
+    selector = inputs["systemNodeSelector"]
+    assert selector["type"] == "object"
+    assert selector["additionalProperties"]["type"] == "string"
+    assert inputs["replicas"]["type"] == "integer"
+    assert inputs["otlpGrpc"]["type"] == "boolean"
+    props = {k: typed(v) for k, v in res["properties"].items()}
+    assert props == {"otlpTracesEndpoint": STRING, "namespace": STRING, "roleArn": STRING}
+
+
 def test_provider_and_depends_on_are_not_inputs(schema: dict[str, Any]) -> None:
     """They come through ResourceOptions; an Args field of ProviderResource type is rejected."""
-    for name in ("GpuNodePool", "SdRuntime"):
+    for name in ("GpuNodePool", "SdRuntime", "TraceCollector"):
         inputs = resource(schema, name)["inputProperties"]
         assert "k8sProvider" not in inputs
         assert "dependsOn" not in inputs
@@ -176,7 +198,7 @@ def test_pipeline_outputs_are_the_stack_outputs(schema: dict[str, Any]) -> None:
 
 def test_descriptions_come_from_docstrings(schema: dict[str, Any]) -> None:
     for name in NAMES:
-        doc = getattr(sdfleet, name).__doc__
+        doc = COMPONENT[name].__doc__
         assert doc, name
         assert resource(schema, name)["description"] == doc.strip()
     assert "dead-letter" in resource(schema, "EventFanout")["description"]

@@ -6,6 +6,7 @@
 - ``karpenter``: the Karpenter controller's policies; ``interruption``: its interruption queue.
 - ``events``: the DLQ sweeper and webhook Lambdas, and the webhook queue's policy.
 - ``workload``: the runtimes' pods, the Mountpoint driver, the KEDA operator, the task Lambda.
+- ``telemetry``: the trace collector's pods, and SNS active tracing's X-Ray resource policy.
 
 Callers import the package (``from sdfleet.components.builders import iam``) and use the
 names below.
@@ -36,6 +37,11 @@ from sdfleet.components.builders.iam.karpenter import (
     DISCOVERY_STAR_ACTIONS,
     karpenter_controller_policies,
 )
+from sdfleet.components.builders.iam.telemetry import (
+    SNS_TRACING_ACTIONS,
+    sns_tracing_policy,
+    trace_collector_policy,
+)
 from sdfleet.components.builders.iam.trust import (
     NODE_ROLE_MANAGED_POLICIES,
     ec2_trust_policy,
@@ -59,6 +65,7 @@ __all__ = [
     "INTERRUPTION_QUEUE_RETENTION_SECONDS",
     "INTERRUPTION_TARGET_ID",
     "NODE_ROLE_MANAGED_POLICIES",
+    "SNS_TRACING_ACTIONS",
     "TRACING_STAR_ACTIONS",
     "VERSION",
     "check_account_id",
@@ -76,9 +83,11 @@ __all__ = [
     "result_presign_statement",
     "runtime_pod_policy",
     "service_trust_policy",
+    "sns_tracing_policy",
     "statement",
     "sweeper_lambda_policy",
     "task_api_lambda_policy",
+    "trace_collector_policy",
     "webhook_lambda_policy",
     "webhook_queue_policy",
 ]
