@@ -184,19 +184,15 @@ class AgentEnv:
             "TASK_TABLE_NAME": self.task_table_name,
             # The TTL matters only with a table; unset, the agent's default applies.
             "TASK_TTL_SECONDS": self.task_ttl_seconds if self.task_table_name else None,
+            "METRICS_LOG_GROUP": self.metrics_log_group,
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": self.otlp_traces_endpoint,
+            "OTEL_SERVICE_NAME": f"{OTEL_SERVICE_PREFIX}{self.runtime_name}",
         }
         entries: list[dict[str, Any]] = [
             {"name": name, "value": agent_settings.to_env_value(name, value)}
             for name, value in fields.items()
             if value is not None
         ]
-        # Telemetry: plain strings, written as given.
-        telemetry = {
-            "METRICS_LOG_GROUP": self.metrics_log_group,
-            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": self.otlp_traces_endpoint,
-            "OTEL_SERVICE_NAME": f"{OTEL_SERVICE_PREFIX}{self.runtime_name}",
-        }
-        entries += [{"name": k, "value": v} for k, v in telemetry.items() if v is not None]
         entries += [
             {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
             for name, path in self.FIELD_REFS.items()

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from sdfleet.agent.config import load_config
 from sdfleet.components.builders import isolation as iso
 from sdfleet.components.builders import pod_extras as px
 from sdfleet.components.builders import workload as wl
@@ -106,6 +107,24 @@ def test_agent_env_carries_the_telemetry_settings() -> None:
         "name": "NODE_NAME",
         "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}},
     }
+
+
+def test_the_agent_reads_back_the_telemetry_settings() -> None:
+    entries = agent_env(metrics_log_group=GROUP, otlp_traces_endpoint=ENDPOINT).to_env()
+    node = "ip-10-0-1-2.eu-west-1.compute.internal"
+    resolved = {
+        "metadata.name": "flux-7d9f-abcde",
+        "metadata.namespace": "gen",
+        "spec.nodeName": node,
+    }
+    env = {
+        e["name"]: e["value"] if "value" in e else resolved[e["valueFrom"]["fieldRef"]["fieldPath"]]
+        for e in entries
+    }
+    config = load_config(env)
+    assert (config.metrics_log_group, config.node_name) == (GROUP, node)
+    assert config.otlp_endpoint == ENDPOINT
+    assert config.service_name == "sdfleet-agent-flux"
 
 
 def test_without_telemetry_the_agent_keeps_stdout_metrics_and_no_tracing() -> None:
