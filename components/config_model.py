@@ -132,6 +132,14 @@ class ObservabilityConfig:
     alarm_email: str | None = cfg(
         "alarmEmail", None, lambda v: None if "@" in v else "must be an e-mail address"
     )
+    tracing: bool = cfg(
+        "tracing", True, doc="deploy the trace collector and send agent spans to X-Ray"
+    )
+    oldest_message_alarm_seconds: int = cfg("oldestMessageAlarmSeconds", 900, in_range(60, 86400))
+    gpu_idle_alarm_minutes: int = cfg("gpuIdleAlarmMinutes", 15, in_range(5, 1440))
+    spot_interruptions_alarm_per_hour: int = cfg(
+        "spotInterruptionsAlarmPerHour", 5, in_range(1, 1000)
+    )
 
 
 @dataclass(frozen=True)

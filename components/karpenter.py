@@ -66,6 +66,9 @@ class Karpenter(pulumi.ComponentResource):
     node_role_name: pulumi.Output[str]
     node_role_arn: pulumi.Output[str]
     interruption_queue_name: pulumi.Output[str]
+    spot_interruption_rule_name: pulumi.Output[str]
+    """The EventBridge rule of spot interruption warnings (its TriggeredRules count spot
+    reclaims; Observability alarms on it)."""
     controller_role_arn: pulumi.Output[str]
     crd_release: k8s.helm.v3.Release
     release: k8s.helm.v3.Release
@@ -82,7 +85,7 @@ class Karpenter(pulumi.ComponentResource):
         partition = aws.get_partition_output(opts=invoke)
 
         node_role, access_entry = self._node_role(name, args, deps)
-        queue = self._interruption_queue(name, args)
+        queue, spot_rule = self._interruption_queue(name, args)
         controller_role = pod_identity_role(f"{name}-controller-role", self)
         policies = pulumi.Output.all(
             region.region, identity.account_id, partition.partition, node_role.arn, queue.arn
@@ -141,11 +144,13 @@ class Karpenter(pulumi.ComponentResource):
         self.node_role_name = node_role.name
         self.node_role_arn = node_role.arn
         self.interruption_queue_name = queue.name
+        self.spot_interruption_rule_name = spot_rule.name
         self.controller_role_arn = controller_role.arn
         self.register_outputs(
             {
                 "node_role_name": self.node_role_name,
                 "interruption_queue_name": self.interruption_queue_name,
+                "spot_interruption_rule_name": self.spot_interruption_rule_name,
                 "controller_role_arn": self.controller_role_arn,
             }
         )
@@ -177,9 +182,12 @@ class Karpenter(pulumi.ComponentResource):
         )
         return node_role, access_entry
 
-    def _interruption_queue(self, name: str, args: KarpenterArgs) -> aws.sqs.Queue:
+    def _interruption_queue(
+        self, name: str, args: KarpenterArgs
+    ) -> tuple[aws.sqs.Queue, aws.cloudwatch.EventRule]:
         """The queue Karpenter reads interruption events from (Spot, rebalance, health,
-        instance state, capacity reservation) and the EventBridge rules that feed it."""
+        instance state, capacity reservation) and the EventBridge rules that feed it; returns
+        the queue and the spot interruption rule."""
         child = pulumi.ResourceOptions(parent=self)
         queue = aws.sqs.Queue(
             f"{name}-interruptions",
@@ -196,6 +204,7 @@ class Karpenter(pulumi.ComponentResource):
             policy=queue.arn.apply(lambda arn: json.dumps(iam.interruption_queue_policy(arn))),
             opts=pulumi.ResourceOptions(parent=queue),
         )
+        rules = {}
         for rule_name, pattern in iam.interruption_event_patterns().items():
             rule = aws.cloudwatch.EventRule(
                 f"{name}-{rule_name}",
@@ -209,7 +218,8 @@ class Karpenter(pulumi.ComponentResource):
                 arn=queue.arn,
                 opts=pulumi.ResourceOptions(parent=rule),
             )
-        return queue
+            rules[rule_name] = rule
+        return queue, rules["SpotInterruptionRule"]
 
     def _controller_policies(
         self,

@@ -60,8 +60,17 @@ def test_defaults_are_the_config_models() -> None:
         ModelsConfig().bucket_name,
         ModelsConfig().force_destroy,
     )
-    obs = ObservabilityArgs({}, "unrouted", "fn", "api", "v1")
-    assert obs.alarm_email == ObservabilityConfig().alarm_email
+    obs, obs_config = (
+        ObservabilityArgs({}, "unrouted", "fn", "fn-logs", "api", "v1", "c1"),
+        ObservabilityConfig(),
+    )
+    assert obs.alarm_email == obs_config.alarm_email
+    assert obs.container_insights == obs_config.container_insights
+    assert (obs.oldest_message_alarm_seconds, obs.gpu_idle_alarm_minutes) == (
+        obs_config.oldest_message_alarm_seconds,
+        obs_config.gpu_idle_alarm_minutes,
+    )
+    assert obs.spot_interruptions_alarm_per_hour == obs_config.spot_interruptions_alarm_per_hour
 
     image, image_config = AgentImageArgs(), AgentImageConfig()
     assert (image.keep_images, image.force_delete, image.image_ref) == (

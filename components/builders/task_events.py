@@ -38,8 +38,10 @@ WEBHOOK_MAX_RECEIVE_COUNT = 5
 WEBHOOK_QUEUE_RETENTION_SECONDS = 4 * 24 * 3600
 WEBHOOK_DLQ_RETENTION_SECONDS = 14 * 24 * 3600
 WEBHOOK_DLQ_ALARM_DESCRIPTION = (
-    "Webhook deliveries ran out of retries (27 h) or kept crashing the delivery function; "
-    "inspect the webhook dead-letter queue and redrive it for one more attempt each."
+    "Webhook deliveries ran out of retries (27 h) or kept crashing the delivery function. "
+    "First check: the receiver's URL answers 2xx to a signed POST, and the webhook Lambda's "
+    "log group (level ERROR); redrive the webhook dead-letter queue for one more attempt each. "
+    "Runbook: docs/troubleshooting.md#webhook-dlq-not-empty"
 )
 SECRET_DESCRIPTION = (
     "sdfleet webhook signing secrets: whitespace-separated whsec_<base64> values, newest first"
