@@ -85,7 +85,7 @@ class Karpenter(pulumi.ComponentResource):
         partition = aws.get_partition_output(opts=invoke)
 
         node_role, access_entry = self._node_role(name, args, deps)
-        queue, spot_rule = self._interruption_queue(name, args)
+        queue = self._interruption_queue(name, args)
         controller_role = pod_identity_role(f"{name}-controller-role", self)
         policies = pulumi.Output.all(
             region.region, identity.account_id, partition.partition, node_role.arn, queue.arn
@@ -144,7 +144,6 @@ class Karpenter(pulumi.ComponentResource):
         self.node_role_name = node_role.name
         self.node_role_arn = node_role.arn
         self.interruption_queue_name = queue.name
-        self.spot_interruption_rule_name = spot_rule.name
         self.controller_role_arn = controller_role.arn
         self.register_outputs(
             {
@@ -182,12 +181,10 @@ class Karpenter(pulumi.ComponentResource):
         )
         return node_role, access_entry
 
-    def _interruption_queue(
-        self, name: str, args: KarpenterArgs
-    ) -> tuple[aws.sqs.Queue, aws.cloudwatch.EventRule]:
+    def _interruption_queue(self, name: str, args: KarpenterArgs) -> aws.sqs.Queue:
         """The queue Karpenter reads interruption events from (Spot, rebalance, health,
-        instance state, capacity reservation) and the EventBridge rules that feed it; returns
-        the queue and the spot interruption rule."""
+        instance state, capacity reservation) and the EventBridge rules that feed it (the
+        spot one's name is ``spot_interruption_rule_name``)."""
         child = pulumi.ResourceOptions(parent=self)
         queue = aws.sqs.Queue(
             f"{name}-interruptions",
@@ -219,7 +216,8 @@ class Karpenter(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions(parent=rule),
             )
             rules[rule_name] = rule
-        return queue, rules["SpotInterruptionRule"]
+        self.spot_interruption_rule_name = rules["SpotInterruptionRule"].name
+        return queue
 
     def _controller_policies(
         self,

@@ -234,7 +234,8 @@ def cost_row(d: DashboardInputs) -> Row:
             rows,
             stat="SampleCount",
             period=86400,
-            view="bar",
+            # One point per day, spot and on-demand stacked: the day's total on top.
+            stacked=True,
         ),
         _log("GPU node-hours by capacity type (chosen range)", d, groups, lq.NODE_HOURS, "bar"),
     ]
