@@ -90,6 +90,34 @@ def pod_cost(config: Config, env: Mapping[str, str]) -> Any:
     return PodDeletionCost.from_env(env)
 
 
+def metrics_shipper(config: Config, env: Mapping[str, str], **client_args: Any) -> Any:
+    """The CloudWatch Logs shipper of the EMF lines, or None (METRICS_LOG_GROUP unset: the
+    lines go to stdout). One log stream per pod: POD_NAME, else the host name."""
+    if config.metrics_log_group is None:
+        return None
+    import socket
+
+    import boto3
+    from botocore.config import Config as BotoConfig
+
+    from sdfleet.agent.metrics_sink import LogShipper
+
+    # Short timeouts and few SDK retries: the shipper keeps failed lines for its next flush,
+    # and close() at shutdown must not wait long.
+    boto_config = BotoConfig(
+        retries={"mode": "standard", "max_attempts": 3},
+        connect_timeout=5,
+        read_timeout=10,
+        max_pool_connections=2,
+    )
+    session = boto3.session.Session(region_name=config.region)
+    client = session.client("logs", config=boto_config, **client_args)
+    stream = config.pod_name or (env.get("HOSTNAME") or "").strip() or socket.gethostname()
+    return LogShipper(
+        client, config.metrics_log_group, stream, flush_seconds=config.metrics_flush_seconds
+    )
+
+
 def main(env: dict[str, str] | None = None) -> int:
     try:
         config = load_config(os.environ if env is None else env)
@@ -100,6 +128,7 @@ def main(env: dict[str, str] | None = None) -> int:
     from sdfleet.agent.health import HealthServer
     from sdfleet.agent.logging_setup import setup_logging
     from sdfleet.agent.metrics import Metrics
+    from sdfleet.agent.node_info import read_node_info
     from sdfleet.agent.tracing import Tracing
     from sdfleet.agent.worker import Agent
 
@@ -107,8 +136,10 @@ def main(env: dict[str, str] | None = None) -> int:
     # The GPU thread's hand-off to the next task must not wait the default 5 ms for the GIL
     # while the uploader thread signs and hashes S3 uploads.
     sys.setswitchinterval(0.001)
+    environ = os.environ if env is None else env
     clients = aws_clients(config)
     server = build_server(config, clients.s3)
+    shipper = metrics_shipper(config, environ)
     agent = Agent(
         config,
         sqs=clients.sqs,
@@ -116,9 +147,10 @@ def main(env: dict[str, str] | None = None) -> int:
         s3=clients.s3,
         sns=clients.sns,
         server=server,
-        pod_cost=pod_cost(config, os.environ if env is None else env),
-        metrics=Metrics(config.runtime_name),
-        tracing=Tracing.setup(config.otlp_endpoint, f"sdfleet-agent-{config.runtime_name}"),
+        pod_cost=pod_cost(config, environ),
+        metrics=Metrics(config.runtime_name, sink=shipper.put if shipper else None),
+        tracing=Tracing.setup(config.otlp_endpoint, config.service_name),
+        node=read_node_info(environ, config.node_name),
     )
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -137,6 +169,8 @@ def main(env: dict[str, str] | None = None) -> int:
                 file=sys.stderr,
             )
             server.close()
+            if shipper is not None:
+                shipper.close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             return 2
@@ -147,6 +181,8 @@ def main(env: dict[str, str] | None = None) -> int:
         if health is not None:
             health.stop()
         server.close()
+        if shipper is not None:
+            shipper.close()  # last: after the final task metrics and AgentUp
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         logging.shutdown()

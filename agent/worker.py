@@ -29,6 +29,7 @@ from sdfleet.agent.heartbeat import Heartbeat
 from sdfleet.agent.held import Finished, Held, Liveness, Republish, RunningNote, ms
 from sdfleet.agent.messages import MessageBook
 from sdfleet.agent.metrics import Metrics
+from sdfleet.agent.node_info import AgentUpBeat, NodeInfo
 from sdfleet.agent.occupancy import BusySink, OccupancyReporter
 from sdfleet.agent.policies import Backoff, ShutdownPolicy
 from sdfleet.agent.receiver import ReceiverStage
@@ -56,9 +57,11 @@ class Agent(ReceiverStage, GpuStage):
         pod_cost: BusySink | None = None,
         metrics: Metrics | None = None,
         tracing: Tracing | None = None,
+        node: NodeInfo | None = None,
     ) -> None:
         """``heartbeat_sqs``: the heartbeat's own SQS client (short timeouts; default ``sqs``).
-        ``pod_cost``: told busy/idle as the agent starts and stops holding tasks."""
+        ``pod_cost``: told busy/idle as the agent starts and stops holding tasks.
+        ``node``: this pod's node, reported by the AgentUp metric (default: unknown)."""
         self.config = config
         self.sqs = sqs
         self.s3 = s3
@@ -66,6 +69,8 @@ class Agent(ReceiverStage, GpuStage):
         self.server = server
         self.metrics = metrics or Metrics(config.runtime_name)
         self.tracing = tracing or Tracing.setup(None, "sdfleet-agent")
+        # From start to stop, whether the server is ready or not: the pod holds its node.
+        self.agent_up = AgentUpBeat(self.metrics, node or NodeInfo())
         self.shutdown = ShutdownPolicy(config.drain_seconds)
         self.runtime_info = RuntimeInfo(
             name=config.runtime_name,
@@ -125,9 +130,11 @@ class Agent(ReceiverStage, GpuStage):
         if self.occupancy is not None:
             self.occupancy.start()
         self.heartbeat.start()
+        self.agent_up.start()
         try:
             if not self._wait_ready():
                 return EXIT_OK
+            self.agent_up.beat_now()
             if self.config.model_filename and not self.config.dynamic_sd_model:
                 try:
                     self.server.verify_static_model(self.config.model_filename)
@@ -148,6 +155,7 @@ class Agent(ReceiverStage, GpuStage):
             return EXIT_OK
         finally:
             self.finished.set()
+            self.agent_up.stop()
             self.heartbeat.stop()
             if self.occupancy is not None:
                 self.occupancy.close()
