@@ -183,8 +183,9 @@ def iso_ms(created: float) -> str:
 class JsonFormatter(logging.Formatter):
     """One JSON object per record. Structured fields come from ``extra={"fields": {...}}``;
     ``service`` and ``runtime`` from the constructor; ``context`` (called per record) gives
-    default fields such as the current trace id. Free fields override ``runtime`` and the
-    context's fields, never ``ts``, ``level``, ``logger``, ``msg`` or ``service``."""
+    default fields such as the current trace id. Free fields override the context's fields,
+    never ``ts``, ``level``, ``logger``, ``msg`` or ``service``, nor a constructor ``runtime``
+    (a clashing one is kept as ``field_<name>``)."""
 
     def __init__(
         self,
@@ -214,10 +215,15 @@ class JsonFormatter(logging.Formatter):
             for key, value in redact(fields).items():
                 if value is None and key in OPTIONAL_TYPED:
                     continue  # unknown: absent rather than a null the schema would refuse
-                entry[RESERVED_PREFIX + key if key in RESERVED else key] = value
+                entry[RESERVED_PREFIX + key if self._reserved(key, value) else key] = value
         if record.exc_info:
             entry[EXC] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str, separators=(",", ":"))
+
+    def _reserved(self, key: str, value: Any) -> bool:
+        # A process given a runtime (the agent) serves only that one: a free field naming
+        # another is kept aside rather than mislabelling the line.
+        return key in RESERVED or (key == RUNTIME and bool(self.runtime) and value != self.runtime)
 
 
 # -- Lambda output --------------------------------------------------------------------------
