@@ -67,6 +67,35 @@ def _part(manifests: pulumi.Output[dict[str, dict[str, Any]]], kind: str, key: s
     return manifests.apply(lambda m: m[kind][key])
 
 
+def _checked_plan(args: SdRuntimeArgs) -> tuple[str, dict[str, dict[str, Any]]]:
+    """The metrics log group's name and the manifests built from placeholders for Outputs: a
+    bad value fails here, before any resource is registered."""
+    log_group_name = metrics_log_group_name(
+        pulumi.get_project(), pulumi.get_stack(), args.runtime_name
+    )
+    known = {
+        **known_values(args),
+        **known_task_table(args),
+        **known_telemetry(args, log_group_name),
+    }
+    plain = runtime_manifests(args, known)
+    pod_policy(args, known)
+    metrics_log_retention_days(args)
+    return log_group_name, plain
+
+
+# The component's outputs (attributes of the same names).
+_OUTPUTS = (
+    "namespace",
+    "service_account",
+    "role_arn",
+    "deployment_name",
+    "scaled_object_name",
+    "metrics_log_group_name",
+    "metrics_log_group_arn",
+)
+
+
 def _named(resource: pulumi.CustomResource, value: str) -> pulumi.Output[str]:
     """A name we chose, as an Output that depends on the resource carrying it."""
     return resource.urn.apply(lambda _: value)
@@ -104,24 +133,12 @@ class SdRuntime(pulumi.ComponentResource):
         super().__init__("sdfleet:index:SdRuntime", name, None, opts)
         # Pulumi's provider host passes a mapping (TypeScript, Go, YAML programs).
         args = as_args(SdRuntimeArgs, args)
-        log_group_name = metrics_log_group_name(
-            pulumi.get_project(), pulumi.get_stack(), args.runtime_name
-        )
-        # Built once from placeholders first: a bad value fails here, before any resource.
-        known = {
-            **known_values(args),
-            **known_task_table(args),
-            **known_telemetry(args, log_group_name),
-        }
-        plain = runtime_manifests(args, known)
-        pod_policy(args, known)
-        retention = metrics_log_retention_days(args)
+        log_group_name, plain = _checked_plan(args)
         self.names = names = RuntimeNames.of(args.runtime_name, args.namespace)
-
         metrics_logs = aws.cloudwatch.LogGroup(
             f"{name}-agent-metrics",
             name=log_group_name,
-            retention_in_days=retention,
+            retention_in_days=metrics_log_retention_days(args),
             opts=pulumi.ResourceOptions(parent=self),
         )
         # The task table's name and ARN join the wiring only when set (older stacks have none),
@@ -144,16 +161,7 @@ class SdRuntime(pulumi.ComponentResource):
                 parent=self, provider=provider, depends_on=[*deps, *extra]
             )
 
-        namespace_deps: list[pulumi.Resource] = []
-        if "namespace" in plain:
-            ns = k8s.core.v1.Namespace(
-                f"{name}-namespace", metadata=plain["namespace"]["metadata"], opts=k8s_opts()
-            )
-            namespace_deps.append(ns)
-            self.namespace = _named(ns, names.namespace)
-        else:
-            self.namespace = pulumi.Output.from_input(names.namespace)
-
+        namespace_deps = self._namespace(name, plain, k8s_opts())
         sa = k8s.core.v1.ServiceAccount(
             f"{name}-sa",
             metadata=plain["service_account"]["metadata"],
@@ -191,17 +199,20 @@ class SdRuntime(pulumi.ComponentResource):
         self.manifests = manifests.apply(lambda m: list(m.values()))
         self.metrics_log_group_name = metrics_logs.name
         self.metrics_log_group_arn = metrics_logs.arn
-        self.register_outputs(
-            {
-                "namespace": self.namespace,
-                "service_account": self.service_account,
-                "role_arn": self.role_arn,
-                "deployment_name": self.deployment_name,
-                "scaled_object_name": self.scaled_object_name,
-                "metrics_log_group_name": self.metrics_log_group_name,
-                "metrics_log_group_arn": self.metrics_log_group_arn,
-            }
+        self.register_outputs({key: getattr(self, key) for key in _OUTPUTS})
+
+    def _namespace(
+        self, name: str, plain: Mapping[str, dict[str, Any]], opts: pulumi.ResourceOptions
+    ) -> list[pulumi.Resource]:
+        """The Namespace when the component creates it (what the namespaced objects wait for)."""
+        if "namespace" not in plain:
+            self.namespace = pulumi.Output.from_input(self.names.namespace)
+            return []
+        ns = k8s.core.v1.Namespace(
+            f"{name}-namespace", metadata=plain["namespace"]["metadata"], opts=opts
         )
+        self.namespace = _named(ns, self.names.namespace)
+        return [ns]
 
     def _keda(
         self,
