@@ -62,7 +62,9 @@ class DashboardInputs:
 Row = list[dict[str, Any]]
 
 
-def _metric(title: str, d: DashboardInputs, metrics: list[list[Any]], **props: Any) -> dict:
+def _metric(
+    title: str, d: DashboardInputs, metrics: list[list[Any]], **props: Any
+) -> dict[str, Any]:
     properties = {
         "title": title,
         "region": d.region,
@@ -75,7 +77,9 @@ def _metric(title: str, d: DashboardInputs, metrics: list[list[Any]], **props: A
     return {"type": "metric", "properties": properties}
 
 
-def _log(title: str, d: DashboardInputs, groups: list[str], query: str, view: str) -> dict:
+def _log(
+    title: str, d: DashboardInputs, groups: list[str], query: str, view: str
+) -> dict[str, Any]:
     properties = {
         "title": title,
         "region": d.region,
