@@ -130,16 +130,16 @@ class LogShipper:
             self._closing = True
             self._cond.notify_all()
         self._thread.join(self.close_timeout_seconds + 1.0)
+        self._report_drops()
         with self._cond:
             left = len(self._buffer)
-            self._report_drops()
         if left:
             log.warning(
                 f"metrics: {left} EMF lines not shipped at shutdown (CloudWatch Logs unreachable)",
                 extra={"fields": {"log_group": self.log_group, "unsent": left}},
             )
 
-    # -- buffer (called with the lock held) ----------------------------------------------------
+    # -- the buffer (_evict, _drop, _take, _put_back: called with the lock held) ----------
     def _evict(self) -> None:
         while self._buffer and (
             len(self._buffer) > self.max_events or self._bytes > self.max_bytes
@@ -175,13 +175,17 @@ class LogShipper:
         self._evict()  # a full buffer drops the oldest: these
 
     def _report_drops(self) -> None:
-        if self._unreported_drops:
+        """Warn about the lines the full buffer dropped since the last warning (not under the
+        lock: ``put`` callers must not wait for a log write)."""
+        with self._cond:
+            count, self._unreported_drops = self._unreported_drops, 0
+            total = self.dropped
+        if count:
             log.warning(
-                f"metrics: dropped {self._unreported_drops} EMF lines (buffer full while "
-                f"CloudWatch Logs could not be reached, or emitted after shutdown)",
-                extra={"fields": {"dropped": self._unreported_drops, "total": self.dropped}},
+                f"metrics: dropped {count} EMF lines (the buffer was full while CloudWatch Logs "
+                "could not be reached; the oldest go first)",
+                extra=self._fields(dropped=count, total_dropped=total),
             )
-            self._unreported_drops = 0
 
     def _thread_done(self) -> bool:
         return self._closing and not self._thread.is_alive()
@@ -220,8 +224,7 @@ class LogShipper:
 
     def _flush_all(self, deadline: float | None = None) -> bool:
         """Send batches until the buffer is empty (True) or a send fails (False)."""
-        with self._cond:
-            self._report_drops()
+        self._report_drops()
         while deadline is None or time.monotonic() < deadline:
             with self._cond:
                 batch = self._take()
@@ -230,7 +233,7 @@ class LogShipper:
             if not self._send(batch):
                 with self._cond:
                     self._put_back(batch)
-                    self._report_drops()
+                self._report_drops()
                 return False
         return False
 
@@ -257,7 +260,7 @@ class LogShipper:
                     return True
                 self._failed(code or "ClientError", str(exc))
                 return False
-            except BotoCoreError as exc:
+            except Exception as exc:  # network (BotoCoreError) or anything else: keep the lines
                 self._failed(type(exc).__name__, str(exc))
                 return False
             self._accepted(len(batch), response.get("rejectedLogEventsInfo") or {})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -167,3 +168,10 @@ def test_every_duration_has_an_upper_bound_the_stack_config_fits() -> None:
     # The stack config allows jobTimeoutSeconds up to 36000 and drainSeconds up to 3600.
     assert settings.parse({"JOB_TIMEOUT_SECONDS": "36000"}, "JOB_TIMEOUT_SECONDS") == 36000
     assert settings.parse({"DRAIN_SECONDS": "3600"}, "DRAIN_SECONDS") == 3600
+
+
+def test_every_setting_has_a_row_in_the_agent_docs() -> None:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "agent.md").read_text()
+    table = "\n".join(line for line in text.splitlines() if line.startswith("| `"))
+    missing = [s.name for s in settings.SETTINGS if f"`{s.name}`" not in table]
+    assert not missing, f"add rows for {missing} to docs/agent.md (Configuration)"
