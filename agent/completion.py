@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -35,10 +33,9 @@ from sdfleet.agent.contract import (
     parse_s3_uri,
     result_key,
 )
-from sdfleet.agent.contract_callback import Callback
 from sdfleet.agent.errors import TaskError
 from sdfleet.agent.held import Finished, Held, Republish, ms
-from sdfleet.agent.messages import MessageBook
+from sdfleet.agent.messages import CallbackMemory, MessageBook
 from sdfleet.agent.metrics import Metrics
 from sdfleet.agent.outputs import (
     TaskOutcome,
@@ -48,14 +45,17 @@ from sdfleet.agent.outputs import (
     task_digest,
 )
 from sdfleet.agent.policies import RetryPolicy
-from sdfleet.agent.task_progress import TaskProgress
+from sdfleet.agent.task_progress import SENT_AT_MS, TaskProgress
+from sdfleet.agent.tracing import install_header_hook
 
 log = logging.getLogger("agent.worker")
 T = TypeVar("T")
-# Callbacks remembered per message id, from receipt to the final notification. Held has no
-# field for it; an agent holds at most a few messages, and a released one is received (and
-# its callback read) again, so the oldest entries can go.
-MAX_CALLBACKS = 64
+# Catalogue metric -> the Held.timings key that measures it.
+STAGE_METRICS = {
+    "InputFetchMs": "download_ms",
+    "InferenceMs": "inference_ms",
+    "UploadMs": "upload_ms",
+}
 
 
 def _missing(exc: BaseException) -> bool:
@@ -89,38 +89,20 @@ class Completer:
             config.output_retries, config.output_retry_base_seconds, config.output_retry_max_seconds
         )
         self.progress = progress or TaskProgress.from_config(config, dynamodb)
-        # Written by the receiver thread, read and cleared by the uploader.
-        self._callbacks: OrderedDict[str, Callback] = OrderedDict()
-        self._callbacks_lock = threading.Lock()
-
-    # -- task state and callbacks ------------------------------------------------------------
-    def remember_callback(self, held: Held, callback: Callback | None) -> None:
-        """The task's checked callback, for its notifications (None: it has none)."""
-        with self._callbacks_lock:
-            self._callbacks.pop(held.message_id, None)
-            if callback is not None:
-                self._callbacks[held.message_id] = callback
-                while len(self._callbacks) > MAX_CALLBACKS:
-                    self._callbacks.popitem(last=False)
-
-    def _callback_json(self, held: Held) -> dict[str, Any] | None:
-        with self._callbacks_lock:
-            callback = self._callbacks.get(held.message_id)
-        return callback.to_json() if callback is not None else None
-
-    def _forget_callback(self, held: Held) -> None:
-        with self._callbacks_lock:
-            self._callbacks.pop(held.message_id, None)
+        # Notifications carry the task's trace as an attribute; send it as the header too.
+        install_header_hook(sns)
+        # The tasks' checked callbacks, for their notifications.
+        self.callbacks = CallbackMemory()
 
     # -- retries -----------------------------------------------------------------------------
-    def _retried(self, what: str, task_id: str, call: Callable[[], T]) -> T:
+    def _retried(self, what: str, held: Held, call: Callable[[], T]) -> T:
         def on_retry(attempt: int, exc: BaseException, delay: float) -> None:
             log.warning(
                 f"{what} failed; retrying in place",
                 extra={
                     "fields": {
                         "event": "output_retry",
-                        "id": task_id,
+                        **held.log_fields(),
                         "attempt": attempt,
                         "retry_in_s": delay,
                         "error": str(exc),
@@ -130,18 +112,24 @@ class Completer:
 
         return self.retry.run(call, lambda _exc: True, on_retry=on_retry)
 
-    def _publish(self, task_id: str, body: str, attributes: dict[str, Any]) -> None:
-        self._retried(
-            "notification",
-            task_id,
-            lambda: self.sns.publish(
-                TopicArn=self.config.sns_topic_arn, Message=body, MessageAttributes=attributes
-            ),
+    def _publish(self, held: Held, body: str, attributes: dict[str, Any]) -> None:
+        """Publish a notification (retried in place) in the task's ``notify`` span."""
+        with held.in_stage("notify", errors.OUTPUT_FAILED):
+            self._retried("notification", held, lambda: self._send(held, body, attributes))
+
+    def _send(self, held: Held, body: str, attributes: dict[str, Any]) -> None:
+        self.sns.publish(
+            TopicArn=self.config.sns_topic_arn,
+            Message=body,
+            MessageAttributes={**attributes, **held.trace_attribute()},
         )
 
     # -- idempotent redelivery ---------------------------------------------------------------
-    def stored_result(self, task: Task) -> dict[str, Any] | None:
-        """The stored result document when it is complete for this very task, else None."""
+    def stored_result(
+        self, task: Task, log_fields: dict[str, Any] | None = None
+    ) -> dict[str, Any] | None:
+        """The stored result document when it is complete for this very task, else None.
+        ``log_fields``: the task's (``Held.log_fields``) for the warning."""
         meta = task.metadata
         bucket = self.config.s3_bucket
         try:
@@ -151,7 +139,7 @@ class Completer:
             if not _missing(exc):
                 log.warning(
                     "cannot read a stored result; running the task",
-                    extra={"fields": {"id": meta.id, "error": str(exc)}},
+                    extra={"fields": {"task_id": meta.id, **(log_fields or {}), "error": str(exc)}},
                 )
             return None
         if (
@@ -171,22 +159,21 @@ class Completer:
 
     def republish(self, item: Republish) -> None:
         held, doc = item.held, item.document
-        assert held.task is not None
-        meta = held.task.metadata
         body, attributes = self._notification(
             held, STATUS_COMPLETED, image_urls=doc["image_url"], timings=doc.get("timings")
         )
         # The stored result is final: record it (again; it may not have been recorded).
         self.progress.completed(held, doc["image_url"])
         try:
-            self._publish(meta.id, body, attributes)
+            self._publish(held, body, attributes)
         except Exception as exc:
             self._give_up(held, exc)
             return
-        self._forget_callback(held)
+        self.callbacks.forget(held)
         self.book.delete(held)
         self.book.counts["republished"] += 1
         self.book.log_state(held, "republished", images=len(doc["image_url"]))
+        held.end_task("republished")
 
     # -- notifications -----------------------------------------------------------------------
     def _notification(
@@ -214,26 +201,25 @@ class Completer:
             timings=timings or {},
             attempt=held.receive_count,
             with_output=with_output,
-            callback=self._callback_json(held),
+            callback=self.callbacks.json(held),
         )
 
     def publish_running(self, held: Held) -> None:
         body, attributes = self._notification(held, STATUS_RUNNING, with_output=False)
-        self.sns.publish(
-            TopicArn=self.config.sns_topic_arn, Message=body, MessageAttributes=attributes
-        )
+        self._send(held, body, attributes)
 
     def poison(self, held: Held, exc: PoisonMessage) -> None:
         """Leave the message for redrive to the DLQ, with a growing visibility so we do not
         spin on it; notify once (first receive) when the id is known."""
         self.book.counts["poison"] += 1
+        fields = held.log_fields(exc.task_id)
         log.warning(
             "poison message",
             extra={
                 "fields": {
                     "event": "poison",
                     "message_id": held.message_id,
-                    "id": exc.task_id,
+                    **fields,
                     "reason": exc.reason,
                     "receive_count": held.receive_count,
                 }
@@ -255,11 +241,11 @@ class Completer:
                 with_output=False,
             )
             try:
-                self.sns.publish(
-                    TopicArn=self.config.sns_topic_arn, Message=body, MessageAttributes=attributes
-                )
+                self._send(held, body, attributes)
             except Exception as err:
-                log.warning("poison notification failed", extra={"fields": {"error": str(err)}})
+                log.warning(
+                    "poison notification failed", extra={"fields": {**fields, "error": str(err)}}
+                )
             # A poison message never runs: its failure is final whether or not it was announced.
             self.progress.failed_id(
                 held,
@@ -270,8 +256,15 @@ class Completer:
         visibility = min(
             43200, self.config.poison_visibility_seconds * 2 ** (held.receive_count - 1)
         )
+        held.end_task(STATUS_FAILED, errors.INVALID_TASK, exc.reason)
         self.book.release(held, "poison", visibility=visibility, count=False)
-        self.metrics.emit({"TasksFailed": 1}, reason="poison")
+        if held.receive_count <= 1:  # one failure per task, however often it comes back
+            self.metrics.emit(
+                {"TasksFailed": 1},
+                dimensions={"ErrorCode": errors.INVALID_TASK},
+                reason="poison",
+                **fields,
+            )
 
     # -- completion --------------------------------------------------------------------------
     def complete(self, item: Finished) -> None:
@@ -282,47 +275,48 @@ class Completer:
         outcome, error = self._outcome(item)
         status = STATUS_FAILED if error is not None else STATUS_COMPLETED
         try:
-            image_urls = self._store_images(meta.prefix, meta.id, outcome)
-            held.timings["upload_ms"] = ms(time.monotonic() - started)
-            timings = self.timings(held)
-            document = result_document(
-                task_id=meta.id,
-                runtime=meta.runtime,
-                status=status,
-                outcome=outcome,
-                image_urls=image_urls,
-                timings=timings,
-                attempt=held.receive_count,
-                digest=held.digest,
-            )
-            self._retried(
-                "storing the result document",
-                meta.id,
-                lambda: self.s3.put_object(
-                    Bucket=self.config.s3_bucket,
-                    Key=result_key(meta.prefix, meta.id),
-                    Body=document,
-                    ContentType="application/json",
-                ),
-            )
+            with held.in_stage("upload", errors.OUTPUT_FAILED):
+                image_urls = self._store_images(held, outcome)
+                held.timings["upload_ms"] = ms(time.monotonic() - started)
+                timings = self.timings(held)
+                document = result_document(
+                    task_id=meta.id,
+                    runtime=meta.runtime,
+                    status=status,
+                    outcome=outcome,
+                    image_urls=image_urls,
+                    timings=timings,
+                    attempt=held.receive_count,
+                    digest=held.digest,
+                )
+                self._retried(
+                    "storing the result document",
+                    held,
+                    lambda: self.s3.put_object(
+                        Bucket=self.config.s3_bucket,
+                        Key=result_key(meta.prefix, meta.id),
+                        Body=document,
+                        ContentType="application/json",
+                    ),
+                )
             body, attributes = self._notification(
                 held, status, image_urls=image_urls, error=outcome.error, timings=timings
             )
             if error is None:
                 self.progress.completed(held, image_urls)  # the stored result stands
-            self._publish(meta.id, body, attributes)
+            self._publish(held, body, attributes)
         except Exception as exc:
             self._give_up(held, exc)
             return
         if error is not None:
             self.progress.failed(held, outcome.error)  # final once announced
-        self._forget_callback(held)
+        self.callbacks.forget(held)
         self.book.delete(held)
         self.book.counts[status] += 1
         self.book.log_state(
             held, status, timings=timings, images=len(image_urls), error=outcome.error
         )
-        self._emit(held, status, timings)
+        self._emit(held, error)
 
     def _outcome(self, item: Finished) -> tuple[TaskOutcome, TaskError | None]:
         error = item.error
@@ -338,13 +332,14 @@ class Completer:
             outcome.error = error.to_json()
         return outcome, error
 
-    def _store_images(self, prefix: str, task_id: str, outcome: TaskOutcome) -> list[str]:
+    def _store_images(self, held: Held, outcome: TaskOutcome) -> list[str]:
+        assert held.task is not None
         bucket = self.config.s3_bucket
-        keys = planned_keys(prefix, task_id, outcome.files)
+        keys = planned_keys(held.task.metadata.prefix, held.task.metadata.id, outcome.files)
         for key, file in zip(keys, outcome.files, strict=True):
             self._retried(
                 "storing an image",
-                task_id,
+                held,
                 lambda key=key, file=file: self.s3.put_object(  # type: ignore[misc]
                     Bucket=bucket, Key=key, Body=file.data, ContentType=file.content_type
                 ),
@@ -352,28 +347,30 @@ class Completer:
         return [f"s3://{bucket}/{key}" for key in keys]
 
     def _give_up(self, held: Held, exc: BaseException) -> None:
-        task_id = held.task.metadata.id if held.task else None
+        fields = {**held.log_fields(), "error": str(exc), "retries": self.retry.retries}
         log.error(
             "could not store or announce the result after retries; releasing the task",
-            extra={"fields": {"id": task_id, "error": str(exc), "retries": self.retry.retries}},
+            extra={"fields": fields},
         )
         self.book.release(held, "output failed")
 
-    def _emit(self, held: Held, status: str, timings: dict[str, int]) -> None:
-        values: dict[str, float] = {
-            "TasksCompleted" if status == STATUS_COMPLETED else "TasksFailed": 1
-        }
-        if "inference_ms" in timings:
-            values["InferenceMs"] = timings["inference_ms"]
+    def _emit(self, held: Held, error: TaskError | None) -> None:
+        """The task's metrics (sdfleet.agent.metrics.CATALOG), then the end of its span."""
+        values: dict[str, float] = {"TasksCompleted" if error is None else "TasksFailed": 1}
+        # Only what was measured: a task that failed fetching its inputs never ran inference.
+        for name, key in STAGE_METRICS.items():
+            if key in held.timings:
+                values[name] = held.timings[key]
         if held.queue_wait_ms is not None:
             values["QueueWaitMs"] = held.queue_wait_ms
         if "gpu_idle_gap_us" in held.timings:
             values["GpuIdleGapMs"] = held.timings["gpu_idle_gap_us"] / 1000
-        assert held.task is not None
-        self.metrics.emit(values, id=held.task.metadata.id)
-        if held.span is not None:
-            held.span.set_attribute("sdfleet.status", status)
-            held.span.end()
+        if SENT_AT_MS in held.timings:  # the SQS SentTimestamp: when the task was submitted
+            values["EndToEndMs"] = max(0, int(time.time() * 1000) - held.timings[SENT_AT_MS])
+        dimensions = {"ErrorCode": error.code} if error is not None else None
+        self.metrics.emit(values, dimensions=dimensions, **held.log_fields())
+        status = STATUS_COMPLETED if error is None else STATUS_FAILED
+        held.end_task(status, *((error.code, error.message) if error is not None else ()))
 
     @staticmethod
     def timings(held: Held) -> dict[str, int]:

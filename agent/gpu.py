@@ -141,7 +141,7 @@ class GpuStage:
             if self._ahead is not None and self._ahead.held is held:
                 self._ahead = None
         self.book.log_state(held, "running")
-        span = self.tracing.child(held.span, "inference") if held.span is not None else None
+        held.begin_stage("inference")
         result = Finished(held=held)
         try:
             if submitted is None:
@@ -153,13 +153,15 @@ class GpuStage:
             result.error = exc
         except Interrupted:
             control.sent()
+            held.end_stage("interrupted", "interrupted for shutdown")
             self.book.release(held, "interrupted for shutdown")
             return None
         except ServerUnavailable as exc:
             control.sent()
+            held.end_stage(errors.SERVER_UNAVAILABLE, str(exc))
             log.warning(
                 "inference server unavailable; releasing the task and waiting",
-                extra={"fields": {"id": prepared.task.metadata.id, "error": str(exc)}},
+                extra={"fields": {**held.log_fields(), "error": str(exc)}},
             )
             with self._ready_lock:
                 self.server_ready.clear()
@@ -170,16 +172,15 @@ class GpuStage:
             self._wait_ready()
             return None
         except Exception as exc:
-            log.exception(
-                "unexpected inference error", extra={"fields": {"id": prepared.task.metadata.id}}
-            )
+            log.exception("unexpected inference error", extra={"fields": held.log_fields()})
             result.error = TaskError(errors.SERVER_ERROR, f"{type(exc).__name__}: {exc}")
         finally:
             with self._current_lock:
                 self._current = None
             self._last_gpu_end = time.monotonic()
-            if span is not None:
-                span.end()
+        if result.error is not None:
+            held.end_stage(result.error.code, result.error.message)
+        held.end_stage()
         held.timings["inference_ms"] = ms(self._last_gpu_end - started)
         if gap is not None:
             held.timings["gpu_idle_gap_us"] = int(gap * 1e6)
@@ -271,7 +272,7 @@ class GpuStage:
         if not server.dequeue(queued.held.prepared):
             log.info(
                 "the queued task has started; it runs",
-                extra={"fields": {"id": queued.held.prepared.task.metadata.id, "reason": why}},
+                extra={"fields": {**queued.held.log_fields(), "reason": why}},
             )
             return
         with self._current_lock:
@@ -294,7 +295,7 @@ class GpuStage:
                 if reason and control.abort(reason):
                     log.warning(
                         "interrupting the running job",
-                        extra={"fields": {"id": prepared.task.metadata.id, "reason": reason}},
+                        extra={"fields": {"task_id": prepared.task.metadata.id, "reason": reason}},
                     )
                     self.server.interrupt(prepared)
             if (

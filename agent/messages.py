@@ -1,16 +1,25 @@
-"""SQS bookkeeping for held messages: delete, release, and the task-state log line."""
+"""SQS bookkeeping for held messages: delete, release, the task-state log line, and the X-Ray
+header a received message carries."""
 
 from __future__ import annotations
 
-import contextlib
+import json
 import logging
 import threading
+from collections import OrderedDict
+from collections.abc import Mapping
 from typing import Any
 
+from sdfleet.agent.contract_callback import Callback
 from sdfleet.agent.heartbeat import Heartbeat
 from sdfleet.agent.held import Held
+from sdfleet.agent.tracing import XRAY_HEADER
 
 log = logging.getLogger("agent.worker")
+# Callbacks remembered per message id, from receipt to the final notification. Held has no
+# field for it; an agent holds at most a few messages, and a released one is received (and
+# its callback read) again, so the oldest entries can go.
+MAX_CALLBACKS = 64
 
 
 class MessageBook:
@@ -69,10 +78,7 @@ class MessageBook:
         self._forget(held)
         if count:
             self.counts["released"] += 1
-        with contextlib.suppress(Exception):
-            if held.span is not None:
-                held.span.set_attribute("sdfleet.status", "released")
-                held.span.end()
+        held.end_task("released")
         try:
             self.sqs.change_message_visibility(
                 QueueUrl=self.queue_url,
@@ -84,13 +90,12 @@ class MessageBook:
                 "release failed",
                 extra={"fields": {"message_id": held.message_id, "error": str(exc)}},
             )
-        task_id = held.task.metadata.id if held.task else None
         log.info(
             "message released",
             extra={
                 "fields": {
                     "event": "released",
-                    "id": task_id,
+                    **held.log_fields(),
                     "reason": why,
                     "visibility_s": visibility,
                 }
@@ -98,17 +103,68 @@ class MessageBook:
         )
 
     def log_state(self, held: Held, state: str, **fields: Any) -> None:
-        meta = held.task.metadata if held.task else None
         log.info(
             f"task {state}",
             extra={
                 "fields": {
                     "event": "task_state",
                     "state": state,
-                    "id": meta.id if meta else None,
+                    **held.log_fields(),
                     "runtime": self.runtime_name,
                     "message_id": held.message_id,
                     **fields,
                 }
             },
         )
+
+
+def trace_header(message: Mapping[str, Any]) -> str | None:
+    """The X-Ray header of a received SQS message: the ``AWSTraceHeader`` system attribute
+    (set by SNS in AWS, or by SendMessage), else the ``X-Amzn-Trace-Id`` message attribute the
+    task API publishes, read from SQS (raw delivery) or from the SNS envelope in the body."""
+    header = (message.get("Attributes") or {}).get("AWSTraceHeader")
+    if header:
+        return str(header)
+    attribute = (message.get("MessageAttributes") or {}).get(XRAY_HEADER) or {}
+    if attribute.get("StringValue"):
+        return str(attribute["StringValue"])
+    body = message.get("Body") or ""
+    # Inside the envelope's Message (a JSON string) the name's quotes are escaped, so this only
+    # matches a MessageAttributes key; anything else is not worth parsing the body for.
+    if f'"{XRAY_HEADER}"' not in body:
+        return None
+    try:
+        envelope = json.loads(body)
+        if envelope.get("Type") != "Notification":
+            return None
+        value = envelope["MessageAttributes"][XRAY_HEADER]["Value"]
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
+    return value if isinstance(value, str) and value else None
+
+
+class CallbackMemory:
+    """The checked callback of each held task, by message id: written by the receiver thread,
+    read and cleared by the uploader."""
+
+    def __init__(self) -> None:
+        self._callbacks: OrderedDict[str, Callback] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def remember(self, held: Held, callback: Callback | None) -> None:
+        """The task's checked callback, for its notifications (None: it has none)."""
+        with self._lock:
+            self._callbacks.pop(held.message_id, None)
+            if callback is not None:
+                self._callbacks[held.message_id] = callback
+                while len(self._callbacks) > MAX_CALLBACKS:
+                    self._callbacks.popitem(last=False)
+
+    def json(self, held: Held) -> dict[str, Any] | None:
+        with self._lock:
+            callback = self._callbacks.get(held.message_id)
+        return callback.to_json() if callback is not None else None
+
+    def forget(self, held: Held) -> None:
+        with self._lock:
+            self._callbacks.pop(held.message_id, None)

@@ -31,12 +31,12 @@ from sdfleet.agent.contract import (
 from sdfleet.agent.contract_callback import Callback, parse_callback
 from sdfleet.agent.errors import ServerUnavailable, TaskError
 from sdfleet.agent.held import Finished, Held, Liveness, Republish, RunningNote, ms, queue_wait_ms
-from sdfleet.agent.messages import MessageBook
+from sdfleet.agent.messages import MessageBook, trace_header
 from sdfleet.agent.outputs import task_digest
 from sdfleet.agent.policies import ShutdownPolicy
 from sdfleet.agent.servers.base import InferenceServer
 from sdfleet.agent.task_progress import SENT_AT_MS
-from sdfleet.agent.tracing import Tracing
+from sdfleet.agent.tracing import RUNTIME, TASK_ID, Tracing
 
 log = logging.getLogger("agent.worker")
 
@@ -92,9 +92,8 @@ class ReceiverStage:
                 try:
                     prepared = self._prepare(held)
                 except Exception as exc:  # a bug must not kill the receiver nor loop fast
-                    log.exception(
-                        "cannot handle message", extra={"fields": {"message_id": held.message_id}}
-                    )
+                    fields = {"message_id": held.message_id, **held.log_fields()}
+                    log.exception("cannot handle message", extra={"fields": fields})
                     self.completion.poison(
                         held, PoisonMessage(f"agent error: {type(exc).__name__}: {exc}")
                     )
@@ -141,10 +140,19 @@ class ReceiverStage:
             receive_count=int(attributes.get("ApproximateReceiveCount", "1")),
             received_at=time.monotonic(),
             queue_wait_ms=None,
-            trace_header=attributes.get("AWSTraceHeader"),
+            trace_header=trace_header(message),
         )
         if not self.book.hold(held):
             return None  # a second delivery of the task this agent is running
+        held.start_trace(
+            self.tracing,
+            {
+                RUNTIME: self.config.runtime_name,
+                "messaging.system": "aws_sqs",
+                "messaging.message.id": held.message_id,
+            },
+        )
+        held.begin_stage("receive")
         sent = attributes.get("SentTimestamp")
         held.queue_wait_ms = queue_wait_ms(None, sent)
         if isinstance(sent, str) and sent.isdigit():
@@ -153,10 +161,10 @@ class ReceiverStage:
 
     def _prepare(self, held: Held) -> bool:
         """Parse and download inputs. False when the message was dealt with here."""
-        started = time.monotonic()
         try:
             parsed = parse_queue_message(held.body, self.runtime_info)
         except PoisonMessage as exc:
+            held.end_stage(errors.INVALID_TASK, exc.reason)
             self.completion.poison(held, exc)
             return False
         held.task = parsed.task
@@ -165,49 +173,53 @@ class ReceiverStage:
         if wait is not None:
             held.queue_wait_ms = wait
         meta = parsed.task.metadata
-        held.span = self.tracing.start_task_span(
-            held.trace_header,
-            {
-                "sdfleet.task.id": meta.id,
-                "sdfleet.runtime": meta.runtime,
-                "sdfleet.tasktype": meta.tasktype,
-                "messaging.message.id": held.message_id,
-            },
-        )
+        if held.span is not None:
+            held.span.set_attributes(
+                {TASK_ID: meta.id, RUNTIME: meta.runtime, "sdfleet.tasktype": meta.tasktype}
+            )
         self.book.log_state(
             held, "received", receive_count=held.receive_count, queue_wait_ms=held.queue_wait_ms
         )
-        log.debug("task content", extra={"fields": {"id": meta.id, "content": parsed.task.content}})
+        fields = held.log_fields()
+        log.debug("task content", extra={"fields": {**fields, "content": parsed.task.content}})
         callback = _checked_callback(
-            parsed.callback, meta.id, loopback=self.config.sandbox_loopback_callbacks
+            parsed.callback,
+            meta.id,
+            loopback=self.config.sandbox_loopback_callbacks,
+            trace_id=held.trace_id,
         )
-        self.completion.remember_callback(held, callback)
-        stored = self.completion.stored_result(parsed.task)
+        self.completion.callbacks.remember(held, callback)
+        stored = self.completion.stored_result(parsed.task, fields)
         if stored is not None:
             # Already run and stored (the notification or the delete failed last time).
+            held.end_stage()
             self._enqueue_upload(Republish(held=held, document=stored))
             return False
         self.completion.progress.running(held)
+        held.end_stage()
+        fetched = time.monotonic()
         try:
-            if parsed.task.content_ref is not None:
-                held.task = self._resolve_content_ref(parsed.task)
-            held.prepared = self.server.prepare(held.task)
+            with held.in_stage("input_fetch", errors.INPUT_DOWNLOAD_FAILED):
+                if parsed.task.content_ref is not None:
+                    held.task = self._resolve_content_ref(parsed.task)
+                held.prepared = self.server.prepare(held.task)
         except TaskError as exc:
-            held.timings["download_ms"] = ms(time.monotonic() - started)
+            held.timings["download_ms"] = ms(time.monotonic() - fetched)
             self._enqueue_upload(Finished(held=held, error=exc))
             return False
         except ServerUnavailable as exc:
-            log.warning("server unavailable while preparing", extra={"fields": {"error": str(exc)}})
+            fields = {**held.log_fields(), "error": str(exc)}
+            log.warning("server unavailable while preparing", extra={"fields": fields})
             self.book.release(held, "server unavailable")
             self.shutdown.stopping.wait(1.0)
             return False
         except Exception as exc:
-            log.exception("unexpected error while preparing", extra={"fields": {"id": meta.id}})
+            log.exception("unexpected error while preparing", extra={"fields": held.log_fields()})
             self._enqueue_upload(
                 Finished(held=held, error=TaskError(errors.INPUT_DOWNLOAD_FAILED, str(exc)))
             )
             return False
-        held.timings["download_ms"] = ms(time.monotonic() - started)
+        held.timings["download_ms"] = ms(time.monotonic() - fetched)
         return True
 
     def _resolve_content_ref(self, task: Task) -> Task:
@@ -242,18 +254,21 @@ class ReceiverStage:
         return Task(metadata=meta, content=content, api_version=task.api_version)
 
 
-def _checked_callback(value: object, task_id: str, *, loopback: bool = False) -> Callback | None:
+def _checked_callback(
+    value: object, task_id: str, *, loopback: bool = False, trace_id: str | None = None
+) -> Callback | None:
     """The task's callback when it passes the submission checks; a bad one is dropped with a
     warning naming the field (the task still runs: only its webhooks are lost). ``loopback``:
     the sandbox's opt-in (``SDFLEET_SANDBOX_LOOPBACK_CALLBACKS``)."""
     if value is None:
         return None
+    fields = {"event": "callback_dropped", "task_id": task_id, "trace_id": trace_id}
     try:
         return parse_callback(value, loopback=loopback)
     except ContractError as exc:
-        fields = {"event": "callback_dropped", "id": task_id, "field": exc.field, "code": exc.code}
+        fields.update(field=exc.field, code=exc.code)
         log.warning(f"callback dropped: {exc.message}", extra={"fields": fields})
     except Exception as exc:  # never let a hostile callback kill the task
-        fields = {"event": "callback_dropped", "id": task_id, "error": type(exc).__name__}
+        fields.update(error=type(exc).__name__)
         log.warning("callback dropped", extra={"fields": fields})
     return None

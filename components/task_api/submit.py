@@ -15,6 +15,8 @@ published is deleted again (best effort, logged).
 from __future__ import annotations
 
 import json
+import os
+import re
 from dataclasses import replace
 from typing import Any
 
@@ -28,6 +30,14 @@ from sdfleet.components.task_api import settings as cfg
 
 # Where each API version carries the task id (the contract's field paths).
 ID_FIELDS = {"v1alpha2": "task.metadata.id", "v1alpha1": "alwayson_scripts.id_task"}
+# The X-Ray trace of the invocation: Lambda sets the variable per invocation (active tracing).
+# The task carries it on as an SNS message attribute, which survives SNS -> SQS (the agent's
+# parent when SQS has no AWSTraceHeader), and as the Publish's HTTP header.
+TRACE_ENV = "_X_AMZN_TRACE_ID"
+TRACE_HEADER = "X-Amzn-Trace-Id"
+# Root=1-<8 hex>-<24 hex> with optional Parent/Sampled/Lineage/...: printable ASCII, bounded.
+_TRACE_HEADER_RE = re.compile(r"Root=1-[0-9a-fA-F]{8}-[0-9a-fA-F]{24}(;[\x21-\x7e]*)?")
+_MAX_TRACE_HEADER = 512
 
 
 class OffloadConflict(Exception):
@@ -71,15 +81,47 @@ def publish(
             raise
         log["offloaded"] = True
     try:
-        cfg.sns(settings).publish(
+        client = cfg.sns(settings)
+        attributes = message.message_attributes()
+        header = trace_header()
+        if header is not None:
+            attributes[TRACE_HEADER] = {"DataType": "String", "StringValue": header}
+            send_trace_header(client)
+        client.publish(
             TopicArn=settings.topic_arn,
             Message=contract.encode_message(message),
-            MessageAttributes=message.message_attributes(),
+            MessageAttributes=attributes,
         )
     except Exception:
         if key is not None:
             _discard(settings, key, log)
         raise
+
+
+def trace_header() -> str | None:
+    """The invocation's X-Ray header, when there is a valid one (a broken value must not make
+    SNS refuse the task)."""
+    value = os.environ.get(TRACE_ENV, "").strip()
+    if len(value) > _MAX_TRACE_HEADER or not _TRACE_HEADER_RE.fullmatch(value):
+        return None
+    return value
+
+
+def send_trace_header(client: Any) -> None:
+    """Send the trace as the Publish's ``X-Amzn-Trace-Id`` HTTP header, so X-Ray links the
+    SNS segment to the invocation. botocore adds it itself only when it sees the Lambda
+    environment; this does not depend on that. Registered once per client."""
+    events = getattr(getattr(client, "meta", None), "events", None)
+    if events is not None:  # test doubles have none
+        events.register(
+            "before-call.sns.Publish", _add_trace_header, unique_id="sdfleet-task-api-xray"
+        )
+
+
+def _add_trace_header(params: dict[str, Any], **_: Any) -> None:
+    header = trace_header()
+    if header is not None:
+        params.setdefault("headers", {})[TRACE_HEADER] = header
 
 
 def _discard(settings: cfg.Settings, key: str, log: dict[str, Any]) -> None:

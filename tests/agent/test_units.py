@@ -429,7 +429,9 @@ def test_json_log_lines_carry_fields() -> None:
 
 def test_emf_document() -> None:
     stream = io.StringIO()
-    Metrics("sd15", stream=stream).emit({"TasksCompleted": 1, "InferenceMs": 200.0}, id="t1")
+    Metrics("sd15", stream=stream).emit(
+        {"TasksCompleted": 1, "InferenceMs": 200.0}, task_id="t1", trace_id="1-a-b"
+    )
     doc = json.loads(stream.getvalue())
     directive = doc["_aws"]["CloudWatchMetrics"][0]
     assert directive["Namespace"] == "sdfleet/agent"
@@ -438,7 +440,8 @@ def test_emf_document() -> None:
         "TasksCompleted": "Count",
         "InferenceMs": "Milliseconds",
     }
-    assert doc["Runtime"] == "sd15" and doc["TasksCompleted"] == 1 and doc["id"] == "t1"
+    assert doc["Runtime"] == "sd15" and doc["TasksCompleted"] == 1 and doc["task_id"] == "t1"
+    assert doc["trace_id"] == "1-a-b"
 
 
 def test_tracing_continues_the_xray_trace() -> None:
@@ -454,7 +457,7 @@ def test_tracing_continues_the_xray_trace() -> None:
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracing = Tracing(provider.get_tracer("t"), provider)
     header = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
-    span = tracing.start_task_span(header, {"sdfleet.task.id": "t1"})
+    span = tracing.start_task_span(header, {"sdfleet.task_id": "t1"})
     tracing.child(span, "inference").end()
     span.end()
     spans = {s.name: s for s in exporter.get_finished_spans()}
