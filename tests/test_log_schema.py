@@ -7,8 +7,10 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -124,6 +126,13 @@ def test_xray_trace_id_from_the_lambda_environment_and_from_an_otel_id() -> None
     assert cl.xray_trace_id(None, {}) is None
     assert cl.xray_trace_id_from_int(int(TRACE_ID[2:].replace("-", ""), 16)) == TRACE_ID
     assert cl.xray_trace_id_from_int(0) is None
+
+
+def test_the_documented_example_lines_are_valid() -> None:
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "logging.md").read_text()
+    examples = re.findall(r"^```json\n(.*?)\n```$", doc, flags=re.MULTILINE | re.DOTALL)
+    lines = valid_lines("\n".join(examples))
+    assert {line["service"] for line in lines} == set(cl.SERVICES)
 
 
 # -- the formatter --------------------------------------------------------------------------
