@@ -1,6 +1,7 @@
 """SdPipeline: the whole sdfleet pipeline from one validated configuration."""
 
 import re
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -10,6 +11,7 @@ import pulumi_aws as aws
 from sdfleet.components._inputs import as_args
 from sdfleet.components.agent_image import AgentImage, AgentImageArgs
 from sdfleet.components.api_ingress import ApiIngress, ApiIngressArgs
+from sdfleet.components.builders.trace_collector import NAMESPACE as TELEMETRY_NAMESPACE
 from sdfleet.components.config import StackConfig
 from sdfleet.components.config_model import Arch, NatGateways, QuotaPeriod
 from sdfleet.components.container_image import ContainerImage, runtime_images
@@ -20,15 +22,12 @@ from sdfleet.components.karpenter import Karpenter, KarpenterArgs
 from sdfleet.components.keda import Keda, KedaArgs
 from sdfleet.components.model_store import ModelStore, ModelStoreArgs
 from sdfleet.components.network import Network, NetworkArgs
-from sdfleet.components.observability import (
-    Observability,
-    ObservabilityArgs,
-    RuntimeQueueNames,
-)
+from sdfleet.components.observability import Observability, ObservabilityArgs, ObservedRuntime
 from sdfleet.components.pipeline_args import SdPipelineArgs, gpu_pool_args, runtime_catalogue
 from sdfleet.components.pipeline_outputs import stack_outputs
 from sdfleet.components.sd_runtime import SdRuntime, runtime_args
 from sdfleet.components.task_events_component import TaskEvents, TaskEventsArgs
+from sdfleet.components.trace_collector import TraceCollector, TraceCollectorArgs
 
 # Stack output -> SdPipeline attribute where it is not the snake_case of the key.
 _OUTPUT_ATTRS = {"agentImage": "agent_image_ref"}
@@ -36,6 +35,11 @@ _OUTPUT_ATTRS = {"agentImage": "agent_image_ref"}
 
 def _snake(key: str) -> str:
     return re.sub(r"(?<!^)([A-Z])", r"_\1", key).lower()
+
+
+def _promise() -> tuple[pulumi.Output[str], Callable[[pulumi.Output[str]], None]]:
+    """An output resolved later (a component created afterwards provides it)."""
+    return pulumi.deferred_output()
 
 
 class SdPipeline(pulumi.ComponentResource):
@@ -103,6 +107,7 @@ class SdPipeline(pulumi.ComponentResource):
         self.cluster: EksCluster
         self.karpenter: Karpenter
         self.keda: Keda
+        self.trace_collector: TraceCollector | None
         self.gpu_pools: dict[str, GpuNodePool]
         self.agent_image: AgentImage
         self.server_images: dict[str, ContainerImage]
@@ -171,20 +176,41 @@ class SdPipeline(pulumi.ComponentResource):
         """Alarms, dashboard and saved queries over everything above, then the task events
         (DLQ sweeper, webhooks) that notify the alarm topic."""
         child = pulumi.ResourceOptions(parent=self)
+        # TaskEvents notifies the alarm topic, and the dashboard and queries watch TaskEvents:
+        # its names are promised here and resolved once it exists.
+        webhook_fn, resolve_webhook_fn = _promise()
+        webhook_dlq, resolve_webhook_dlq = _promise()
+        sweeper_logs, resolve_sweeper_logs = _promise()
+        webhook_logs, resolve_webhook_logs = _promise()
+        obs = cfg.observability
         self.observability = Observability(
             f"{name}-observability",
             ObservabilityArgs(
-                runtime_queues={
-                    rt.name: RuntimeQueueNames(
-                        self.fanout.queue_names[rt.name], self.fanout.dlq_names[rt.name]
+                runtimes={
+                    rt.name: ObservedRuntime(
+                        queue_name=self.fanout.queue_names[rt.name],
+                        dlq_name=self.fanout.dlq_names[rt.name],
+                        namespace=self.runtimes[rt.name].namespace,
+                        deployment_name=self.runtimes[rt.name].deployment_name,
+                        metrics_log_group_name=self.runtimes[rt.name].metrics_log_group_name,
                     )
                     for rt in cfg.runtimes
                 },
                 unrouted_queue_name=self.fanout.unrouted_queue_name,
                 function_name=self.ingress.function_name,
+                function_log_group_name=self.ingress.function_log_group_name,
                 api_name=self.ingress.rest_api_name,
                 stage_name=self.ingress.stage_name,
-                alarm_email=cfg.observability.alarm_email,
+                cluster_name=self.cluster.cluster_name,
+                container_insights=obs.container_insights,
+                spot_interruption_rule_name=self.karpenter.spot_interruption_rule_name,
+                webhook_dlq_name=webhook_dlq,
+                webhook_function_name=webhook_fn,
+                extra_log_group_names=[sweeper_logs, webhook_logs],
+                oldest_message_alarm_seconds=obs.oldest_message_alarm_seconds,
+                gpu_idle_alarm_minutes=obs.gpu_idle_alarm_minutes,
+                spot_interruptions_alarm_per_hour=obs.spot_interruptions_alarm_per_hour,
+                alarm_email=obs.alarm_email,
             ),
             child,
         )
@@ -202,6 +228,11 @@ class SdPipeline(pulumi.ComponentResource):
             ),
             child,
         )
+        events = self.task_events
+        resolve_webhook_fn(events.webhook_function_name)
+        resolve_webhook_dlq(events.webhook_dead_letter_queue_name)
+        resolve_sweeper_logs(events.sweeper_log_group_name)
+        resolve_webhook_logs(events.webhook_log_group_name)
 
     def _compute_plane(self, name: str, cfg: StackConfig) -> None:
         """The network, the cluster, Karpenter, KEDA, a GPU node pool per runtime, then the
@@ -230,6 +261,16 @@ class SdPipeline(pulumi.ComponentResource):
             ),
             k8s_child,
         )
+        self.trace_collector = None
+        if cfg.observability.tracing:
+            self.trace_collector = TraceCollector(
+                f"{name}-traces",
+                TraceCollectorArgs(
+                    cluster_name=cluster_name,
+                    system_node_selector=self.cluster.system_node_selector,
+                ),
+                k8s_child,
+            )
         self.gpu_pools = {}
         for rt in cfg.runtimes:
             self.gpu_pools[rt.name] = GpuNodePool(
@@ -241,6 +282,16 @@ class SdPipeline(pulumi.ComponentResource):
                 ),
             )
         self._runtimes(name, cfg, cluster_name)
+
+    def _telemetry_wiring(self, cfg: StackConfig) -> dict[str, Any]:
+        """What each runtime's pods need to send traces (when tracing is on) and metrics."""
+        wiring: dict[str, Any] = {
+            "metrics_log_retention_days": cfg.observability.log_retention_days
+        }
+        if self.trace_collector is not None:
+            wiring["otlp_traces_endpoint"] = self.trace_collector.otlp_traces_endpoint
+            wiring["telemetry_namespace"] = TELEMETRY_NAMESPACE
+        return wiring
 
     def _cluster(self, name: str, cfg: StackConfig, cluster_name: str) -> None:
         """The network (created or brought) and the EKS cluster in it."""
@@ -331,6 +382,7 @@ class SdPipeline(pulumi.ComponentResource):
                         task_table_name=self.ingress.task_table_name,
                         task_table_arn=self.ingress.task_table_arn,
                         task_ttl_seconds=cfg.tasks.ttl_days * 86400,
+                        **self._telemetry_wiring(cfg),
                     ),
                     server_image=self.server_image_refs[rt.name],
                 ),

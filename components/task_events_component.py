@@ -102,12 +102,19 @@ class TaskEvents(pulumi.ComponentResource):
     """Name of the DLQ sweeper Lambda."""
     webhook_function_name: pulumi.Output[str]
     """Name of the webhook delivery Lambda."""
+    webhook_dead_letter_queue_name: pulumi.Output[str]
+    """Name of the webhook dead-letter queue (for alarms and the dashboard)."""
+    sweeper_log_group_name: pulumi.Output[str]
+    """Log group of the DLQ sweeper Lambda."""
+    webhook_log_group_name: pulumi.Output[str]
+    """Log group of the webhook delivery Lambda."""
 
     def __init__(
         self, name: str, args: TaskEventsArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("sdfleet:index:TaskEvents", name, None, opts)
         args = as_args(TaskEventsArgs, args)
+        self._log_groups: dict[str, pulumi.Output[str]] = {}
         queue, dlq = self._webhook_queues(name, args)
         secret = self._secret(name, args)
         sweeper = self._sweeper(name, args)
@@ -119,6 +126,9 @@ class TaskEvents(pulumi.ComponentResource):
         self.webhook_dead_letter_queue_url = dlq.url
         self.sweeper_function_name = sweeper.name
         self.webhook_function_name = webhook.name
+        self.webhook_dead_letter_queue_name = dlq.name
+        self.sweeper_log_group_name = self._log_groups["sweeper"]
+        self.webhook_log_group_name = self._log_groups["webhook"]
         self.register_outputs(
             {
                 "webhook_secret_arn": self.webhook_secret_arn,
@@ -126,6 +136,9 @@ class TaskEvents(pulumi.ComponentResource):
                 "webhook_dead_letter_queue_url": self.webhook_dead_letter_queue_url,
                 "sweeper_function_name": self.sweeper_function_name,
                 "webhook_function_name": self.webhook_function_name,
+                "webhook_dead_letter_queue_name": self.webhook_dead_letter_queue_name,
+                "sweeper_log_group_name": self.sweeper_log_group_name,
+                "webhook_log_group_name": self.webhook_log_group_name,
             }
         )
 
@@ -245,6 +258,7 @@ class TaskEvents(pulumi.ComponentResource):
         """The sweeper Lambda, its role, logs and the every-minute schedule."""
         base = f"{name}-sweeper"
         logs, role = self._logs_and_role(base, args)
+        self._log_groups["sweeper"] = logs.name
         dlq_arns = list(args.dlq_arns.values())
         role_policy = aws.iam.RolePolicy(
             f"{base}-policy",
@@ -312,6 +326,7 @@ class TaskEvents(pulumi.ComponentResource):
         """The delivery Lambda, its role and logs, triggered by the webhook queue."""
         base = f"{name}-webhook"
         logs, role = self._logs_and_role(base, args)
+        self._log_groups["webhook"] = logs.name
         role_policy = aws.iam.RolePolicy(
             f"{base}-policy",
             role=role.id,
