@@ -472,7 +472,7 @@ def test_pod_identity_role_is_least_privilege(run: Run, runtime: str) -> None:
         (
             ["logs:CreateLogStream", "logs:PutLogEvents"],
             f"arn:aws:logs:{REGION}:123456789012:log-group:"
-            f"/sdfleet/sdfleet-dev/{runtime}/agent-metrics:log-stream:*",
+            f"/sdfleet/sdfleet-dev/{runtime}/agent-metrics:*",
             None,
         ),
     ]

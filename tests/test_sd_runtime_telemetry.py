@@ -84,7 +84,7 @@ def test_pod_role_writes_only_its_own_metrics_streams(traced: Run, runtime: str)
             "Effect": "Allow",
             "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
             "Resource": f"arn:aws:logs:{REGION}:{MOCK_ACCOUNT}:log-group:"
-            f"{group_name(runtime)}:log-stream:*",
+            f"{group_name(runtime)}:*",
         }
     ]
 

@@ -315,10 +315,10 @@ def test_metrics_statement_is_exact() -> None:
         "Sid": "WriteAgentMetrics",
         "Effect": "Allow",
         "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-        "Resource": f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{GROUP}:log-stream:*",
+        "Resource": f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{GROUP}:*",
     }
     gov = "arn:aws-us-gov:logs:us-gov-west-1:111122223333:log-group:/x/agent-metrics"
-    assert metrics_log_streams_statement(gov)["Resource"] == f"{gov}:log-stream:*"
+    assert metrics_log_streams_statement(gov)["Resource"] == f"{gov}:*"
 
 
 @pytest.mark.parametrize(

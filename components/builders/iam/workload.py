@@ -118,10 +118,10 @@ def _input_bucket_objects(index: int, entry: Any, partition: str) -> str:
 
 
 def metrics_log_streams_statement(log_group_arn: str) -> dict[str, Any]:
-    """Create and write log streams (one per pod) in one log group, nothing else. CloudWatch
-    Logs authorizes both actions on the stream's ARN (``log-group:<name>:log-stream:<stream>``,
-    the form of AWS's own log-delivery policies), so the streams of this group are the whole
-    grant: no other group, no reading, no deleting, no retention change."""
+    """Create and write log streams (one per pod) in one log group, nothing else: no other
+    group, no reading, no deleting, no retention change. The resource is the group's ARN with
+    a trailing ``:*``, the form the CloudWatch Logs access-control guide gives for every action
+    but a few group-level ones; it covers the group's streams and nothing outside it."""
     if not isinstance(log_group_arn, str) or not _LOG_GROUP_ARN.match(log_group_arn):
         raise fail(
             "metrics_log_group_arn",
@@ -130,7 +130,7 @@ def metrics_log_streams_statement(log_group_arn: str) -> dict[str, Any]:
         )
     return statement(
         ["logs:CreateLogStream", "logs:PutLogEvents"],
-        f"{log_group_arn}:log-stream:*",
+        f"{log_group_arn}:*",
         sid="WriteAgentMetrics",
     )
 
