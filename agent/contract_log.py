@@ -241,17 +241,8 @@ class StdoutHandler(logging.StreamHandler[Any]):
         super().emit(record)
 
 
-def stdout_logger(name: str, service: str, level: int = logging.INFO) -> logging.Logger:
-    """A logger of the Lambda's own that writes schema lines straight to stdout and does not
-    propagate: the function's log format is Text, whose root handler prefixes every line
-    (``[INFO]\\t<time>\\t<request id>\\t``) and so would break the JSON. Idempotent."""
-    logger = logging.getLogger(name)
-    _own_handler(logger, service)
-    logger.setLevel(level)
-    return logger
-
-
-# Loggers of the shared code a Lambda runs (the task store, webhook delivery).
+# Every logger of our code in a Lambda: its own (sdfleet.task_api, sdfleet.sweeper,
+# sdfleet.webhooks) and the shared modules' (agent.task_state).
 LAMBDA_LOGGERS = ("sdfleet", "agent")
 
 
@@ -260,9 +251,11 @@ def lambda_logging(
     loggers: Iterable[str] = LAMBDA_LOGGERS,
     environ: Mapping[str, str] | None = None,
 ) -> list[logging.Logger]:
-    """In the Lambda runtime only (``AWS_LAMBDA_FUNCTION_NAME`` set): ``loggers`` write schema
-    lines to stdout instead of through the runtime's prefixing root handler. Elsewhere (tests,
-    the CLI) nothing changes. Returns the loggers it configured."""
+    """In the Lambda runtime only (``AWS_LAMBDA_FUNCTION_NAME`` set), ``loggers`` write schema
+    lines straight to stdout and stop propagating: the functions' log format is Text, whose
+    root handler prefixes every line (``[INFO]\\t<time>\\t<request id>\\t``) and so would break
+    the JSON. Elsewhere (the sandbox's in-process task API, tests) nothing changes: the host's
+    logging decides. Idempotent; returns the loggers it configured."""
     if not (os.environ if environ is None else environ).get(LAMBDA_FUNCTION_ENV):
         return []
     configured = [logging.getLogger(name) for name in loggers]

@@ -10,6 +10,7 @@ import logging
 import re
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -236,8 +237,9 @@ def test_task_api_lines_are_pure_json_with_task_runtime_and_trace(
 ) -> None:
     monkeypatch.setenv(cl.LAMBDA_TRACE_ENV, TRACE_HEADER)
     body = v2("sd15", "text-to-image", {**T2I, "prompt": PROMPT}, id="schema-1")
-    assert task_api.handler(make_event(body), FakeContext())["statusCode"] == 200
-    assert task_api.handler(make_event(v2("nope", "text-to-image", T2I)), FakeContext())
+    with in_lambda(cl.SERVICE_TASK_API):
+        assert task_api.handler(make_event(body), FakeContext())["statusCode"] == 200
+        assert task_api.handler(make_event(v2("nope", "text-to-image", T2I)), FakeContext())
     out = capsys.readouterr().out
     ok, refused = valid_lines(out)
     assert (ok["service"], ok["msg"], ok["status"]) == ("task-api", "task_request", 200)
@@ -249,25 +251,33 @@ def test_task_api_lines_are_pure_json_with_task_runtime_and_trace(
         assert leaked not in out
 
 
-@pytest.fixture
-def lambda_loggers(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The shared loggers as the TaskEvents Lambdas set them up at cold start, undone after."""
-    monkeypatch.setenv(cl.LAMBDA_TRACE_ENV, TRACE_HEADER)
-    configured = cl.lambda_logging(
-        cl.SERVICE_WEBHOOK_DELIVERY, environ={cl.LAMBDA_FUNCTION_ENV: "fn"}
-    )
+@contextmanager
+def in_lambda(service: str) -> Iterator[None]:
+    """Our loggers as a Lambda sets them up at import (``AWS_LAMBDA_FUNCTION_NAME`` set),
+    undone after."""
+    configured = cl.lambda_logging(service, environ={cl.LAMBDA_FUNCTION_ENV: "fn"})
     assert [lg.name for lg in configured] == list(cl.LAMBDA_LOGGERS)
-    yield
-    for logger in configured:
-        for handler in [h for h in logger.handlers if isinstance(h, cl.StdoutHandler)]:
-            logger.removeHandler(handler)
-        logger.propagate = True
-        logger.setLevel(logging.NOTSET)
+    try:
+        yield
+    finally:
+        for logger in configured:
+            for handler in [h for h in logger.handlers if isinstance(h, cl.StdoutHandler)]:
+                logger.removeHandler(handler)
+            logger.propagate = True
+            logger.setLevel(logging.NOTSET)
 
 
-def test_lambda_logging_changes_nothing_outside_a_lambda() -> None:
+def test_outside_a_lambda_the_host_logging_decides(
+    fan: Fanout, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The sandbox runs the task API in its own process: nothing is printed on its stdout."""
     assert cl.lambda_logging(cl.SERVICE_TASK_API, environ={}) == []
     assert logging.getLogger("agent").propagate is True
+    with caplog.at_level(logging.INFO, logger="sdfleet.task_api"):
+        task_api.handler(make_event(v2("nope", "text-to-image", T2I)), FakeContext())
+    assert capsys.readouterr().out == ""
+    [entry] = [r for r in caplog.records if r.name == "sdfleet.task_api"]
+    assert getattr(entry, "fields")["error_code"] == "unknown_runtime"  # noqa: B009
 
 
 def test_dlq_sweeper_lines(
@@ -279,7 +289,8 @@ def test_dlq_sweeper_lines(
     stack.store.create("doomed-1", "sd15", "key-1")
     stack.kill_agent_every_time(doomed)
     monkeypatch.setattr(sweeper_lambda, "_sweeper", stack.sweeper())
-    sweeper_lambda.handler({}, None)
+    with in_lambda(cl.SERVICE_DLQ_SWEEPER):
+        sweeper_lambda.handler({}, None)
     dropped, sweep = valid_lines(capsys.readouterr().out)
     assert (dropped["event"], dropped["task_id"], dropped["level"]) == (
         "callback_dropped",
@@ -295,17 +306,19 @@ def test_dlq_sweeper_lines(
 
 
 def test_webhook_delivery_lines(
-    stack: Stack, lambda_loggers: None, capsys: pytest.CaptureFixture[str]
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    monkeypatch.setenv(cl.LAMBDA_TRACE_ENV, TRACE_HEADER)
     queues = SqsQueues(stack.sqs, stack.hook_url, stack.hook_dlq_url)
     function = WebhookFunction(SecretCache(stack.secrets, stack.secret_arn), queues, stack.store)
     note: dict[str, Any] = {"id": "hook-1", "runtime": "sd15", "status": "failed"}
     note["callback"] = {"url": "http://insecure.example.com/hook", "events": ["failed"]}
     envelope = {"Type": "Notification", "MessageId": str(uuid.uuid4()), "Message": json.dumps(note)}
     event = {"Records": [{"messageId": "r-1", "body": json.dumps(envelope)}]}
-    function.handle(event)
     broken = WebhookFunction(SecretCache(stack.secrets, "no-such-secret"), queues)
-    assert broken.handle(event) == {"batchItemFailures": [{"itemIdentifier": "r-1"}]}
+    with in_lambda(cl.SERVICE_WEBHOOK_DELIVERY):
+        function.handle(event)
+        assert broken.handle(event) == {"batchItemFailures": [{"itemIdentifier": "r-1"}]}
     refused, unreadable = valid_lines(capsys.readouterr().out)
     assert (refused["service"], refused["event"], refused["task_id"]) == (
         "webhook-delivery",

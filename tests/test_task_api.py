@@ -22,6 +22,7 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from sdfleet.agent import contract
+from sdfleet.agent.contract_log import SERVICE_TASK_API, JsonFormatter
 from sdfleet.components.builders import fanout, task_table
 from sdfleet.components.task_api import handler as task_api
 from sdfleet.components.task_api import settings as task_settings
@@ -990,17 +991,18 @@ class _FailingSns:
 def test_publish_failure_is_a_server_error(
     fan: Fanout,
     monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
     aws_code: str,
     status: int,
 ) -> None:
     monkeypatch.setattr(task_settings, "sns", lambda settings: _FailingSns(aws_code))
-    got, response = call(make_event(v2("sd15", "text-to-image", T2I)))
+    with caplog.at_level(logging.INFO, logger="sdfleet.task_api"):
+        got, response = call(make_event(v2("sd15", "text-to-image", T2I)))
     assert got == status
     assert response["error"]["code"] == "publish_failed"
-    line = request_lines(capsys)[-1]
+    line = logged(caplog.records[-1])
     assert line["aws_error"] == aws_code
-    assert line["level"] == "ERROR"
+    assert caplog.records[-1].levelno == logging.ERROR
     fan.assert_nothing_published()
 
 
@@ -1034,36 +1036,33 @@ def test_offload_failure_publishes_nothing(fan: Fanout, monkeypatch: pytest.Monk
 def test_broken_environment_is_a_generic_500(
     fan: Fanout,
     monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
     name: str,
     value: str,
 ) -> None:
     monkeypatch.setenv(name, value)
     task_api.reset()
-    status, response = call(make_event(v2("sd15", "text-to-image", T2I)))
+    with caplog.at_level(logging.INFO, logger="sdfleet.task_api"):
+        status, response = call(make_event(v2("sd15", "text-to-image", T2I)))
     assert (status, response["error"]["code"]) == (500, "internal_error")
     assert name not in response["error"]["message"]  # nothing about the deployment leaks
-    assert name in request_lines(capsys)[-1]["config_error"]
+    assert name in logged(caplog.records[-1])["config_error"]
     fan.assert_nothing_published()
 
 
 def test_unexpected_error_is_a_logged_500_without_content(
-    fan: Fanout,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
-    capsys: pytest.CaptureFixture[str],
+    fan: Fanout, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     def broken(*args: Any) -> None:
         raise RuntimeError(f"bug while handling {PROMPT}")
 
     monkeypatch.setattr(submit, "publish", broken)
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger="sdfleet.task_api"):
         status, response = call(make_event(v2("sd15", "text-to-image", T2I)))
     assert (status, response["error"]["code"]) == (500, "internal_error")
-    out = capsys.readouterr().out
-    line = json.loads(out.splitlines()[-1])
+    line = logged(caplog.records[-1])
     assert line["unexpected"] == "RuntimeError" and "_handle" in line["trace"]
-    assert PROMPT not in out and PROMPT not in caplog.text
+    assert PROMPT not in caplog.text
 
 
 def test_a_validation_gap_is_still_a_400(fan: Fanout, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -1107,16 +1106,13 @@ def test_import_makes_no_aws_calls() -> None:
 # Logs: one JSON line per request, never the API key or the request content
 
 
-def request_lines(capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
-    """The handler's log lines, written straight to stdout: one JSON object per line."""
-    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+def logged(record: logging.LogRecord) -> dict[str, Any]:
+    """A task API log record as the Lambda writes it (docs/logging.md)."""
+    return dict(json.loads(JsonFormatter(SERVICE_TASK_API).format(record)))
 
 
 def test_logs_hold_neither_the_api_key_nor_the_content(
-    fan: Fanout,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
-    capsys: pytest.CaptureFixture[str],
+    fan: Fanout, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     big = "B" * (contract.OFFLOAD_THRESHOLD_BYTES + 1)
     events = [
@@ -1138,10 +1134,9 @@ def test_logs_hold_neither_the_api_key_nor_the_content(
         retry = make_event(v2("sd15", "text-to-image", T2I, id="log-2"))
         statuses.append(task_api.handler(retry, FakeContext())["statusCode"])
     assert statuses == [200, 200, 400, 400, 400, 400, 200, 503]
-    out = capsys.readouterr().out  # the request lines: JSON, one per stdout line
-    lines = [json.loads(line) for line in out.splitlines()]
-    assert len(lines) == len(events) + 1  # one line per request
-    assert {line["logger"] for line in lines} == {"sdfleet.task_api"}
+    records = [r for r in caplog.records if r.name == "sdfleet.task_api"]
+    assert len(records) == len(events) + 1  # one line per request
+    lines = [logged(r) for r in records]
     assert [line["status"] for line in lines] == statuses
     assert lines[0]["task_id"] == "log-1"
     assert lines[0]["runtime"] == "sd15" and lines[0]["tasktype"] == "text-to-image"
@@ -1149,7 +1144,7 @@ def test_logs_hold_neither_the_api_key_nor_the_content(
     assert lines[2]["error_code"] == "unknown_runtime"
     for line in lines:
         assert {"status", "latency_ms", "offloaded"} <= set(line)
-    everything = out + caplog.text + "".join(r.getMessage() for r in caplog.records)
+    everything = caplog.text + "".join(map(json.dumps, lines))
     assert API_KEY not in everything
     assert API_KEY_ID not in everything
     assert PROMPT not in everything

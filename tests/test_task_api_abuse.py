@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -30,8 +31,8 @@ from tests.test_task_api import (
     comfy_workflow,
     empty,
     fanout_world,
+    logged,
     make_event,
-    request_lines,
     v2,
 )
 
@@ -134,19 +135,21 @@ def test_an_existing_offload_object_is_a_409_left_alone_and_the_id_is_released(
 def test_a_failed_publish_deletes_the_offloaded_object(
     fan: Fanout,
     monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
     aws_code: str,
     status: int,
 ) -> None:
     monkeypatch.setattr(task_settings, "sns", lambda settings: _FailingSns(aws_code))
-    got, _ = call(make_event(v2("sd15", "image-to-image", {"init_images": [BIG]})))
+    with caplog.at_level(logging.INFO, logger="sdfleet.task_api"):
+        got, _ = call(make_event(v2("sd15", "image-to-image", {"init_images": [BIG]})))
     assert got == status
     assert keys(fan) == []
-    assert request_lines(capsys)[-1]["offload_cleanup"] == "deleted"
+    line = logged(caplog.records[-1])
+    assert line["offload_cleanup"] == "deleted"
 
 
 def test_a_failed_cleanup_is_logged_not_raised(
-    fan: Fanout, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    fan: Fanout, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     real = task_settings.s3
 
@@ -162,9 +165,11 @@ def test_a_failed_cleanup_is_logged_not_raised(
 
     monkeypatch.setattr(task_settings, "s3", lambda settings: NoDelete(real(settings)))
     monkeypatch.setattr(task_settings, "sns", lambda settings: _FailingSns("Throttled"))
-    got, response = call(make_event(v2("sd15", "image-to-image", {"init_images": [BIG]})))
+    with caplog.at_level(logging.INFO, logger="sdfleet.task_api"):
+        got, response = call(make_event(v2("sd15", "image-to-image", {"init_images": [BIG]})))
     assert (got, response["error"]["code"]) == (503, "publish_failed")
-    assert request_lines(capsys)[-1]["offload_cleanup"] == "failed: AccessDenied"
+    line = logged(caplog.records[-1])
+    assert line["offload_cleanup"] == "failed: AccessDenied"
 
 
 def test_the_final_size_is_checked_before_anything_is_written(

@@ -8,8 +8,8 @@ bundled boto3 and nothing else.
 
 Privacy: request content (prompts, images) is user data and the ``x-api-key`` header is a
 secret; neither is ever logged. One JSON log line per request (``task_request``, the schema of
-``sdfleet.agent.contract_log``, docs/logging.md) carries only routing facts, written straight
-to stdout so that each CloudWatch event is one JSON object.
+``sdfleet.agent.contract_log``, docs/logging.md) carries only routing facts; in Lambda it is
+written straight to stdout, so each CloudWatch event is one JSON object.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ from sdfleet.components.task_api import events, status, submit
 from sdfleet.components.task_api import responses as r
 from sdfleet.components.task_api import settings as cfg
 
-logger = cl.stdout_logger("sdfleet.task_api", cl.SERVICE_TASK_API)
-# The task store's own lines (agent.task_state), in the Lambda only.
+logger = logging.getLogger("sdfleet.task_api")
+logger.setLevel(logging.INFO)
+# In Lambda: this line and the task store's, as JSON straight to stdout.
 cl.lambda_logging(cl.SERVICE_TASK_API)
 
 ROUTES = events.ROUTES

@@ -25,6 +25,7 @@ subscribers hear of it too. A publish that fails after the write applied is logg
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -39,8 +40,9 @@ from sdfleet.agent.task_state import TaskStore
 from sdfleet.agent.task_state_schema import DEAD_LETTERED, QUEUED
 from sdfleet.dlq import peek, task_of
 
-# Schema lines straight to stdout (docs/logging.md); the shared code's too, in the Lambda.
-log = cl.stdout_logger("sdfleet.sweeper", cl.SERVICE_DLQ_SWEEPER)
+log = logging.getLogger("sdfleet.sweeper")
+log.setLevel(logging.INFO)
+# In Lambda: this module's and the shared code's lines, as JSON straight to stdout.
 cl.lambda_logging(cl.SERVICE_DLQ_SWEEPER)
 
 MAX_MESSAGES = 200
