@@ -29,6 +29,11 @@ from sdfleet.components.task_api import submit
 
 HEADER = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
 TRACE_ID = "1-5759e988-bd862e3fe1be46a994272793"
+FAKE_AWS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 
 
 def _held(header: str | None = HEADER) -> Held:
@@ -199,3 +204,55 @@ def test_the_task_api_hook_sends_the_invocation_header(monkeypatch: pytest.Monke
     _publish(client, {})
     assert sent[0]["X-Amzn-Trace-Id"] == HEADER.encode()
     assert "X-Amzn-Trace-Id" not in sent[1]
+
+
+def test_the_trace_attribute_leaves_routing_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runtime filter and the unrouted queue's filter look at ``runtime`` only."""
+    from moto import mock_aws
+
+    from sdfleet.components.builders import fanout
+
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    for name, value in FAKE_AWS.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        sns, sqs = boto3.client("sns"), boto3.client("sqs")
+        topic = sns.create_topic(Name="in")["TopicArn"]
+        queues = {}
+        for name, policy in [
+            ("sd15", fanout.runtime_filter_policy_json("sd15")),
+            ("unrouted", fanout.unrouted_filter_policy_json(["sd15"])),
+        ]:
+            url = sqs.create_queue(QueueName=name)["QueueUrl"]
+            arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+            sns.subscribe(
+                TopicArn=topic,
+                Protocol="sqs",
+                Endpoint=arn["Attributes"]["QueueArn"],
+                Attributes={
+                    "FilterPolicy": policy,
+                    "FilterPolicyScope": fanout.FILTER_POLICY_SCOPE,
+                    "RawMessageDelivery": str(fanout.RAW_MESSAGE_DELIVERY).lower(),
+                },
+            )
+            queues[name] = url
+        trace: dict[str, Any] = {"X-Amzn-Trace-Id": {"DataType": "String", "StringValue": HEADER}}
+        for runtime in ("sd15", "sd99"):
+            sns.publish(
+                TopicArn=topic,
+                Message=runtime,
+                MessageAttributes={
+                    "runtime": {"DataType": "String", "StringValue": runtime},
+                    "tasktype": {"DataType": "String", "StringValue": "text-to-image"},
+                    **trace,
+                },
+            )
+        sns.publish(TopicArn=topic, Message="none", MessageAttributes=trace)
+        got = {
+            name: sorted(
+                json.loads(m["Body"])["Message"]
+                for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
+            )
+            for name, url in queues.items()
+        }
+    assert got == {"sd15": ["sd15"], "unrouted": ["none", "sd99"]}
