@@ -369,8 +369,10 @@ class Completer:
             values["EndToEndMs"] = max(0, int(time.time() * 1000) - held.timings[SENT_AT_MS])
         dimensions = {"ErrorCode": error.code} if error is not None else None
         self.metrics.emit(values, dimensions=dimensions, **held.log_fields())
-        status = STATUS_COMPLETED if error is None else STATUS_FAILED
-        held.end_task(status, *((error.code, error.message) if error is not None else ()))
+        if error is None:
+            held.end_task(STATUS_COMPLETED)
+        else:
+            held.end_task(STATUS_FAILED, error.code, error.message)
 
     @staticmethod
     def timings(held: Held) -> dict[str, int]:
