@@ -111,7 +111,7 @@ def synth(project_dir: Path, stack: str, out_dir: Path, *, quiet: bool = False) 
 
     raw_config = load_stack_config(project_dir, stack)
     try:
-        parse_config(split_namespaced(raw_config))
+        validated = parse_config(split_namespaced(raw_config))
     except ConfigError as err:
         print(f"sdfleet synth: stack {stack!r} has an invalid configuration:", file=sys.stderr)
         for line in err.errors:
@@ -137,8 +137,12 @@ def synth(project_dir: Path, stack: str, out_dir: Path, *, quiet: bool = False) 
     manifests = _write_manifests(recorder, manifest_dir)
 
     from sdfleet.invariants import check_all
+    from sdfleet.synth_telemetry import telemetry_report
 
     violations = check_all(recorder)
+    telemetry, telemetry_problems = telemetry_report(
+        recorder.resources, validated.observability.container_insights
+    )
     counts = recorder.counts_by_type()
     summary = {
         "stack": stack,
@@ -146,11 +150,22 @@ def synth(project_dir: Path, stack: str, out_dir: Path, *, quiet: bool = False) 
         "counts": counts,
         "manifests": manifests,
         "security_violations": violations,
+        "telemetry_problems": telemetry_problems,
         "note": PLACEHOLDER_NOTE,
     }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     if not quiet:
         _print_summary(stack, recorder, counts, out_dir, manifest_dir, manifests)
+        print()
+        print("Telemetry:")
+        for line in telemetry:
+            print(f"  {line}")
+        print()
+    if telemetry_problems:
+        print("Telemetry problems:", file=sys.stderr)
+        for line in telemetry_problems:
+            print(f"  {line}", file=sys.stderr)
+        return 1
     if violations:
         print("Security invariants violated:", file=sys.stderr)
         for line in violations:

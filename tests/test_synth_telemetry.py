@@ -1,0 +1,71 @@
+"""`sdfleet synth` shows the stack's telemetry and refuses a dashboard nothing feeds."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+from sdfleet.cli import main
+from sdfleet.mocking import Recorder
+from sdfleet.synth_telemetry import telemetry_report
+
+COLLECTOR_URL = "http://otel-collector.sdfleet-telemetry.svc.cluster.local:4318/v1/traces"
+
+
+def _report(graph: Recorder, container_insights: bool = True) -> tuple[str, list[str]]:
+    lines, problems = telemetry_report(list(graph.resources), container_insights)
+    return "\n".join(lines), problems
+
+
+def test_dev_stack_shows_every_telemetry_piece(dev_graph: Recorder) -> None:
+    text, problems = _report(dev_graph)
+    assert problems == []
+    assert "traces exporters: awsxray" in text
+    assert "indexed: sdfleet.task_id, sdfleet.runtime" in text
+    # Exactly the collector role and the task Lambda may put segments; SNS may, by resource policy.
+    assert "sdfleet-traces-put-traces: xray:PutTelemetryRecords, xray:PutTraceSegments on *" in text
+    assert "for {'Service': 'sns.amazonaws.com'}" in text
+    assert "SNS topic sdfleet-events-input: tracing Active" in text
+    for runtime in ("sd15", "flux"):
+        assert f"OTEL_SERVICE_NAME=sdfleet-agent-{runtime}" in text
+        assert f"METRICS_LOG_GROUP=/sdfleet/sdfleet-dev/{runtime}/agent-metrics" in text
+        assert f"{runtime}-gpu-idle-with-backlog" in text
+        assert f"log-group:/sdfleet/sdfleet-dev/{runtime}/agent-metrics:*" in text
+    assert text.count(f"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT={COLLECTOR_URL}") == 2
+    assert "saved query sdfleet/dev/why-did-task-fail" in text
+
+
+def test_a_widget_on_a_metric_nothing_emits_fails(dev_graph: Recorder) -> None:
+    graph = dev_graph.clone()
+    dash = next(r for r in graph.resources if r.type == "aws:cloudwatch/dashboard:Dashboard")
+    body = json.loads(dash.inputs["dashboardBody"])
+    row = ["sdfleet/agent", "TasksExploded", "Runtime", "sd15"]
+    body["widgets"].append({"type": "metric", "properties": {"title": "bad", "metrics": [row]}})
+    graph.resources[graph.resources.index(dash)] = replace(
+        dash, inputs={**dash.inputs, "dashboardBody": json.dumps(body)}
+    )
+    _, problems = _report(graph)
+    assert len(problems) == 1 and "TasksExploded" in problems[0]
+
+
+def test_gpu_widgets_without_container_insights_fail(dev_graph: Recorder) -> None:
+    # The dev stack has Container Insights on; its GPU panels read metrics only the add-on emits.
+    _, problems = _report(dev_graph, container_insights=False)
+    assert problems and all("gpu" in p.lower() for p in problems)
+
+
+def test_agents_exporting_spans_need_a_collector(dev_graph: Recorder) -> None:
+    graph = dev_graph.clone()
+    graph.resources = [r for r in graph.resources if r.type != "kubernetes:core/v1:ConfigMap"]
+    _, problems = _report(graph)
+    assert "agents export spans but the stack has no trace collector" in problems
+
+
+def test_synth_prints_the_telemetry_section(tmp_path: Path, repo_root: Path, capsys) -> None:
+    out = tmp_path / "synth"
+    argv = ["synth", "--stack", "dev", "--out", str(out), "--project-dir", str(repo_root)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "Telemetry:" in printed and "Metric path (EMF):" in printed
+    assert json.loads((out / "summary.json").read_text())["telemetry_problems"] == []
