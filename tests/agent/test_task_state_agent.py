@@ -243,7 +243,7 @@ def test_a_bad_callback_is_dropped_with_a_warning_and_the_task_runs(
         [note] = fleet.notifications(1, timeout=30)
     assert note["status"] == "completed" and "callback" not in note
     [dropped] = [_fields(r) for r in caplog.records if _event(r) == "callback_dropped"]
-    assert dropped["field"] == field and dropped["id"] == task.metadata.id
+    assert dropped["field"] == field and dropped["task_id"] == task.metadata.id
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:

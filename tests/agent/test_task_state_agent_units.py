@@ -86,7 +86,8 @@ def test_a_bad_callback_is_dropped_naming_the_field_never_the_url(
     fields = getattr(record, "fields")  # noqa: B009
     assert fields == {
         "event": "callback_dropped",
-        "id": "t1",
+        "task_id": "t1",
+        "trace_id": None,
         "field": "task.metadata.callback.url",
         "code": "insecure_callback_url",
     }
