@@ -337,7 +337,7 @@ def test_trace_header_is_continued(fleet: Fleet) -> None:
     spans = {s.name: s for s in exporter.get_finished_spans()}
     root = spans["sdfleet.task"]
     assert format(root.context.trace_id, "032x") == "6759e988bd862e3fe1be46a994272793"
-    assert root.attributes is not None and root.attributes["sdfleet.task.id"] == task.metadata.id
+    assert root.attributes is not None and root.attributes["sdfleet.task_id"] == task.metadata.id
     assert root.attributes["sdfleet.status"] == "completed"
     assert spans["inference"].parent is not None
     assert spans["inference"].parent.span_id == root.context.span_id
