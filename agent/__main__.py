@@ -132,7 +132,7 @@ def main(env: dict[str, str] | None = None) -> int:
     from sdfleet.agent.tracing import Tracing
     from sdfleet.agent.worker import Agent
 
-    setup_logging(config.log_level)
+    setup_logging(config.log_level, runtime=config.runtime_name)
     # The GPU thread's hand-off to the next task must not wait the default 5 ms for the GIL
     # while the uploader thread signs and hashes S3 uploads.
     sys.setswitchinterval(0.001)

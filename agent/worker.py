@@ -144,7 +144,7 @@ class Agent(ReceiverStage, GpuStage):
             self._start_thread("receiver", self._receiver_loop)
             self._start_thread("uploader", self._uploader_loop)
             self._start_thread("watchdog", self._watchdog_loop)
-            log.info("agent started", extra={"fields": {"runtime": self.config.runtime_label}})
+            log.info("agent started", extra={"fields": {"runtime_type": self.config.runtime_type}})
             self._gpu_loop()
             self._receiver_done.wait(self.config.receive_wait_seconds + 60)
             self._release_handoff()
