@@ -96,10 +96,6 @@ class Config:
         return max(0, min(self.receive_wait_seconds, cap))
 
     @property
-    def runtime_label(self) -> str:
-        return f"{self.runtime_type}/{self.runtime_name}"
-
-    @property
     def service_name(self) -> str:
         """The agent's OpenTelemetry service name (OTEL_SERVICE_NAME, else per runtime)."""
         return self.otel_service_name or f"sdfleet-agent-{self.runtime_name}"
