@@ -175,10 +175,17 @@ def test_provider_and_depends_on_are_not_inputs(schema: dict[str, Any]) -> None:
 
 
 def test_nested_args_are_object_types(schema: dict[str, Any]) -> None:
-    queues = resource(schema, "Observability")["inputProperties"]["runtimeQueues"]
-    assert queues["additionalProperties"]["$ref"] == "#/types/sdfleet:index:RuntimeQueueNames"
-    names = schema["types"]["sdfleet:index:RuntimeQueueNames"]["properties"]
-    assert names["queueName"]["type"] == names["dlqName"]["type"] == "string"
+    runtimes = resource(schema, "Observability")["inputProperties"]["runtimes"]
+    assert runtimes["additionalProperties"]["$ref"] == "#/types/sdfleet:index:ObservedRuntime"
+    names = schema["types"]["sdfleet:index:ObservedRuntime"]["properties"]
+    assert set(names) == {
+        "queueName",
+        "dlqName",
+        "namespace",
+        "deploymentName",
+        "metricsLogGroupName",
+    }
+    assert all(prop["type"] == "string" for prop in names.values())
     # SdPipeline takes the validated stack config: its model is plain typed classes.
     config = resource(schema, "SdPipeline")["inputProperties"]["config"]
     assert config["$ref"] == "#/types/sdfleet:index:StackConfig"
@@ -202,7 +209,7 @@ def test_descriptions_come_from_docstrings(schema: dict[str, Any]) -> None:
         assert doc, name
         assert resource(schema, name)["description"] == doc.strip()
     assert "dead-letter" in resource(schema, "EventFanout")["description"]
-    queue_name = schema["types"]["sdfleet:index:RuntimeQueueNames"]["properties"]["queueName"]
+    queue_name = schema["types"]["sdfleet:index:ObservedRuntime"]["properties"]["queueName"]
     assert queue_name["description"] == "The runtime's task queue."
 
 
