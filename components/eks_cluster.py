@@ -30,6 +30,9 @@ CONTROL_PLANE_LOGS = ("api", "audit", "authenticator")
 MOUNTPOINT_SERVICE_ACCOUNT = "s3-csi-driver-sa"
 CLOUDWATCH_SERVICE_ACCOUNT = "cloudwatch-agent"
 CLOUDWATCH_AGENT_POLICY = "arn:aws:iam::aws:policy/CloudWatchAgentServerPolicy"
+# The log groups the CloudWatch Observability addon writes to; it would create them itself
+# with no expiry, so they are created first, with the stack's retention.
+CONTAINER_INSIGHTS_LOG_GROUPS = ("application", "dataplane", "host", "performance")
 SYSTEM_POOL_LABEL = {"sdfleet.io/pool": "system"}
 
 
@@ -75,6 +78,16 @@ class EksClusterArgs:
     """Key prefix the Mountpoint driver may read under; unset for the whole bucket."""
     container_insights: bool = config_default(ObservabilityConfig, "container_insights")
     """Install the CloudWatch Observability addon (container logs, EMF metrics)."""
+    log_retention_days: int = config_default(ObservabilityConfig, "log_retention_days")
+    """Retention of the Container Insights log groups, in days (a CloudWatch retention)."""
+
+
+def container_insights_log_group(cluster_name: str, group: str) -> str:
+    """``/aws/containerinsights/<cluster>/<group>``, the name the addon writes to."""
+    if group not in CONTAINER_INSIGHTS_LOG_GROUPS:
+        allowed = ", ".join(CONTAINER_INSIGHTS_LOG_GROUPS)
+        raise ValueError(f"group: got {group!r}; allowed: {allowed}")
+    return f"/aws/containerinsights/{cluster_name}/{group}"
 
 
 def _addon_version(addon: str, kubernetes_version: str) -> pulumi.Input[str]:
@@ -256,7 +269,17 @@ class EksCluster(pulumi.ComponentResource):
         pod_identity: pulumi.Resource,
         system_nodes: pulumi.Resource,
     ) -> aws.eks.Addon:
-        """Container logs and EMF metrics to CloudWatch, through the AWS-managed agent policy."""
+        """Container logs and EMF metrics to CloudWatch, through the AWS-managed agent policy.
+        Its log groups exist, with the stack's retention, before the addon starts writing."""
+        log_groups = [
+            aws.cloudwatch.LogGroup(
+                f"{name}-ci-{group}",
+                name=container_insights_log_group(args.cluster_name, group),
+                retention_in_days=args.log_retention_days,
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            for group in CONTAINER_INSIGHTS_LOG_GROUPS
+        ]
         role = pod_identity_role(f"{name}-cloudwatch-agent-role", self)
         attachment = aws.iam.RolePolicyAttachment(
             f"{name}-cloudwatch-agent-policy",
@@ -269,7 +292,7 @@ class EksCluster(pulumi.ComponentResource):
             args,
             "cloudwatch-observability",
             "amazon-cloudwatch-observability",
-            [pod_identity, attachment, system_nodes],
+            [pod_identity, attachment, system_nodes, *log_groups],
             identity=(CLOUDWATCH_SERVICE_ACCOUNT, role.arn),
         )
 

@@ -42,6 +42,9 @@ class EventFanoutArgs:
     """Days after which results in the output bucket are deleted (1-3650)."""
     output_force_destroy: bool | None = config_default(OutputsConfig, "force_destroy")
     """Let ``pulumi destroy`` delete the output bucket with the results still in it."""
+    tracing: bool | None = True
+    """X-Ray active tracing on both topics, with the X-Ray resource policy that lets SNS put
+    their segments; off: SNS still passes trace headers through."""
 
     def __post_init__(self) -> None:
         none_means_default(self)
@@ -82,8 +85,15 @@ class EventFanout(pulumi.ComponentResource):
         args = as_args(EventFanoutArgs, args)
         child = pulumi.ResourceOptions(parent=self)
 
-        input_topic = aws.sns.Topic(f"{name}-input", kms_master_key_id=SNS_KMS_KEY, opts=child)
-        output_topic = aws.sns.Topic(f"{name}-output", kms_master_key_id=SNS_KMS_KEY, opts=child)
+        tracing = fb.TOPIC_TRACING if args.tracing else None
+        input_topic = aws.sns.Topic(
+            f"{name}-input", kms_master_key_id=SNS_KMS_KEY, tracing_config=tracing, opts=child
+        )
+        output_topic = aws.sns.Topic(
+            f"{name}-output", kms_master_key_id=SNS_KMS_KEY, tracing_config=tracing, opts=child
+        )
+        if args.tracing:
+            self._tracing_policy(name, [input_topic, output_topic])
 
         self.queue_urls, self.queue_arns, self.queue_names = {}, {}, {}
         self.dlq_arns, self.dlq_names = {}, {}
@@ -122,6 +132,21 @@ class EventFanout(pulumi.ComponentResource):
                 "unrouted_queue_url": self.unrouted_queue_url,
                 "output_bucket_name": self.output_bucket_name,
             }
+        )
+
+    def _tracing_policy(self, name: str, topics: list[aws.sns.Topic]) -> aws.xray.ResourcePolicy:
+        """The account's X-Ray resource policy entry that lets SNS put these topics' segments
+        (without it, active tracing sends nothing)."""
+        account = aws.get_caller_identity_output(
+            opts=pulumi.InvokeOutputOptions(parent=self)
+        ).account_id
+        return aws.xray.ResourcePolicy(
+            f"{name}-sns-tracing",
+            policy_name=fb.tracing_policy_name(pulumi.get_project(), pulumi.get_stack(), name),
+            policy_document=pulumi.Output.all(account, *(t.arn for t in topics)).apply(
+                lambda v: fb.tracing_policy_json(v[0], v[1:])
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
         )
 
     def _allow_topic(

@@ -1,11 +1,16 @@
-"""Pure builders for the event plane: SNS filter policies and SQS queue settings."""
+"""Pure builders for the event plane: SNS filter policies, SQS queue settings and the topics'
+active tracing."""
 
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Sequence
 from typing import Any
 
+from sdfleet.components.builders.errors import fail
 from sdfleet.components.builders.iam.documents import topic_queue_policy
+from sdfleet.components.builders.iam.telemetry import sns_tracing_policy
 
 # Raw delivery stays off: see agent/contract.py for why the SNS envelope is kept.
 RAW_MESSAGE_DELIVERY = False
@@ -17,6 +22,11 @@ DEFAULT_VISIBILITY_TIMEOUT_SECONDS = 60
 DEFAULT_MAX_RECEIVE_COUNT = 3
 # Long polling for every consumer, so idle agents cost few requests.
 RECEIVE_WAIT_SECONDS = 20
+# SNS sends X-Ray segments for sampled messages and passes the trace header to subscribers.
+TOPIC_TRACING = "Active"
+# X-Ray resource policy names: [\w+=,.@-]{1,128}, unique in the account.
+_POLICY_NAME_BAD = re.compile(r"[^\w+=,.@-]")
+_POLICY_NAME_MAX = 128
 
 
 def runtime_filter_policy(runtime_name: str) -> dict[str, list[str]]:
@@ -54,3 +64,18 @@ def unrouted_filter_policy(runtime_names: list[str]) -> dict[str, object]:
 
 def unrouted_filter_policy_json(runtime_names: list[str]) -> str:
     return json.dumps(unrouted_filter_policy(runtime_names), separators=(",", ":"))
+
+
+def tracing_policy_name(project: str, stack: str, component: str) -> str:
+    """The X-Ray resource policy's name, unique per stack and component (policy names are
+    per account); characters X-Ray refuses become ``-``."""
+    name = _POLICY_NAME_BAD.sub("-", f"sdfleet-{project}-{stack}-{component}-sns-tracing")
+    if len(name) > _POLICY_NAME_MAX:
+        raise fail("tracing policy name", name, f"at most {_POLICY_NAME_MAX} characters")
+    return name
+
+
+def tracing_policy_json(account_id: str, topic_arns: Sequence[str]) -> str:
+    """The X-Ray resource policy that lets SNS trace these topics (see
+    :func:`sdfleet.components.builders.iam.sns_tracing_policy`)."""
+    return json.dumps(sns_tracing_policy(account_id, topic_arns))
