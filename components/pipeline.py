@@ -146,6 +146,7 @@ class SdPipeline(pulumi.ComponentResource):
                 visibility_timeout_seconds=cfg.queues.visibility_timeout_seconds,
                 output_expire_after_days=cfg.outputs.expire_after_days,
                 output_force_destroy=cfg.outputs.force_destroy,
+                tracing=cfg.observability.tracing,
             ),
             child,
         )
@@ -331,6 +332,7 @@ class SdPipeline(pulumi.ComponentResource):
                 system_desired_size=system.desired_size,
                 system_max_size=system.max_size,
                 container_insights=cfg.observability.container_insights,
+                log_retention_days=cfg.observability.log_retention_days,
             ),
             child,
         )

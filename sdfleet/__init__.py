@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from sdfleet.components.observability import Observability, ObservabilityArgs
     from sdfleet.components.pipeline import SdPipeline, SdPipelineArgs
     from sdfleet.components.sd_runtime import SdRuntime, SdRuntimeArgs
+    from sdfleet.components.task_events_component import TaskEvents, TaskEventsArgs
+    from sdfleet.components.trace_collector import TraceCollector, TraceCollectorArgs
 
 # Public name -> the module that defines it.
 _EXPORTS = {
@@ -36,6 +38,10 @@ _EXPORTS = {
     "SdPipelineArgs": "sdfleet.components.pipeline",
     "SdRuntime": "sdfleet.components.sd_runtime",
     "SdRuntimeArgs": "sdfleet.components.sd_runtime",
+    "TaskEvents": "sdfleet.components.task_events_component",
+    "TaskEventsArgs": "sdfleet.components.task_events_component",
+    "TraceCollector": "sdfleet.components.trace_collector",
+    "TraceCollectorArgs": "sdfleet.components.trace_collector",
 }
 
 __all__ = [
@@ -53,6 +59,10 @@ __all__ = [
     "SdPipelineArgs",
     "SdRuntime",
     "SdRuntimeArgs",
+    "TaskEvents",
+    "TaskEventsArgs",
+    "TraceCollector",
+    "TraceCollectorArgs",
 ]
 
 

@@ -23,12 +23,12 @@ from sdfleet.components.model_store import ModelStore
 from sdfleet.components.observability import Observability
 from sdfleet.components.pipeline import SdPipeline
 from sdfleet.components.sd_runtime import SdRuntime
+from sdfleet.components.task_events_component import TaskEvents
 from sdfleet.components.trace_collector import TraceCollector
 
 PACKAGE_NAME = "sdfleet"
-# The six design-card components, the pipeline that composes them, and the trace collector
-# (for stacks that bring their own cluster and compose the parts themselves). TaskEvents is
-# not served yet: its module's string annotations defeat the schema analyzer.
+# The six design-card components, the pipeline that composes them, and the parts it adds
+# (task events, the trace collector) for stacks that compose the pieces themselves.
 COMPONENTS: list[type[pulumi.ComponentResource]] = [
     ApiIngress,
     EventFanout,
@@ -37,6 +37,7 @@ COMPONENTS: list[type[pulumi.ComponentResource]] = [
     ModelStore,
     Observability,
     SdPipeline,
+    TaskEvents,
     TraceCollector,
 ]
 

@@ -104,7 +104,7 @@ def test_every_failure_is_justified(report: dict[str, Any]) -> None:
 
 def test_the_server_container_passes_the_hardening_checks(report: dict[str, Any]) -> None:
     """The checks the server used to fail (capabilities, NET_RAW, read-only root, security
-    context) pass on every runtime Deployment."""
+    context) pass on every Deployment: the two runtimes' and the trace collector's."""
     hardening = {"CKV_K8S_22", "CKV_K8S_28", "CKV_K8S_29", "CKV_K8S_37", "CKV_K8S_20"}
     passed = {
         (c["check_id"], c["resource"])
@@ -112,7 +112,8 @@ def test_the_server_container_passes_the_hardening_checks(report: dict[str, Any]
         if c["resource"].startswith("Deployment.")
     }
     deployments = {r for _, r in passed}
-    assert len(deployments) == 2  # the dev stack's two runtimes
+    assert len(deployments) == 3  # the dev stack's two runtimes and the trace collector
+    assert "Deployment.sdfleet-telemetry.otel-collector" in deployments
     for deployment in deployments:
         assert {(check, deployment) for check in hardening} <= passed
 

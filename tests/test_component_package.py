@@ -26,8 +26,8 @@ from sdfleet.mocking import run_program
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = ["ApiIngress", "EventFanout", "GpuNodePool", "SdRuntime", "ModelStore", "Observability"]
-NAMES += ["SdPipeline", "TraceCollector"]
-# The served classes by name (TraceCollector is served but not re-exported by ``sdfleet``).
+NAMES += ["SdPipeline", "TaskEvents", "TraceCollector"]
+# The served classes by name.
 COMPONENT = {c.__name__: c for c in provider.COMPONENTS}
 STRING = {"type": "string"}
 STRING_MAP = {"type": "object", "additionalProperties": STRING}

@@ -38,6 +38,8 @@ COMPONENTS = {
     "Observability",
     "SdPipeline",
     "SdRuntime",
+    "TaskEvents",
+    "TraceCollector",
 }
 # A meta-path finder that refuses Pulumi, as in the agent image and the task Lambda.
 BLOCK_PULUMI = textwrap.dedent(

@@ -6,14 +6,20 @@ from sdfleet.components.builders.iam import (
     DISCOVERY_STAR_ACTIONS as PLATFORM_STAR_ACTIONS,
 )
 from sdfleet.components.builders.iam import (
+    SNS_TRACING_ACTIONS,
+)
+from sdfleet.components.builders.iam import (
     TRACING_STAR_ACTIONS as CORE_STAR_ACTIONS,
 )
 from sdfleet.components.builders.observability import KEY_ADMIN_ACTIONS
 
 # Actions AWS only grants on `Resource: "*"` (no resource-level permissions). The builders own
-# the lists, next to the statements that need them: X-Ray tracing, and the describe-style calls
+# the lists, next to the statements that need them: X-Ray tracing (the Lambda and collector
+# roles, and SNS active tracing through the X-Ray resource policy), and the describe-style calls
 # of Karpenter's controller.
-RESOURCE_STAR_ACTIONS: frozenset[str] = frozenset(CORE_STAR_ACTIONS) | PLATFORM_STAR_ACTIONS
+RESOURCE_STAR_ACTIONS: frozenset[str] = (
+    frozenset(CORE_STAR_ACTIONS) | frozenset(SNS_TRACING_ACTIONS) | PLATFORM_STAR_ACTIONS
+)
 
 # Wildcard actions allowed in KMS key policies only: a key policy governs that one key, and
 # these are AWS's key-administrator set (the console's default key policy) plus the

@@ -32,6 +32,7 @@ POLICY_PROPERTIES: tuple[tuple[str, str, Kind], ...] = (
     ("aws:ecr/repositoryPolicy:RepositoryPolicy", "policy", "resource"),
     ("aws:secretsmanager/secretPolicy:SecretPolicy", "policy", "resource"),
     ("aws:apigateway/restApi:RestApi", "policy", "resource"),
+    ("aws:xray/resourcePolicy:ResourcePolicy", "policyDocument", "resource"),
     ("aws:apigateway/restApiPolicy:RestApiPolicy", "policy", "resource"),
     ("aws:kms/key:Key", "policy", "key"),
     ("aws:kms/keyPolicy:KeyPolicy", "policy", "key"),
