@@ -83,8 +83,7 @@ def test_pod_role_writes_only_its_own_metrics_streams(traced: Run, runtime: str)
             "Sid": "WriteAgentMetrics",
             "Effect": "Allow",
             "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-            "Resource": f"arn:aws:logs:{REGION}:{MOCK_ACCOUNT}:log-group:"
-            f"{group_name(runtime)}:*",
+            "Resource": f"arn:aws:logs:{REGION}:{MOCK_ACCOUNT}:log-group:{group_name(runtime)}:*",
         }
     ]
 
