@@ -149,7 +149,7 @@ def xray_trace_id(header: str | None, environ: Mapping[str, str] | None = None) 
         return None
     for part in header.split(";"):
         key, _, value = part.strip().partition("=")
-        candidate = value if value else key
+        candidate = (value if value else key).lower()
         if (not value or key == "Root") and _TRACE_ID.match(candidate):
             return candidate
     return None

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import random
-import re
 import time
 from typing import Any
 
@@ -26,6 +25,8 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.trace import Status, StatusCode
 
+from sdfleet.agent.contract_log import xray_trace_id, xray_trace_id_from_int
+
 log = logging.getLogger("agent.tracing")
 XRAY_HEADER = "X-Amzn-Trace-Id"
 # Span attributes; the collector indexes the first two as X-Ray annotations
@@ -35,7 +36,6 @@ RUNTIME = "sdfleet.runtime"
 ERROR_CODE = "sdfleet.error_code"
 STATUS = "sdfleet.status"
 STAGES = ("receive", "input_fetch", "inference", "upload", "notify")
-_ROOT_RE = re.compile(r"(?:^|;)\s*Root=(1-[0-9a-fA-F]{8}-[0-9a-fA-F]{24})\s*(?:;|$)")
 _PROPAGATOR = AwsXRayPropagator()
 
 
@@ -46,16 +46,10 @@ class XRayIdGenerator(RandomIdGenerator):
         return (int(time.time()) << 96) | random.getrandbits(96)
 
 
-def xray_trace_id(trace_id: int) -> str:
-    """``1-<8 hex>-<24 hex>``: how X-Ray (and the logs) write a trace id."""
-    text = format(trace_id, "032x")
-    return f"1-{text[:8]}-{text[8:]}"
-
-
 def header_trace_id(header: str | None) -> str | None:
-    """The ``Root`` of an X-Ray header, or None when there is none (or it is malformed)."""
-    match = _ROOT_RE.search(header or "")
-    return match.group(1).lower() if match else None
+    """The ``Root`` of an X-Ray header, or None when there is none (or it is malformed);
+    never the process environment's (the agent is not a Lambda)."""
+    return xray_trace_id(header or "")
 
 
 def span_trace_id(span: Any, header: str | None = None) -> str | None:
@@ -63,7 +57,7 @@ def span_trace_id(span: Any, header: str | None = None) -> str | None:
     if span is not None:
         context = span.get_span_context()
         if context.is_valid:
-            return xray_trace_id(context.trace_id)
+            return xray_trace_id_from_int(context.trace_id)
     return header_trace_id(header)
 
 

@@ -14,6 +14,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
+from sdfleet.agent.contract_log import xray_trace_id_from_int
 from sdfleet.agent.held import Held
 from sdfleet.agent.messages import trace_header
 from sdfleet.agent.tracing import (
@@ -23,7 +24,6 @@ from sdfleet.agent.tracing import (
     install_header_hook,
     new_provider,
     span_header,
-    xray_trace_id,
 )
 from sdfleet.components.task_api import submit
 
@@ -51,7 +51,7 @@ def test_xray_trace_ids_start_with_the_epoch_second() -> None:
     assert len(ids) == 50
     for value in ids:
         assert now - 1 <= value >> 96 <= now + 1
-    assert xray_trace_id(0x5759E988BD862E3FE1BE46A994272793) == TRACE_ID
+    assert xray_trace_id_from_int(0x5759E988BD862E3FE1BE46A994272793) == TRACE_ID
 
 
 @pytest.mark.parametrize(
