@@ -247,6 +247,9 @@ class TaskEvents(pulumi.ComponentResource):
             logging_config=aws.lambda_.FunctionLoggingConfigArgs(
                 log_format="Text", log_group=logs.name
             ),
+            # The webhook function continues the completion notification's trace (SQS hands
+            # Lambda its AWSTraceHeader); the sweeper's runs are traced on their own.
+            tracing_config=aws.lambda_.FunctionTracingConfigArgs(mode="Active"),
             environment=aws.lambda_.FunctionEnvironmentArgs(variables=variables),
             tags=args.tags or None,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[role_policy, logs]),

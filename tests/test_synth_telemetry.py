@@ -23,8 +23,9 @@ def test_dev_stack_shows_every_telemetry_piece(dev_graph: Recorder) -> None:
     assert problems == []
     assert "traces exporters: awsxray" in text
     assert "indexed: sdfleet.task_id, sdfleet.runtime" in text
-    # Exactly the collector role and the task Lambda may put segments; SNS may, by resource policy.
+    # The collector and the traced Lambdas may put segments; SNS may, by resource policy.
     assert "sdfleet-traces-put-traces: xray:PutTelemetryRecords, xray:PutTraceSegments on *" in text
+    assert "Lambda sdfleet-task-events-webhook: tracing Active" in text
     assert "for {'Service': 'sns.amazonaws.com'}" in text
     assert "SNS topic sdfleet-events-input: tracing Active" in text
     for runtime in ("sd15", "flux"):

@@ -101,8 +101,10 @@ def test_the_sweeper_peeks_the_dlqs_marks_and_publishes_only(graph: Recorder) ->
         "FailDeadLetteredTasks": (["dynamodb:UpdateItem", "dynamodb:GetItem"], TABLE),
         "PublishFinalWord": ("sns:Publish", TOPIC),
         "WriteLogs": (["logs:CreateLogStream", "logs:PutLogEvents"], f"{logs.state['arn']}:*"),
+        "Tracing": (["xray:PutTelemetryRecords", "xray:PutTraceSegments"], "*"),
     }
     fn = graph.one("aws:lambda/function:Function", "ev-sweeper")
+    assert fn.inputs["tracingConfig"] == {"mode": "Active"}
     assert fn.inputs["handler"] == teb.SWEEPER_HANDLER
     assert (fn.inputs["runtime"], fn.inputs["architectures"]) == ("python3.13", ["arm64"])
     env = fn.inputs["environment"]["variables"]
@@ -128,9 +130,11 @@ def test_the_webhook_function_reads_its_secret_and_queue_only(graph: Recorder) -
     assert grants["DeadLetterDeliveries"] == ("sqs:SendMessage", dlq)
     assert grants["ReadSigningSecret"] == ("secretsmanager:GetSecretValue", secret)
     assert grants["RecordWebhookAttempts"] == (["dynamodb:UpdateItem"], TABLE)
+    assert grants["Tracing"] == (["xray:PutTelemetryRecords", "xray:PutTraceSegments"], "*")
     assert set(grants) == {"ConsumeWebhookQueue", "DeadLetterDeliveries", "ReadSigningSecret",
-                           "RecordWebhookAttempts", "WriteLogs"}  # fmt: skip
+                           "RecordWebhookAttempts", "WriteLogs", "Tracing"}  # fmt: skip
     fn = graph.one("aws:lambda/function:Function", "ev-webhook")
+    assert fn.inputs["tracingConfig"] == {"mode": "Active"}
     env = fn.inputs["environment"]["variables"]
     assert env["WEBHOOK_SECRET_ARN"] == secret and env["TASK_TABLE_NAME"] == "sdfleet-tasks"
     mapping = graph.one("aws:lambda/eventSourceMapping:EventSourceMapping", "ev-webhook-trigger")

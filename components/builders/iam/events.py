@@ -17,6 +17,7 @@ from sdfleet.components.builders.iam.documents import (
     statement,
     topic_queue_policy,
 )
+from sdfleet.components.builders.iam.workload import tracing_statement
 
 # The DLQ peek (sdfleet.dlq.peek): receive with a short visibility, then make visible again.
 # No sqs:DeleteMessage: the messages stay for redrive.
@@ -57,7 +58,8 @@ def sweeper_lambda_policy(
     kms_key_arns: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The sweeper reads the runtime DLQs without consuming them, marks dead-lettered tasks
-    failed in the task table, publishes their ``failed`` notification, and writes its logs."""
+    failed in the task table, publishes their ``failed`` notification, and writes its logs and
+    traces."""
     if not dlq_arns:
         raise fail("dlq_arns", list(dlq_arns), "at least one runtime DLQ ARN")
     dlqs = [checked_arn(f"dlq_arns[{i}]", a, "sqs") for i, a in enumerate(dlq_arns)]
@@ -67,6 +69,7 @@ def sweeper_lambda_policy(
         *task_table.sweeper_task_table_statements(task_table_arn),
         statement("sns:Publish", output_topic_arn, sid="PublishFinalWord"),
         _logs(log_group_arn),
+        tracing_statement(),
         *_kms(kms_key_arns),
     )
 
@@ -82,7 +85,7 @@ def webhook_lambda_policy(
 ) -> dict[str, Any]:
     """The webhook function consumes and re-enqueues on its queue, sends exhausted deliveries
     to its DLQ, reads the one signing secret, records attempts on the task (UpdateItem only)
-    and writes its logs."""
+    and writes its logs and traces (active tracing continues the notification's trace)."""
     checked_arn("queue_arn", queue_arn, "sqs")
     checked_arn("dead_letter_queue_arn", dead_letter_queue_arn, "sqs")
     checked_arn("secret_arn", secret_arn, "secretsmanager")
@@ -91,6 +94,7 @@ def webhook_lambda_policy(
         statement("sqs:SendMessage", dead_letter_queue_arn, sid="DeadLetterDeliveries"),
         statement("secretsmanager:GetSecretValue", secret_arn, sid="ReadSigningSecret"),
         _logs(log_group_arn),
+        tracing_statement(),
     ]
     if task_table_arn is not None:
         _check_table(task_table_arn)

@@ -17,7 +17,7 @@ from sdfleet.components.builders.iam.documents import (
     policy,
     statement,
 )
-from sdfleet.components.builders.iam.workload import TRACING_STAR_ACTIONS
+from sdfleet.components.builders.iam.workload import tracing_statement
 
 # What SNS calls for an actively traced topic (X-Ray developer guide, "Amazon SNS and AWS
 # X-Ray"; the AWS::XRay::ResourcePolicy example grants exactly these to sns.amazonaws.com).
@@ -31,7 +31,7 @@ SNS_TRACING_ACTIONS: tuple[str, ...] = (
 def trace_collector_policy() -> dict[str, Any]:
     """The collector's awsxray exporter sends segments and its own telemetry records; it
     reads nothing and needs no other call."""
-    return policy(statement(sorted(TRACING_STAR_ACTIONS), "*", sid="PutTraces"))
+    return policy(tracing_statement("PutTraces"))
 
 
 def sns_tracing_policy(account_id: str, topic_arns: Sequence[str]) -> dict[str, Any]:

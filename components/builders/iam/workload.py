@@ -19,6 +19,13 @@ TRACING_STAR_ACTIONS: frozenset[str] = frozenset(
     {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
 )
 
+
+def tracing_statement(sid: str = "Tracing") -> dict[str, Any]:
+    """A traced Lambda's (or collector's) segments and telemetry to X-Ray: AWS grants these
+    two on ``*`` only."""
+    return statement(sorted(TRACING_STAR_ACTIONS), "*", sid=sid)
+
+
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 # A log group's own ARN (no ":*", no wildcard): the one group the agent writes metrics to.
 _LOG_GROUP_ARN = re.compile(
@@ -49,7 +56,7 @@ def task_api_lambda_policy(
         statement(
             ["logs:CreateLogStream", "logs:PutLogEvents"], f"{log_group_arn}:*", sid="WriteLogs"
         ),
-        statement(["xray:PutTraceSegments", "xray:PutTelemetryRecords"], "*", sid="Tracing"),
+        tracing_statement(),
     ]
     if task_table_arn is not None:
         statements += task_table.api_task_table_statements(task_table_arn)
