@@ -44,6 +44,7 @@ class Running:
     started_in: float
     stderr: Path
     webhook_secret: str
+    aws_endpoint: str
 
     def children(self) -> set[int]:
         """Pids whose parent is the sandbox (from /proc; psutil is not a dependency)."""
@@ -105,7 +106,8 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
         ready = _wait_ready(proc, stderr)
         took = time.monotonic() - began
         secret = ready["webhook signing secret"]
-        yield Running(proc, ready["API URL"], ready["API key"], took, stderr, secret)
+        moto = ready["AWS (moto, in memory)"]
+        yield Running(proc, ready["API URL"], ready["API key"], took, stderr, secret, moto)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -213,6 +215,35 @@ def test_a_task_completes_quickly_through_the_client(sandbox: Running) -> None:
     print(f"\none task end to end (client, 50 ms polls): {took:.2f} s")
     assert status.state == "completed"
     assert took < 10  # generous for loaded CI; docs/sandbox.md has the figure
+
+
+def test_agent_metrics_reach_the_runtimes_log_group_as_emf(sandbox: Running) -> None:
+    import boto3
+
+    from sdfleet.agent.metrics import extract_metrics
+    from sdfleet.fakes.fleet import FAKE_CREDENTIALS, REGION
+
+    sent = Client(sandbox.url, sandbox.key).submit(text_to_image("sd15", "counted"))
+    logs = boto3.client(
+        "logs",
+        endpoint_url=sandbox.aws_endpoint,
+        region_name=REGION,
+        aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+    )
+    group = "/sdfleet/sdfleet-sandbox/sd15/agent-metrics"
+    deadline = time.monotonic() + 60
+    documents: list[dict[str, Any]] = []
+    while not any(d.get("task_id") == sent.id for d in documents):
+        assert time.monotonic() < deadline, f"no metrics for {sent.id} in {group}"
+        # The shipper flushes every 2 s in the sandbox; nothing to wait on but the log group.
+        time.sleep(0.2)
+        events = logs.filter_log_events(logGroupName=group)["events"]
+        documents = [json.loads(e["message"]) for e in events]
+    [done] = [d for d in documents if d.get("task_id") == sent.id]
+    names = {name for _, name, _ in extract_metrics(done)}
+    assert {"TasksCompleted", "InferenceMs", "EndToEndMs"} <= names
+    assert any("AgentUp" in d for d in documents)
 
 
 class _Hooks(http.server.ThreadingHTTPServer):

@@ -29,6 +29,8 @@ from sdfleet.sandbox.plane import Plane
 # Idle agents notice a stop after at most one long poll.
 SANDBOX_RECEIVE_WAIT_SECONDS = "2"
 MAX_RESTARTS = 5
+# Metrics reach the sandbox's log groups within seconds of a task.
+SANDBOX_METRICS_FLUSH_SECONDS = "2"
 # `python -m sdfleet.agent`, after asking Linux to SIGTERM the agent (a drain) if the sandbox
 # dies, even by SIGKILL: no agent is left polling a moto server that is gone. Set in the child
 # itself (prctl PR_SET_PDEATHSIG = 1), not in a preexec_fn, which is unsafe with threads.
@@ -49,6 +51,7 @@ def agent_env(
     """The runtime's agent environment, as its pod gets it, pointed at the sandbox."""
     extra = {
         "RECEIVE_WAIT_SECONDS": SANDBOX_RECEIVE_WAIT_SECONDS,
+        "METRICS_FLUSH_SECONDS": SANDBOX_METRICS_FLUSH_SECONDS,
         **rt.agent.extra_env,
         # The sandbox's loopback callbacks (sdfleet.sandbox.webhooks); never in a pod.
         "SDFLEET_SANDBOX_LOOPBACK_CALLBACKS": "true",
@@ -71,6 +74,7 @@ def agent_env(
         pod_deletion_cost=False,  # no Kubernetes API here
         task_table_name=plane.table_name,
         task_ttl_seconds=config.tasks.ttl_days * 86400,
+        metrics_log_group=plane.metrics_log_groups[rt.name],
         extra=extra,
     )
     values = {e["name"]: e["value"] for e in env.to_env() if "value" in e}

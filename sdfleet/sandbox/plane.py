@@ -1,7 +1,8 @@
 """The stack's event plane on the sandbox's moto server, from the builders the Pulumi program
 uses (:mod:`sdfleet.components.builders.fanout`, :mod:`~sdfleet.components.builders.task_table`):
 the input and output topics, one queue and DLQ per runtime subscribed with the runtime's filter
-policy and redrive, the unrouted queue, the output bucket and the task table."""
+policy and redrive, the unrouted queue, the output bucket, the task table and each runtime's
+agent metrics log group."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 from sdfleet.components.builders import fanout as fb
 from sdfleet.components.builders import task_table
+from sdfleet.components.builders.runtime_plan import metrics_log_group_name
 from sdfleet.components.config_model import StackConfig
 from sdfleet.fakes.fleet import client
 
@@ -33,6 +35,8 @@ class Plane:
     table_name: str
     unrouted_queue_url: str
     queues: dict[str, RuntimeQueues] = field(default_factory=dict)
+    # Runtime name -> the log group its agent ships EMF metrics to, as SdRuntime makes it.
+    metrics_log_groups: dict[str, str] = field(default_factory=dict)
 
 
 def _arn(sqs: Any, queue_url: str) -> str:
@@ -103,6 +107,10 @@ def build_plane(endpoint: str, config: StackConfig) -> Plane:
         table_name=table_name,
         unrouted_queue_url=unrouted_url,
     )
+    logs = client("logs", endpoint)
     for name in names:
         plane.queues[name] = _runtime_queues(sqs, sns, input_topic, name, config)
+        group = metrics_log_group_name("sdfleet", "sandbox", name)
+        logs.create_log_group(logGroupName=group)
+        plane.metrics_log_groups[name] = group
     return plane

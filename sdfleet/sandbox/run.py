@@ -165,6 +165,8 @@ def start(args: argparse.Namespace, box: Sandbox) -> tuple[str, str]:
     box.started("the moto server", moto.stop)
     plane = build_plane(moto.endpoint, config)
     box.lines.append(f"  AWS (moto, in memory): {moto.endpoint}")
+    groups = ", ".join(plane.metrics_log_groups.values())
+    box.lines.append(f"  agent metrics (EMF, as in the cloud): log groups {groups}")
     _handler_environment(plane, config, moto.env())
     bases = _servers(box, config, urls)
     agents: list[AgentProcess] = []
