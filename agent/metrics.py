@@ -45,6 +45,8 @@ CATALOG: dict[str, MetricSpec] = {
     # One per agent per heartbeat interval: SampleCount over a period / (period / interval) is
     # the number of live agents (pods); by CapacityType it splits spot from on-demand.
     "AgentUp": MetricSpec("Count", ((RUNTIME,), (RUNTIME, "CapacityType"))),
+    # Sent with AgentUp while the agent is ready (server up, not draining): ready pods.
+    "AgentReady": MetricSpec("Count", ((RUNTIME,), (RUNTIME, "CapacityType"))),
 }
 UNITS = {name: spec.unit for name, spec in CATALOG.items()}
 # Every agent emits AgentUp once per this interval (sdfleet.agent.node_info.AgentUpBeat).

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -118,14 +118,20 @@ def _failed(node_name: str, reason: str, detail: str) -> NodeInfo:
 
 class AgentUpBeat:
     """Emits ``AgentUp=1`` (dimension CapacityType; properties NodeName, InstanceType) at
-    ``start()`` and then every ``interval_seconds`` until ``stop()``; ``beat_now()`` (the server
-    became ready) emits at once and starts the interval again from there."""
+    ``start()`` and then every ``interval_seconds`` until ``stop()``, with ``AgentReady=1`` in the
+    same document while ``ready()`` holds; ``beat_now()`` (the server became ready) emits at
+    once and starts the interval again from there."""
 
     def __init__(
-        self, metrics: Metrics, node: NodeInfo, interval_seconds: float = AGENT_UP_SECONDS
+        self,
+        metrics: Metrics,
+        node: NodeInfo,
+        interval_seconds: float = AGENT_UP_SECONDS,
+        ready: Callable[[], bool] = lambda: False,
     ) -> None:
         self.metrics = metrics
         self.node = node
+        self.ready = ready
         self.interval_seconds = interval_seconds
         self.beats = 0
         self._stop = threading.Event()
@@ -147,8 +153,9 @@ class AgentUpBeat:
             self._thread.join(timeout)
 
     def beat(self) -> None:
+        values = {"AgentUp": 1, **({"AgentReady": 1} if self.ready() else {})}
         self.metrics.emit(
-            {"AgentUp": 1},
+            values,
             dimensions={"CapacityType": self.node.capacity_type},
             **self.node.properties(),
         )

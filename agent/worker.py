@@ -70,7 +70,7 @@ class Agent(ReceiverStage, GpuStage):
         self.metrics = metrics or Metrics(config.runtime_name)
         self.tracing = tracing or Tracing.setup(None, "sdfleet-agent")
         # From start to stop, whether the server is ready or not: the pod holds its node.
-        self.agent_up = AgentUpBeat(self.metrics, node or NodeInfo())
+        self.agent_up = AgentUpBeat(self.metrics, node or NodeInfo(), ready=lambda: self.ready()[0])
         self.shutdown = ShutdownPolicy(config.drain_seconds)
         self.runtime_info = RuntimeInfo(
             name=config.runtime_name,

@@ -94,7 +94,7 @@ def test_no_ready_pods_is_metric_math_over_queue_and_heartbeats(graph: Recorder)
     alarm = _alarms(graph, "obs-")["sd15-backlog-no-ready-pods"]
     assert "metricName" not in alarm.inputs and "namespace" not in alarm.inputs
     queries = _queries(alarm)
-    assert queries["cause"]["expression"] == "IF(visible > 0 AND FILL(up, 0) == 0, 1, 0)"
+    assert queries["cause"]["expression"] == "IF(visible > 0 AND FILL(ready, 0) == 0, 1, 0)"
     assert queries["cause"]["returnData"] is True
     visible = queries["visible"]["metric"]
     assert (visible["namespace"], visible["metricName"], visible["dimensions"]) == (
@@ -102,14 +102,14 @@ def test_no_ready_pods_is_metric_math_over_queue_and_heartbeats(graph: Recorder)
         "ApproximateNumberOfMessagesVisible",
         {"QueueName": "q-sd15"},
     )
-    up = queries["up"]["metric"]
-    assert (up["namespace"], up["metricName"], up["stat"]) == (
+    ready = queries["ready"]["metric"]
+    assert (ready["namespace"], ready["metricName"], ready["stat"]) == (
         mc.AGENT_NAMESPACE,
-        "AgentUp",
+        "AgentReady",
         "SampleCount",
     )
-    assert up["dimensions"] == {"Runtime": "sd15"}
-    assert queries["up"]["returnData"] is False
+    assert ready["dimensions"] == {"Runtime": "sd15"}
+    assert queries["ready"]["returnData"] is False
     assert (alarm.inputs["evaluationPeriods"], alarm.inputs["datapointsToAlarm"]) == (10, 10)
     assert (alarm.inputs["threshold"], alarm.inputs["comparisonOperator"]) == (
         1,

@@ -78,18 +78,18 @@ def runtime_alarms(
 ) -> list[AlarmSpec]:
     """The alarms of one runtime; the GPU-idle one needs Container Insights' GPU metrics."""
     visible = _sqs("visible", VISIBLE, "queue")
-    agents = MetricRef("up", AGENT_NAMESPACE, "AgentUp", {"Runtime": "runtime"}, "SampleCount")
+    ready = MetricRef("ready", AGENT_NAMESPACE, "AgentReady", {"Runtime": "runtime"}, "SampleCount")
     specs = [
         AlarmSpec(
             name=f"{runtime}-backlog-no-ready-pods",
             anchor="backlog-no-ready-pods",
             meaning=f"Tasks of runtime {runtime} have waited 10 minutes while no agent of it was "
-            "running: a capacity or image problem (no GPU node, or the pod never got ready).",
+            "ready: a capacity or image problem (no GPU node, or the pod never got ready).",
             first_check="kubectl get pods in the runtime's namespace, then "
             "kubectl describe nodeclaims (insufficient capacity, quota).",
-            metrics=(visible, agents),
-            # No AgentUp data means no agent: FILL makes that a 0, not a gap.
-            expression="IF(visible > 0 AND FILL(up, 0) == 0, 1, 0)",
+            metrics=(visible, ready),
+            # No AgentReady data means no ready agent: FILL makes that a 0, not a gap.
+            expression="IF(visible > 0 AND FILL(ready, 0) == 0, 1, 0)",
             threshold=1,
             comparison=GE,
             evaluation_periods=10,

@@ -109,7 +109,8 @@ def backlog_row(d: DashboardInputs) -> Row:
 
 
 def capacity_row(d: DashboardInputs) -> Row:
-    """Pods from AgentUp (one sample per agent per minute), nodes from AgentUp's NodeName."""
+    """Pods from AgentUp (one sample per agent per minute; ready ones from AgentReady), nodes
+    from AgentUp's NodeName."""
     rows: list[list[Any]] = []
     for i, rt in enumerate(d.runtimes):
         for j, capacity in enumerate(lq.CAPACITY_TYPES):
@@ -119,6 +120,10 @@ def capacity_row(d: DashboardInputs) -> Row:
             # Samples per period / samples per agent per period = agents.
             expression = f"{pid} / (PERIOD({pid}) / {AGENT_UP_SECONDS})"
             rows.append([{"expression": expression, "label": f"{rt} {capacity}", "id": f"e{pid}"}])
+        rid = f"r{i}"
+        rows.append([AGENT_NAMESPACE, "AgentReady", "Runtime", rt, {"id": rid, "visible": False}])
+        expression = f"{rid} / (PERIOD({rid}) / {AGENT_UP_SECONDS})"
+        rows.append([{"expression": expression, "label": f"{rt} ready", "id": f"e{rid}"}])
     groups = [r.metrics_log_group for r in d.runtimes.values()]
     return [
         _metric("Agent pods per runtime (spot / on-demand)", d, rows, stat="SampleCount"),

@@ -244,10 +244,10 @@ def test_every_alarm_metric_is_in_the_catalogue() -> None:
 def test_metric_math_alarms_name_the_cause() -> None:
     by_name = {a.name: a for a in _all_alarms()}
     no_pods = by_name["sd15-backlog-no-ready-pods"]
-    assert no_pods.expression == "IF(visible > 0 AND FILL(up, 0) == 0, 1, 0)"
+    assert no_pods.expression == "IF(visible > 0 AND FILL(ready, 0) == 0, 1, 0)"
     assert [(m.metric, m.stat) for m in no_pods.metrics] == [
         ("ApproximateNumberOfMessagesVisible", "Maximum"),
-        ("AgentUp", "SampleCount"),
+        ("AgentReady", "SampleCount"),
     ]
     assert no_pods.evaluation_periods * no_pods.period == 600
     assert "capacity or image problem" in no_pods.description
