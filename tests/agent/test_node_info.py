@@ -197,6 +197,24 @@ def test_agent_up_beats_at_start_then_every_interval_until_stopped() -> None:
     }
 
 
+def test_agent_ready_rides_with_the_beat_only_while_ready() -> None:
+    sink = Lines()
+    ready = {"now": False}
+    beat = AgentUpBeat(
+        Metrics("sd15", sink=sink.put),
+        NodeInfo(),
+        interval_seconds=3600,
+        ready=lambda: ready["now"],
+    )
+    beat.beat()
+    ready["now"] = True
+    beat.beat()
+    first, second = (json.loads(line) for line in sink.lines)
+    assert "AgentReady" not in first and first["AgentUp"] == 1
+    assert second["AgentReady"] == 1 and second["AgentUp"] == 1
+    assert {name for _, name, _ in extract_metrics(second)} == {"AgentUp", "AgentReady"}
+
+
 def test_beat_now_emits_at_once_and_restarts_the_interval() -> None:
     sink = Lines()
     beat = AgentUpBeat(Metrics("sd15", sink=sink.put), NodeInfo(), interval_seconds=3600)
