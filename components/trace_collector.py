@@ -71,6 +71,25 @@ class TraceCollector(pulumi.ComponentResource):
         plain = _manifests(args, "us-east-1")
         manifests = region.region.apply(lambda r: _manifests(args, r))
 
+        role, identity = self._identity(name, args, deps)
+        ns, service = self._workload(name, plain, manifests, provider, deps, identity)
+
+        self.otlp_traces_endpoint = service.metadata.apply(lambda _: tcb.OTLP_TRACES_URL)
+        self.namespace = ns.metadata.apply(lambda _: tcb.NAMESPACE)
+        self.role_arn = role.arn
+        self.register_outputs(
+            {
+                "otlp_traces_endpoint": self.otlp_traces_endpoint,
+                "namespace": self.namespace,
+                "role_arn": self.role_arn,
+            }
+        )
+
+    def _identity(
+        self, name: str, args: TraceCollectorArgs, deps: list[pulumi.Resource]
+    ) -> tuple[aws.iam.Role, list[pulumi.Resource]]:
+        """The collector's role (X-Ray put only) and its Pod Identity association; the pods
+        get their credentials at admission, so both come before the Deployment."""
         role = pod_identity_role(
             f"{name}-role", self, description="sdfleet trace collector (Pod Identity): X-Ray"
         )
@@ -88,6 +107,18 @@ class TraceCollector(pulumi.ComponentResource):
             role_arn=role.arn,
             opts=pulumi.ResourceOptions(parent=self, depends_on=deps),
         )
+        return role, [association, policy]
+
+    def _workload(
+        self,
+        name: str,
+        plain: dict[str, dict[str, Any]],
+        manifests: pulumi.Output[dict[str, dict[str, Any]]],
+        provider: pulumi.ProviderResource | None,
+        deps: list[pulumi.Resource],
+        identity: list[pulumi.Resource],
+    ) -> tuple[k8s.core.v1.Namespace, k8s.core.v1.Service]:
+        """The namespace, service account, config, fence, Deployment, Service and PDB."""
 
         def k8s_opts(*extra: pulumi.Resource) -> pulumi.ResourceOptions:
             return pulumi.ResourceOptions(
@@ -120,7 +151,7 @@ class TraceCollector(pulumi.ComponentResource):
             f"{name}-deployment",
             metadata=plain["deployment"]["metadata"],
             spec=manifests.apply(lambda m: m["deployment"]["spec"]),
-            opts=k8s_opts(ns, sa, config, fence, association, policy),
+            opts=k8s_opts(ns, sa, config, fence, *identity),
         )
         service = k8s.core.v1.Service(
             f"{name}-service",
@@ -134,14 +165,4 @@ class TraceCollector(pulumi.ComponentResource):
             spec=plain["pod_disruption_budget"]["spec"],
             opts=k8s_opts(ns),
         )
-
-        self.otlp_traces_endpoint = service.metadata.apply(lambda _: tcb.OTLP_TRACES_URL)
-        self.namespace = ns.metadata.apply(lambda _: tcb.NAMESPACE)
-        self.role_arn = role.arn
-        self.register_outputs(
-            {
-                "otlp_traces_endpoint": self.otlp_traces_endpoint,
-                "namespace": self.namespace,
-                "role_arn": self.role_arn,
-            }
-        )
+        return ns, service

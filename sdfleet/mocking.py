@@ -63,13 +63,9 @@ class Recorder:
     def clone(self) -> Recorder:
         """A deep copy, for tests that break a graph on purpose."""
         other = Recorder()
+        plain = ("inputs", "state", "dependencies")
         other.resources = [
-            dataclasses.replace(
-                r,
-                inputs=_copy_plain(r.inputs),
-                state=_copy_plain(r.state),
-                dependencies=list(r.dependencies),
-            )
+            dataclasses.replace(r, **{k: _copy_plain(getattr(r, k)) for k in plain})
             for r in self.resources
         ]
         other.invokes = [(token, _copy_plain(args)) for token, args in self.invokes]
