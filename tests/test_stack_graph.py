@@ -253,7 +253,7 @@ def test_lambda_role_least_privilege(dev_graph: Recorder) -> None:
         (("sns:Publish",), (topic.state["arn"],)),
         (("s3:PutObject", "s3:DeleteObject"), (f"{bucket.state['arn']}/*request.json",)),
         (("logs:CreateLogStream", "logs:PutLogEvents"), (f"{logs.state['arn']}:*",)),
-        (("xray:PutTraceSegments", "xray:PutTelemetryRecords"), ("*",)),
+        (("xray:PutTelemetryRecords", "xray:PutTraceSegments"), ("*",)),
         (("dynamodb:PutItem", "dynamodb:GetItem"), (table.state["arn"],)),
         (
             ("s3:GetObject",),
