@@ -1,5 +1,6 @@
 """ApiIngress: the REST API (API key + usage plan) and the task Lambda behind it."""
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +72,8 @@ class ApiIngressArgs:
     """A customer-managed KMS key for the task table; unset uses the AWS managed key."""
     status_url_expiry_seconds: int | None = config_default(ApiConfig, "status_url_expiry_seconds")
     """Lifetime of the presigned result URLs the status API returns, 60-43200 seconds."""
+    trace_sample_rate: float | None = config_default(ObservabilityConfig, "trace_sample_rate")
+    """Share of task requests X-Ray records, 0-1 (one a second always); 1 traces every task."""
     tags: dict[str, str] | None = field(default_factory=dict)
     """Tags for the task Lambda and the task table."""
 
@@ -80,6 +83,8 @@ class ApiIngressArgs:
         self.quota_period = QuotaPeriod(str(self.quota_period))
         if not 1 <= int(self.task_ttl_days or 0) <= 365:
             raise ValueError(f"task_ttl_days must be 1-365, got {self.task_ttl_days!r}")
+        if not 0 <= float(self.trace_sample_rate or 0) <= 1:
+            raise ValueError(f"trace_sample_rate must be 0-1, got {self.trace_sample_rate!r}")
         if not 60 <= int(self.status_url_expiry_seconds or 0) <= 43200:
             raise ValueError(
                 f"status_url_expiry_seconds must be 60-43200, got {self.status_url_expiry_seconds!r}"
@@ -147,6 +152,8 @@ class ApiIngress(pulumi.ComponentResource):
         routes += routes_.status_route(name, api, fn, resources[apib.STATUS_VERSION])
         stage, access_logs = self._stage(name, args, api, routes)
         key = self._usage_plan(name, args, api, stage)
+
+        self._sampling_rule(name, args, api, stage)
 
         self.api_url = stage.invoke_url
         self.api_key = pulumi.Output.secret(key.value)
@@ -241,6 +248,27 @@ class ApiIngress(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[role_policy, fn_logs]),
         )
         return fn, fn_logs
+
+    def _sampling_rule(
+        self,
+        name: str,
+        args: ApiIngressArgs,
+        api: aws.apigateway.RestApi,
+        stage: aws.apigateway.Stage,
+    ) -> aws.xray.SamplingRule:
+        """The stage's X-Ray sampling rule (account-wide, so named after this stack and API)."""
+        rule = (
+            "sdfleet-"
+            + hashlib.sha256(
+                f"{pulumi.get_project()}/{pulumi.get_stack()}/{name}".encode()
+            ).hexdigest()[:16]
+        )
+        return aws.xray.SamplingRule(
+            f"{name}-sampling",
+            service_name=pulumi.Output.concat(api.name, "/", stage.stage_name),
+            **apib.sampling_rule(rule, float(args.trace_sample_rate or 0)),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
 
     def _stage(
         self,

@@ -140,6 +140,12 @@ class ObservabilityConfig:
     spot_interruptions_alarm_per_hour: int = cfg(
         "spotInterruptionsAlarmPerHour", 5, in_range(1, 1000)
     )
+    trace_sample_rate: float = cfg(
+        "traceSampleRate",
+        1.0,
+        in_range(0, 1),
+        doc="share of task requests X-Ray records (1: every task's trace can be found by its id)",
+    )
 
 
 @dataclass(frozen=True)

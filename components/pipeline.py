@@ -167,6 +167,7 @@ class SdPipeline(pulumi.ComponentResource):
                 log_retention_days=cfg.observability.log_retention_days,
                 manage_account_log_role=api.manage_account_log_role,
                 status_url_expiry_seconds=api.status_url_expiry_seconds,
+                trace_sample_rate=cfg.observability.trace_sample_rate,
                 task_ttl_days=cfg.tasks.ttl_days,
                 task_point_in_time_recovery=cfg.tasks.point_in_time_recovery,
             ),

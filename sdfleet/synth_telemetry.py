@@ -72,6 +72,13 @@ def xray_lines(resources: list[Recorded]) -> list[str]:
         for st in _statements(rec.inputs.get("policyDocument")):
             who = st.get("Principal")
             lines.append(f"X-Ray resource policy {rec.name}: {', '.join(_actions(st))} for {who}")
+    for rec in _of(resources, "aws:xray/samplingRule:SamplingRule"):
+        i = rec.inputs
+        lines.append(
+            f"X-Ray sampling rule {i.get('ruleName')}: {i.get('serviceName')} "
+            f"({i.get('serviceType')}): {float(i.get('fixedRate', 0)):.0%} of requests after "
+            f"{int(i.get('reservoirSize', 0))} a second"
+        )
     for rec in _of(resources, "aws:sns/topic:Topic"):
         if rec.inputs.get("tracingConfig"):
             lines.append(f"SNS topic {rec.name}: tracing {rec.inputs['tracingConfig']}")

@@ -28,6 +28,7 @@ def test_dev_stack_shows_every_telemetry_piece(dev_graph: Recorder) -> None:
     assert "Lambda sdfleet-task-events-webhook: tracing Active" in text
     assert "for {'Service': 'sns.amazonaws.com'}" in text
     assert "SNS topic sdfleet-events-input: tracing Active" in text
+    assert "sdfleet-api-api-mock/v1 (AWS::ApiGateway::Stage): 100% of requests after 1 a" in text
     for runtime in ("sd15", "flux"):
         assert f"OTEL_SERVICE_NAME=sdfleet-agent-{runtime}" in text
         assert f"METRICS_LOG_GROUP=/sdfleet/sdfleet-dev/{runtime}/agent-metrics" in text

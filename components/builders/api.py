@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 from sdfleet.agent.contract import RuntimeInfo
+from sdfleet.components.builders.errors import fail
 
 API_PATHS = ("v1alpha2", "v1alpha1")
 # The status route: GET /v1alpha2/tasks/{id} (resources v1alpha2 -> tasks -> {id}).
@@ -31,6 +33,34 @@ LAMBDA_PACKAGE_INITS = (
 # handler setting is the same as when the handler was one file.
 LAMBDA_HANDLER = "task_api.handler"
 LAMBDA_ENTRY = "lambda_entry.py"
+
+
+# X-Ray's default rule (priority 10000) records 1 request a second and 5 % of the rest; the
+# stack's own rule for its stage comes first.
+SAMPLING_RULE_PRIORITY = 1000
+
+
+def sampling_rule(rule_name: str, rate: float) -> dict[str, Any]:
+    """The X-Ray sampling rule of the task API's stage, but its ``service_name`` (API Gateway
+    names the service ``<api name>/<stage>``; the API's name is known at deploy time): ``rate``
+    of its requests, after one a second, are traced, and the Lambda, SNS and the agents follow
+    the API's decision."""
+    if not 0 <= rate <= 1:
+        raise fail("trace_sample_rate", rate, "a share from 0 to 1")
+    if not 1 <= len(rule_name) <= 32:
+        raise fail("sampling rule name", rule_name, "1-32 characters")
+    return {
+        "rule_name": rule_name,
+        "priority": SAMPLING_RULE_PRIORITY,
+        "reservoir_size": 1,
+        "fixed_rate": rate,
+        "service_type": "AWS::ApiGateway::Stage",
+        "host": "*",
+        "http_method": "*",
+        "url_path": "*",
+        "resource_arn": "*",
+        "version": 1,
+    }
 
 
 def lambda_files(handler_file: Path, agent_dir: Path) -> dict[str, Path]:
