@@ -367,7 +367,7 @@ class Completer:
             values["GpuIdleGapMs"] = held.timings["gpu_idle_gap_us"] / 1000
         if SENT_AT_MS in held.timings:  # the SQS SentTimestamp: when the task was submitted
             values["EndToEndMs"] = max(0, int(time.time() * 1000) - held.timings[SENT_AT_MS])
-        dimensions = {"ErrorCode": error.code} if error is not None else None
+        dimensions = None if error is None else {"ErrorCode": errors.metric_code(error.code)}
         self.metrics.emit(values, dimensions=dimensions, **held.log_fields())
         if error is None:
             held.end_task(STATUS_COMPLETED)

@@ -19,6 +19,14 @@ VALIDATION_ERROR = "validation_error"
 EXECUTION_ERROR = "execution_error"
 TIMEOUT = "timeout"
 OUTPUT_FAILED = "output_failed"
+# Every code above: the ErrorCode metric dimension takes only these (a dimension value per
+# code is a custom metric per code, so an unexpected value is published as "other").
+CODES = frozenset(v for k, v in dict(globals()).items() if k.isupper() and isinstance(v, str))
+
+
+def metric_code(code: str) -> str:
+    """``code`` as the ErrorCode dimension: a known code, else ``other``."""
+    return code if code in CODES else "other"
 
 
 class TaskError(Exception):

@@ -555,3 +555,11 @@ def test_tracing_with_an_endpoint_uses_the_sdk() -> None:
     tracing = Tracing.setup("http://127.0.0.1:9/v1/traces", "sdfleet-agent-test")
     assert isinstance(tracing.provider, TracerProvider)
     tracing.shutdown()  # no spans: returns at once, no export attempted
+
+
+def test_error_code_dimension_is_one_of_the_documented_codes() -> None:
+    from sdfleet.agent import errors
+
+    assert errors.metric_code(errors.TIMEOUT) == "timeout"
+    assert errors.metric_code("server said: <script>") == "other"
+    assert {"invalid_task", "input_forbidden", "output_failed"} <= errors.CODES
