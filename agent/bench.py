@@ -10,7 +10,9 @@ N tasks go through a moto server (real SNS->SQS fan-out, S3, SNS notifications) 
 WebUI with a fixed inference time, processed by ``python -m sdfleet.agent`` in its own process (as in a
 pod). It prints the makespan, the GPU busy fraction (server busy time over the span of its
 calls), the idle gap between server calls (p50/p95), the per-task overhead and the agent's peak
-RSS. Targets at 200 ms: busy fraction >= 0.97 and idle-gap p50 < 10 ms.
+RSS. Targets at 200 ms: busy fraction >= 0.97 and idle-gap p50 < 10 ms. Telemetry is on, as
+deployed (``sdfleet.agent.bench_telemetry``: EMF to a moto log group, spans to a local OTLP
+receiver); ``--no-telemetry`` turns it off.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def run(tasks: int, inference_seconds: float, size: int) -> dict[str, Any]:
+def run(tasks: int, inference_seconds: float, size: int, telemetry: bool = True) -> dict[str, Any]:
     # sdfleet.fakes (moto, the fake servers) is not in the agent image: imported here only.
     from sdfleet.fakes.agents import subprocess_env
     from sdfleet.fakes.fleet import Fleet, MotoProcess
@@ -59,8 +61,13 @@ def run(tasks: int, inference_seconds: float, size: int) -> dict[str, Any]:
     # waiting the default 5 ms for the GIL (the agent does the same for its GPU thread).
     sys.setswitchinterval(0.001)
     moto = MotoProcess().start()
+    sinks: Any = None
     try:
         fleet = Fleet(moto.endpoint, visibility_timeout=60)
+        if telemetry:
+            from sdfleet.agent.bench_telemetry import Telemetry
+
+            sinks = Telemetry(moto.endpoint, fleet.runtime_name)
         with FakeSdWebUI(inference_seconds=inference_seconds, image_size=(size, size)) as srv:
             for _ in range(tasks):
                 # A fixed seed keeps the fake's PNG encoding out of the measurement (cached).
@@ -72,6 +79,7 @@ def run(tasks: int, inference_seconds: float, size: int) -> dict[str, Any]:
                 VISIBILITY_EXTENSION_SECONDS=str(settings.default("VISIBILITY_EXTENSION_SECONDS")),
                 HEARTBEAT_TIMEOUT_SECONDS=str(settings.default("HEARTBEAT_TIMEOUT_SECONDS")),
                 LOGLEVEL="WARNING",
+                **(sinks.env if sinks is not None else {}),
             )
             log_path = os.environ.get("BENCH_AGENT_LOG")  # keep the agent's log for analysis
             with open(log_path or os.devnull, "w") as agent_log:
@@ -93,6 +101,7 @@ def run(tasks: int, inference_seconds: float, size: int) -> dict[str, Any]:
                     # Only the agent has been waited for so far (moto is reaped later).
                     rss_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
             calls = [c for c in srv.generation_calls() if c.ended is not None]
+        shipped = sinks.stats() if sinks is not None else {}
     finally:
         moto.stop()
     calls.sort(key=lambda c: c.started)
@@ -123,6 +132,8 @@ def run(tasks: int, inference_seconds: float, size: int) -> dict[str, Any]:
         "upload_ms_p50": statistics.median(n["timings"]["upload_ms"] for n in notes),
         "upload_ms_p95": _percentile([float(n["timings"]["upload_ms"]) for n in notes], 0.95),
         "agent_peak_rss_mib": rss_kb / 1024,
+        "telemetry": "on (EMF to CloudWatch Logs, OTLP spans)" if telemetry else "off",
+        **shipped,
         "machine": f"{os.cpu_count()} cores, {cpu_model()}, Python {platform.python_version()}",
     }
 
@@ -141,6 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inference-ms", type=float, default=200.0)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument(
+        "--no-telemetry",
+        action="store_true",
+        help="pipelining without metrics shipping and span export (telemetry is on when deployed)",
+    )
+    parser.add_argument(
         "--only",
         choices=("pipeline", "comfyui", "recovery"),
         help="run one of the benchmarks",
@@ -149,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     ok = True
     if args.only in (None, "pipeline"):
         print("== pipelining")
-        result = run(args.tasks, args.inference_ms / 1000, args.size)
+        result = run(args.tasks, args.inference_ms / 1000, args.size, not args.no_telemetry)
         width = _print(result)
         met = result["busy_fraction"] >= 0.97 and result["idle_gap_p50_ms"] < 10
         print(

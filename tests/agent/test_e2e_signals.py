@@ -190,3 +190,6 @@ def test_bench_smoke() -> None:
     assert result["completed"] == 3
     assert 0 < result["busy_fraction"] <= 1
     assert result["agent_peak_rss_mib"] > 10
+    # Telemetry on, as deployed: a metric document per task (and heartbeats), spans exported.
+    assert result["emf_documents_stored"] >= 3
+    assert result["otlp_span_requests"] >= 1 and result["otlp_kib"] > 0
