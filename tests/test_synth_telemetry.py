@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from sdfleet.cli import main
 from sdfleet.mocking import Recorder
@@ -71,3 +73,22 @@ def test_synth_prints_the_telemetry_section(tmp_path: Path, repo_root: Path, cap
     printed = capsys.readouterr().out
     assert "Telemetry:" in printed and "Metric path (EMF):" in printed
     assert json.loads((out / "summary.json").read_text())["telemetry_problems"] == []
+
+
+def test_tracing_and_container_insights_off(
+    synth: Callable[..., Recorder], dev_config: dict[str, Any]
+) -> None:
+    dev_config["sdfleet:observability"] = {"tracing": False, "containerInsights": False}
+    graph = synth(dev_config)
+    text, problems = _report(graph, container_insights=False)
+    assert problems == []
+    assert "(none)" in text.split("Trace collector:")[1].split("\n")[1]
+    assert "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" not in text
+    assert "METRICS_LOG_GROUP=/sdfleet/sdfleet-test/sd15/agent-metrics" in text
+    assert "SNS topic" not in text  # no active tracing on the topics
+    assert "gpu-idle-with-backlog" not in text
+    types = {r.type for r in graph.resources}
+    assert "aws:xray/resourcePolicy:ResourcePolicy" not in types
+    assert "aws:xray/samplingRule:SamplingRule" in types  # the API always traces
+    groups = [str(r.inputs.get("name")) for r in graph.of_type("aws:cloudwatch/logGroup:LogGroup")]
+    assert not any(g.startswith("/aws/containerinsights/") for g in groups)
