@@ -140,6 +140,11 @@ class ObservabilityConfig:
     spot_interruptions_alarm_per_hour: int = cfg(
         "spotInterruptionsAlarmPerHour", 5, in_range(1, 1000)
     )
+    sns_active_tracing: bool = cfg(
+        "snsActiveTracing",
+        True,
+        doc="SNS segments in the traces; needs one of the account's 5 X-Ray resource policies",
+    )
     trace_sample_rate: float = cfg(
         "traceSampleRate",
         1.0,

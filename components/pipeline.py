@@ -146,7 +146,7 @@ class SdPipeline(pulumi.ComponentResource):
                 visibility_timeout_seconds=cfg.queues.visibility_timeout_seconds,
                 output_expire_after_days=cfg.outputs.expire_after_days,
                 output_force_destroy=cfg.outputs.force_destroy,
-                tracing=cfg.observability.tracing,
+                tracing=cfg.observability.tracing and cfg.observability.sns_active_tracing,
             ),
             child,
         )

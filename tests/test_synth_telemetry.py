@@ -92,3 +92,16 @@ def test_tracing_and_container_insights_off(
     assert "aws:xray/samplingRule:SamplingRule" in types  # the API always traces
     groups = [str(r.inputs.get("name")) for r in graph.of_type("aws:cloudwatch/logGroup:LogGroup")]
     assert not any(g.startswith("/aws/containerinsights/") for g in groups)
+
+
+def test_sns_active_tracing_can_be_left_to_other_stacks(
+    synth: Callable[..., Recorder], dev_config: dict[str, Any]
+) -> None:
+    # An account has at most five X-Ray resource policies per Region.
+    dev_config["sdfleet:observability"] = {"snsActiveTracing": False}
+    graph = synth(dev_config)
+    types = {r.type for r in graph.resources}
+    assert "aws:xray/resourcePolicy:ResourcePolicy" not in types
+    assert all(not t.inputs.get("tracingConfig") for t in graph.of_type("aws:sns/topic:Topic"))
+    text, problems = _report(graph)
+    assert problems == [] and "traces exporters: awsxray" in text  # agents still trace
