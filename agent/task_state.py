@@ -130,9 +130,16 @@ class TaskStore:
 
     # -- API: create, release ------------------------------------------------------------
     def create(
-        self, task_id: str, runtime: str, api_key_id: str, *, queued_at_ms: int | None = None
+        self,
+        task_id: str,
+        runtime: str,
+        api_key_id: str,
+        *,
+        queued_at_ms: int | None = None,
+        trace_id: str | None = None,
     ) -> TaskRecord:
-        """Record a queued task owned by ``api_key_id``; raise TaskExists if the id is taken."""
+        """Record a queued task owned by ``api_key_id`` (``trace_id``: the submitting request's
+        X-Ray trace); raise TaskExists if the id is taken."""
         _check_id(task_id)
         if not runtime or not api_key_id:
             raise ValueError("runtime and api_key_id are required")
@@ -146,6 +153,7 @@ class TaskStore:
             queued_at_ms=int(now * 1000) if queued_at_ms is None else queued_at_ms,
             now=now,
             expires_at=int(now) + self.ttl_seconds,
+            trace_id=trace_id,
         )
         try:
             self._put("create", item, expr.ABSENT_OR_EXPIRED, {":now_s": {"N": str(int(now))}})
@@ -176,6 +184,7 @@ class TaskStore:
             queued_at_ms=record.queued_at or int(now * 1000),
             now=now,
             expires_at=int(now) - 1,
+            trace_id=record.trace_id,
         )
         values = {":tok": {"S": record.write_token}, ":queued": {"S": s.QUEUED}}
         try:

@@ -153,9 +153,12 @@ def queued_item(
     queued_at_ms: int,
     now: float,
     expires_at: int,
+    trace_id: str | None = None,
 ) -> dict[str, Any]:
     """The low-level item of a task the API accepted."""
+    traced = {s.TRACE_ID: {"S": trace_id}} if trace_id else {}
     return {
+        **traced,
         s.TASK_ID: {"S": task_id},
         s.STATE: {"S": s.QUEUED},
         s.RUNTIME: {"S": runtime},

@@ -41,6 +41,7 @@ class TaskRecord:
     webhook_last_attempt_at: int | None = None
     write_token: str | None = None
     redriven_at: int | None = None
+    trace_id: str | None = None
 
     @property
     def final(self) -> bool:
@@ -74,6 +75,7 @@ class TaskRecord:
             webhook_last_attempt_at=_int(plain.get(s.WEBHOOK_LAST_ATTEMPT_AT)),
             write_token=plain.get(s.WRITE_TOKEN),
             redriven_at=_int(plain.get(s.REDRIVEN_AT)),
+            trace_id=plain.get(s.TRACE_ID),
         )
 
     def timings(self) -> dict[str, int]:

@@ -35,6 +35,8 @@ WEBHOOK_ATTEMPTS: Final = "webhook_attempts"
 WEBHOOK_LAST_ATTEMPT_AT: Final = "webhook_last_attempt_at"
 # When ``sdfleet dlq redrive`` put a dead-lettered task back to queued (epoch ms).
 REDRIVEN_AT: Final = "redriven_at"
+# The X-Ray trace id of the request that submitted the task (``1-xxxxxxxx-...``), if traced.
+TRACE_ID: Final = "trace_id"
 # The error code the DLQ sweeper writes; only a task failed with it may be requeued.
 DEAD_LETTERED: Final = "dead_lettered"
 

@@ -118,6 +118,8 @@ class TaskStatus:
     error_message: str | None
     outputs: tuple[OutputObject, ...]
     raw: Mapping[str, Any] = field(repr=False)
+    trace_id: str | None = None
+    """The X-Ray trace of the submitting request (find it in X-Ray / CloudWatch traces)."""
 
     @property
     def final(self) -> bool:
@@ -142,6 +144,7 @@ class TaskStatus:
             error_message=error.get("message"),
             outputs=tuple(outputs),
             raw=data,
+            trace_id=data.get("trace_id") if isinstance(data.get("trace_id"), str) else None,
         )
 
 

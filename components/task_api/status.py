@@ -66,6 +66,7 @@ def body(record: TaskRecord, settings: cfg.Settings, now: float | None = None) -
         "runtime": record.runtime,
         "attempts": record.attempts,
         "timings": timings(record),
+        "trace_id": record.trace_id,
         "error": (
             {"code": record.error_code, "message": record.error_message}
             if record.error_code is not None

@@ -23,6 +23,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from sdfleet.agent import contract
+from sdfleet.agent.contract_log import xray_trace_id
 from sdfleet.agent.task_state import TaskExists, TaskRecord, TaskStore
 from sdfleet.components.task_api import events
 from sdfleet.components.task_api import responses as r
@@ -105,6 +106,14 @@ def trace_header() -> str | None:
     if len(value) > _MAX_TRACE_HEADER or not _TRACE_HEADER_RE.fullmatch(value):
         return None
     return value
+
+
+def sampled_trace_id() -> str | None:
+    """The trace id X-Ray will have (the request was sampled), for the task's record."""
+    header = trace_header()
+    if header is None or "Sampled=1" not in header.split(";"):
+        return None
+    return xray_trace_id(header)
 
 
 def send_trace_header(client: Any) -> None:
@@ -215,7 +224,7 @@ def handle(
         return r.error(exc.status, exc.code, exc.message, exc.field)
     store = cfg.store(settings)
     try:
-        record = store.create(meta.id, meta.runtime, owner)
+        record = store.create(meta.id, meta.runtime, owner, trace_id=sampled_trace_id())
     except TaskExists as exc:
         return task_exists(exc, version, log, owner)
     except r.TABLE_ERRORS as exc:

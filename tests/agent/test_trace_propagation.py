@@ -118,6 +118,27 @@ def submit(task_id: str) -> dict[str, Any]:
     return dict(json.loads(response["body"]))
 
 
+def status(task_id: str) -> dict[str, Any]:
+    """GET /v1alpha2/tasks/{id} through the real handler, with the submitting key."""
+    event = {
+        "resource": "/v1alpha2/tasks/{id}",
+        "path": f"/v1alpha2/tasks/{task_id}",
+        "httpMethod": "GET",
+        "pathParameters": {"id": task_id},
+        "headers": {},
+        "requestContext": {"stage": "v1", "requestId": "r-2", "identity": {"apiKeyId": "k1"}},
+        "body": None,
+        "isBase64Encoded": False,
+    }
+
+    class Context:
+        aws_request_id = "req-status"
+
+    response = task_api.handler(event, Context())
+    assert response["statusCode"] == 200, response
+    return dict(json.loads(response["body"]))
+
+
 def peek(fleet: Fleet) -> dict[str, Any]:
     """The queued message, left visible for the agent."""
     got = fleet.sqs.receive_message(
@@ -199,6 +220,18 @@ def test_the_lambda_trace_runs_through_sns_sqs_the_agent_and_the_notification(
     assert doc["TasksCompleted"] == 1
     assert {"QueueWaitMs", "InputFetchMs", "InferenceMs", "UploadMs", "EndToEndMs"} <= set(doc)
     assert doc["EndToEndMs"] >= doc["InferenceMs"] >= 10
+
+    # The status API names the trace: a client goes from task id to trace in one call.
+    assert status("traced-1")["trace_id"] == trace_id
+
+
+def test_an_unsampled_request_records_no_trace_id(
+    lambda_env: Fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    header, _ = xray_header()
+    monkeypatch.setenv("_X_AMZN_TRACE_ID", header.replace("Sampled=1", "Sampled=0"))
+    submit("untraced-1")
+    assert status("untraced-1")["trace_id"] is None  # X-Ray will not have it
 
 
 def test_aws_trace_header_is_the_parent_first(fleet: Fleet) -> None:
