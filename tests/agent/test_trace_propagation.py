@@ -100,39 +100,31 @@ def submit(task_id: str) -> dict[str, Any]:
             "content": {"prompt": "a lighthouse", "steps": 4},
         }
     }
+    return invoke("POST", "/v1alpha2", "/v1alpha2", body=json.dumps(body))
+
+
+def status(task_id: str) -> dict[str, Any]:
+    """GET /v1alpha2/tasks/{id} through the real handler, with the submitting key."""
+    return invoke("GET", "/v1alpha2/tasks/{id}", f"/v1alpha2/tasks/{task_id}", id=task_id)
+
+
+def invoke(
+    method: str, resource: str, path: str, body: str | None = None, **params: str
+) -> dict[str, Any]:
+    """The real task API handler, invoked as API Gateway's REST proxy does (key ``k1``)."""
     event = {
-        "resource": "/v1alpha2",
-        "path": "/v1alpha2",
-        "httpMethod": "POST",
-        "headers": {"content-type": "application/json"},
+        "resource": resource,
+        "path": path,
+        "httpMethod": method,
+        "pathParameters": params or None,
+        "headers": {"content-type": "application/json"} if body is not None else {},
         "requestContext": {"stage": "v1", "requestId": "r-1", "identity": {"apiKeyId": "k1"}},
-        "body": json.dumps(body),
+        "body": body,
         "isBase64Encoded": False,
     }
 
     class Context:
         aws_request_id = "req-trace"
-
-    response = task_api.handler(event, Context())
-    assert response["statusCode"] == 200, response
-    return dict(json.loads(response["body"]))
-
-
-def status(task_id: str) -> dict[str, Any]:
-    """GET /v1alpha2/tasks/{id} through the real handler, with the submitting key."""
-    event = {
-        "resource": "/v1alpha2/tasks/{id}",
-        "path": f"/v1alpha2/tasks/{task_id}",
-        "httpMethod": "GET",
-        "pathParameters": {"id": task_id},
-        "headers": {},
-        "requestContext": {"stage": "v1", "requestId": "r-2", "identity": {"apiKeyId": "k1"}},
-        "body": None,
-        "isBase64Encoded": False,
-    }
-
-    class Context:
-        aws_request_id = "req-status"
 
     response = task_api.handler(event, Context())
     assert response["statusCode"] == 200, response
