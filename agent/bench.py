@@ -104,6 +104,23 @@ def run(tasks: int, inference_seconds: float, size: int, telemetry: bool = True)
         shipped = sinks.stats() if sinks is not None else {}
     finally:
         moto.stop()
+    return _summary(tasks, inference_seconds, size, calls, notes, makespan, rss_kb) | {
+        "telemetry": "on (EMF to CloudWatch Logs, OTLP spans)" if telemetry else "off",
+        **shipped,
+        "machine": f"{os.cpu_count()} cores, {cpu_model()}, Python {platform.python_version()}",
+    }
+
+
+def _summary(
+    tasks: int,
+    inference_seconds: float,
+    size: int,
+    calls: list[Any],
+    notes: list[dict[str, Any]],
+    makespan: float,
+    rss_kb: int,
+) -> dict[str, Any]:
+    """The figures of one run, from the fake server's calls and the notifications."""
     calls.sort(key=lambda c: c.started)
     intervals = [(c.started, c.ended) for c in calls if c.ended is not None]
     busy = sum(end - start for start, end in intervals)
@@ -132,9 +149,6 @@ def run(tasks: int, inference_seconds: float, size: int, telemetry: bool = True)
         "upload_ms_p50": statistics.median(n["timings"]["upload_ms"] for n in notes),
         "upload_ms_p95": _percentile([float(n["timings"]["upload_ms"]) for n in notes], 0.95),
         "agent_peak_rss_mib": rss_kb / 1024,
-        "telemetry": "on (EMF to CloudWatch Logs, OTLP spans)" if telemetry else "off",
-        **shipped,
-        "machine": f"{os.cpu_count()} cores, {cpu_model()}, Python {platform.python_version()}",
     }
 
 

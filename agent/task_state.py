@@ -138,8 +138,7 @@ class TaskStore:
         queued_at_ms: int | None = None,
         trace_id: str | None = None,
     ) -> TaskRecord:
-        """Record a queued task owned by ``api_key_id`` (``trace_id``: the submitting request's
-        X-Ray trace); raise TaskExists if the id is taken."""
+        """Record a queued task (owner ``api_key_id``, X-Ray ``trace_id``); TaskExists if taken."""
         _check_id(task_id)
         if not runtime or not api_key_id:
             raise ValueError("runtime and api_key_id are required")

@@ -252,35 +252,17 @@ class SdRuntime(pulumi.ComponentResource):
             spec=plain["network_policy"]["spec"],
             opts=opts,
         )
-        role = k8s.rbac.v1.Role(
-            f"{name}-deletion-cost-role",
-            metadata=plain["role"]["metadata"],
-            rules=plain["role"]["rules"],
-            opts=opts,
-        )
-        binding = k8s.rbac.v1.RoleBinding(
-            f"{name}-deletion-cost-binding",
-            metadata=plain["role_binding"]["metadata"],
-            role_ref=plain["role_binding"]["roleRef"],
-            subjects=plain["role_binding"]["subjects"],
-            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[role])),
-        )
-        node_reader = k8s.rbac.v1.ClusterRole(
-            f"{name}-node-reader-role",
-            metadata=plain["node_reader_role"]["metadata"],
-            rules=plain["node_reader_role"]["rules"],
-            opts=opts,
-        )
-        node_binding = k8s.rbac.v1.ClusterRoleBinding(
-            f"{name}-node-reader-binding",
-            metadata=plain["node_reader_binding"]["metadata"],
-            role_ref=plain["node_reader_binding"]["roleRef"],
-            subjects=plain["node_reader_binding"]["subjects"],
-            opts=pulumi.ResourceOptions.merge(
-                opts, pulumi.ResourceOptions(depends_on=[node_reader])
-            ),
-        )
-        return [policy, role, binding, node_reader, node_binding]
+        # Roles are namespaced, ClusterRoles not: the same pair of objects otherwise.
+        rbac = k8s.rbac.v1
+        deletion_cost = _bound_role(
+            f"{name}-deletion-cost", plain["role"], plain["role_binding"], rbac.Role,
+            rbac.RoleBinding, opts,
+        )  # fmt: skip
+        node_reader = _bound_role(
+            f"{name}-node-reader", plain["node_reader_role"], plain["node_reader_binding"],
+            rbac.ClusterRole, rbac.ClusterRoleBinding, opts,
+        )  # fmt: skip
+        return [policy, *deletion_cost, *node_reader]
 
     def _identity(
         self, name: str, args: SdRuntimeArgs, wired: pulumi.Output[dict[str, Any]]
@@ -307,3 +289,23 @@ class SdRuntime(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
         return role, role_policy, association
+
+
+def _bound_role(
+    name: str,
+    role: Mapping[str, Any],
+    binding: Mapping[str, Any],
+    role_type: Any,
+    binding_type: Any,
+    opts: pulumi.ResourceOptions,
+) -> list[pulumi.Resource]:
+    """A (Cluster)Role and its (Cluster)RoleBinding, the binding after the role."""
+    created = role_type(f"{name}-role", metadata=role["metadata"], rules=role["rules"], opts=opts)
+    bound = binding_type(
+        f"{name}-binding",
+        metadata=binding["metadata"],
+        role_ref=binding["roleRef"],
+        subjects=binding["subjects"],
+        opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[created])),
+    )
+    return [created, bound]
