@@ -120,7 +120,9 @@ def metric_path_lines(resources: list[Recorded]) -> list[str]:
     for rec in _of(resources, "aws:cloudwatch/logGroup:LogGroup"):
         name = str(rec.inputs.get("name", ""))
         if name.endswith("/agent-metrics"):
-            lines.append(f"EMF log group {name} (retention {rec.inputs.get('retentionInDays')} d)")
+            days = rec.inputs.get("retentionInDays")
+            kept = f"{int(days)} days" if isinstance(days, (int, float)) else "no expiry"
+            lines.append(f"EMF log group {name} (retention {kept})")
     for rec in _of(resources, "aws:iam/rolePolicy:RolePolicy"):
         for st in _statements(rec.inputs.get("policy")):
             if "logs:PutLogEvents" in _actions(st) and st.get("Sid") == "WriteAgentMetrics":
