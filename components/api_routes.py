@@ -44,16 +44,7 @@ def submit_routes(
             api_key_required=True,
             opts=api_child,
         )
-        integration = aws.apigateway.Integration(
-            f"{name}-{path}-integration",
-            rest_api=api.id,
-            resource_id=resource.id,
-            http_method=method.http_method,
-            integration_http_method="POST",
-            type="AWS_PROXY",
-            uri=fn.invoke_arn,
-            opts=api_child,
-        )
+        integration = _lambda_proxy(f"{name}-{path}-integration", api, fn, resource, method)
         routes += [resource, method, integration]
         resources[path] = resource
     aws.lambda_.Permission(
@@ -108,17 +99,7 @@ def status_route(
         request_validator_id=validator.id,
         opts=api_child,
     )
-    integration = aws.apigateway.Integration(
-        f"{name}-task-get-integration",
-        rest_api=api.id,
-        resource_id=task.id,
-        http_method=method.http_method,
-        # Lambda proxy integrations are always invoked with POST.
-        integration_http_method="POST",
-        type="AWS_PROXY",
-        uri=fn.invoke_arn,
-        opts=api_child,
-    )
+    integration = _lambda_proxy(f"{name}-task-get-integration", api, fn, task, method)
     aws.lambda_.Permission(
         f"{name}-invoke-status",
         action="lambda:InvokeFunction",
@@ -128,3 +109,23 @@ def status_route(
         opts=pulumi.ResourceOptions(parent=fn),
     )
     return [tasks, task, validator, method, integration]
+
+
+def _lambda_proxy(
+    name: str,
+    api: aws.apigateway.RestApi,
+    fn: aws.lambda_.Function,
+    resource: aws.apigateway.Resource,
+    method: aws.apigateway.Method,
+) -> aws.apigateway.Integration:
+    """The method's Lambda proxy integration (always invoked with POST, whatever the method)."""
+    return aws.apigateway.Integration(
+        name,
+        rest_api=api.id,
+        resource_id=resource.id,
+        http_method=method.http_method,
+        integration_http_method="POST",
+        type="AWS_PROXY",
+        uri=fn.invoke_arn,
+        opts=pulumi.ResourceOptions(parent=api),
+    )
