@@ -51,6 +51,19 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def deployed_env(fleet: Any, api_base_url: str, **extra: str) -> dict[str, str]:
+    """The agent's environment with its own defaults (``Fleet.agent_env`` speeds them up for
+    tests) and quiet logs."""
+    return fleet.agent_env(
+        api_base_url,
+        HEARTBEAT_SECONDS=str(settings.default("HEARTBEAT_SECONDS")),
+        VISIBILITY_EXTENSION_SECONDS=str(settings.default("VISIBILITY_EXTENSION_SECONDS")),
+        HEARTBEAT_TIMEOUT_SECONDS=str(settings.default("HEARTBEAT_TIMEOUT_SECONDS")),
+        LOGLEVEL="WARNING",
+        **extra,
+    )
+
+
 def run(tasks: int, inference_seconds: float, size: int, telemetry: bool = True) -> dict[str, Any]:
     # sdfleet.fakes (moto, the fake servers) is not in the agent image: imported here only.
     from sdfleet.fakes.agents import subprocess_env
@@ -72,15 +85,7 @@ def run(tasks: int, inference_seconds: float, size: int, telemetry: bool = True)
             for _ in range(tasks):
                 # A fixed seed keeps the fake's PNG encoding out of the measurement (cached).
                 fleet.publish(fleet.task({"prompt": "bench", "seed": 1234, "steps": 20}))
-            env = fleet.agent_env(
-                srv.url,
-                # The agent's defaults (Fleet.agent_env speeds them up for tests).
-                HEARTBEAT_SECONDS=str(settings.default("HEARTBEAT_SECONDS")),
-                VISIBILITY_EXTENSION_SECONDS=str(settings.default("VISIBILITY_EXTENSION_SECONDS")),
-                HEARTBEAT_TIMEOUT_SECONDS=str(settings.default("HEARTBEAT_TIMEOUT_SECONDS")),
-                LOGLEVEL="WARNING",
-                **(sinks.env if sinks is not None else {}),
-            )
+            env = deployed_env(fleet, srv.url, **(sinks.env if sinks is not None else {}))
             log_path = os.environ.get("BENCH_AGENT_LOG")  # keep the agent's log for analysis
             with open(log_path or os.devnull, "w") as agent_log:
                 started = time.monotonic()

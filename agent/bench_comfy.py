@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sdfleet.agent import settings
+from sdfleet.agent.bench import deployed_env
 from sdfleet.agent.contract import COMFYUI
 
 TARGET_BUSY = 0.97
@@ -81,13 +81,7 @@ def run(tasks: int, inference_seconds: float, size: int) -> dict[str, Any]:
             for n in range(tasks):
                 task = fleet.task({"prompt": graph(1000 + n, size)}, tasktype="pipeline")
                 fleet.publish(task)
-            env = fleet.agent_env(
-                srv.url,
-                HEARTBEAT_SECONDS=str(settings.default("HEARTBEAT_SECONDS")),
-                VISIBILITY_EXTENSION_SECONDS=str(settings.default("VISIBILITY_EXTENSION_SECONDS")),
-                HEARTBEAT_TIMEOUT_SECONDS=str(settings.default("HEARTBEAT_TIMEOUT_SECONDS")),
-                LOGLEVEL="WARNING",
-            )
+            env = deployed_env(fleet, srv.url)
             log_path = os.environ.get("BENCH_AGENT_LOG")
             with open(log_path or os.devnull, "w") as agent_log:
                 started = time.monotonic()
